@@ -2,9 +2,123 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy.cache.blobs import BlobCache
+from proxy.cache.manifests import ManifestCache
 from proxy.config import Config
+from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.routing import Router
+from proxy.server.handlers import Services, V2Handlers
+from proxy.server.middleware import API_VERSION_HEADER, error_middleware
+from proxy.store.diskindex import DiskIndex
+from proxy.store.fsblobs import FsBlobStore
+from proxy.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+SERVICES = web.AppKey("services", Services)
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", FsBlobStore)
+
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[CONFIG] = config
+    # Fail at start, not at the first request, when the default upstream is missing.
+    Router(config)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_response_prepare.append(_api_version_header)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_route("*", "/v2", _dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    metrics = Metrics()
+    store = FsBlobStore(config.cache_dir)
+    await store.open()
+    index = DiskIndex(config.cache_dir / "index")
+    metrics.cache_size.set(await store.total_size())
+    session = aiohttp.ClientSession(
+        timeout=UPSTREAM_TIMEOUT,
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+        auto_decompress=False,
+    )
+    clients = {up.name: UpstreamClient(up, session, metrics) for up in config.upstreams}
+    blobs = BlobCache(store, index, clients, metrics)
+    app[STORE] = store
+    app[SERVICES] = Services(
+        router=Router(config),
+        manifests=ManifestCache(index, clients, metrics),
+        blobs=blobs,
+        clients=clients,
+        metrics=metrics,
+    )
+    log.info("cache at %s holds %d bytes", config.cache_dir, await store.total_size())
+    try:
+        yield
+    finally:
+        await blobs.downloads.close()
+        await session.close()
+        await index.close()
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    return await V2Handlers(request.app[SERVICES]).dispatch(request)
+
+
+async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/v2"):
+        response.headers.setdefault(*API_VERSION_HEADER)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    probe = request.app[CONFIG].cache_dir / "tmp" / f"ready-{uuid.uuid4().hex}"
+    try:
+        await asyncio.to_thread(_write_and_remove, probe)
+    except OSError as exc:
+        return web.Response(status=503, text=f"cache directory not writable: {exc}\n")
+    return web.Response(text="ready\n")
+
+
+def _write_and_remove(path: os.PathLike[str]) -> None:
+    with open(path, "wb") as probe:
+        probe.write(b"ok")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[SERVICES].metrics
+    metrics.cache_size.set(await request.app[STORE].total_size())
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def run_server(config: Config) -> None:
     """Serve until SIGINT/SIGTERM. Blocks."""
-    raise NotImplementedError
+    web.run_app(
+        build_app(config),
+        host=config.listen_host,
+        port=config.listen_port,
+        print=lambda message: log.info("%s", message),
+        shutdown_timeout=30,
+    )

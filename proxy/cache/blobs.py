@@ -1,0 +1,76 @@
+"""Blobs: served from the content-addressed store, or fetched once and followed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.cache.downloads import Download, Downloads
+from proxy.errors import UpstreamInvalid
+from proxy.metrics import Metrics
+from proxy.oci.digest import Digest
+from proxy.routing import Target
+from proxy.store import BlobStore, Index, Kind, RepoRef
+from proxy.upstream.client import UpstreamClient, error_from
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBlob:
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobHead:
+    size: int | None  # None when the upstream would not say
+    cached: bool
+
+
+class BlobCache:
+    def __init__(
+        self,
+        store: BlobStore,
+        index: Index,
+        clients: dict[str, UpstreamClient],
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._clients = clients
+        self._metrics = metrics
+        self.downloads = Downloads(store, clients, metrics)
+
+    async def get(self, target: Target, digest: Digest) -> CachedBlob | Download:
+        """The cached file, or the download to follow. Raises the upstream's error."""
+        size = await self._store.size(digest)
+        found: CachedBlob | Download
+        if size is not None:
+            found = CachedBlob(self._store.path(digest), size)
+        else:
+            found = await self.downloads.join(target, digest)
+        await self._record_use(target, digest)
+        return found
+
+    async def head(self, target: Target, digest: Digest) -> BlobHead:
+        size = await self._store.size(digest)
+        if size is not None:
+            return BlobHead(size, cached=True)
+        download = self.downloads.active(digest)
+        if download is not None and download.size is not None:
+            return BlobHead(download.size, cached=False)
+        client = self._clients[target.upstream.name]
+        path = f"/v2/{target.repository}/blobs/{digest}"
+        response = await client.request("HEAD", path, target.repository)
+        if response.status != 200:
+            raise await error_from(response, Kind.BLOB)
+        response.release()
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed is not None and claimed != str(digest):
+            self._metrics.digest_mismatch.labels(target.upstream.name, "blob").inc()
+            raise UpstreamInvalid("upstream answered for another digest", detail=claimed)
+        return BlobHead(response.content_length, cached=False)
+
+    async def _record_use(self, target: Target, digest: Digest) -> None:
+        ref = RepoRef(target.upstream.name, target.repository)
+        await self._index.record_use(Kind.BLOB, digest, ref, time.time())

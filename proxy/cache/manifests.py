@@ -1,0 +1,202 @@
+"""Manifests: tag -> digest resolution with a TTL, and manifests cached by digest.
+
+A tag answer is trusted for the upstream's ``tag_ttl``; after that a HEAD revalidates it
+(a HEAD does not count against Docker Hub's pull limit). Manifests are kept byte for
+byte with the upstream's media type, and every body is checked against its digest
+before it is stored or served.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from proxy.cache.singleflight import SingleFlight
+from proxy.errors import UpstreamInvalid
+from proxy.metrics import Metrics
+from proxy.oci.digest import Digest, InvalidDigest
+from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
+from proxy.oci.reference import Reference
+from proxy.routing import Target
+from proxy.store import Index, Kind, RepoRef, StoredManifest, TagEntry, TagKey
+from proxy.upstream.body import read_at_most
+from proxy.upstream.client import UpstreamClient, error_from
+
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    digest: Digest
+    media_type: str
+    size: int
+    body: bytes | None  # None answers a HEAD that needed no body
+    result: str  # hit | miss | revalidated
+
+
+class ManifestCache:
+    def __init__(self, index: Index, clients: dict[str, UpstreamClient], metrics: Metrics) -> None:
+        self._index = index
+        self._clients = clients
+        self._metrics = metrics
+        self._fetches: SingleFlight[StoredManifest] = SingleFlight()
+        self._heads: SingleFlight[TagEntry | None] = SingleFlight()
+
+    async def get(
+        self, target: Target, reference: Reference, accept: tuple[str, ...], head: bool
+    ) -> ManifestAnswer:
+        if reference.digest is not None:
+            answer = await self._by_digest(target, reference.digest, accept, head)
+        else:
+            assert reference.tag is not None
+            answer = await self._by_tag(target, reference.tag, accept, head)
+        ref = RepoRef(target.upstream.name, target.repository)
+        await self._index.record_use(Kind.MANIFEST, answer.digest, ref, time.time())
+        return answer
+
+    async def _by_digest(
+        self, target: Target, digest: Digest, accept: tuple[str, ...], head: bool
+    ) -> ManifestAnswer:
+        stored = await self._index.get_manifest(digest)
+        if stored is not None:
+            return _answer(stored, head, "hit")
+        if head:
+            entry = await self._head(target, str(digest), accept)
+            if entry is not None and entry.digest == digest:
+                return ManifestAnswer(digest, entry.media_type, entry.size, None, "miss")
+        stored = await self._fetch(target, str(digest), accept, expected=digest)
+        return _answer(stored, head, "miss")
+
+    async def _by_tag(
+        self, target: Target, tag: str, accept: tuple[str, ...], head: bool
+    ) -> ManifestAnswer:
+        key = TagKey(target.upstream.name, target.repository, tag, accept)
+        now = time.time()
+        entry = await self._index.get_tag(key)
+        if entry is not None and now - entry.checked_at < target.upstream.tag_ttl:
+            return await self._serve(target, entry, accept, head, "hit")
+        # Unknown or stale. A HEAD is enough to revalidate, and to answer a HEAD.
+        current = await self._head(target, tag, accept) if entry is not None or head else None
+        if current is None:
+            stored = await self._fetch(target, tag, accept, expected=None)
+            await self._index.put_tag(key, _entry(stored, now))
+            return _answer(stored, head, "miss")
+        await self._index.put_tag(key, current)
+        same = entry is not None and entry.digest == current.digest
+        return await self._serve(target, current, accept, head, "revalidated" if same else "miss")
+
+    async def _serve(
+        self, target: Target, entry: TagEntry, accept: tuple[str, ...], head: bool, result: str
+    ) -> ManifestAnswer:
+        if head:
+            return ManifestAnswer(entry.digest, entry.media_type, entry.size, None, result)
+        stored = await self._index.get_manifest(entry.digest)
+        if stored is None:
+            stored = await self._fetch(target, str(entry.digest), accept, entry.digest)
+            result = "miss"
+        return _answer(stored, head, result)
+
+    async def _head(self, target: Target, ref: str, accept: tuple[str, ...]) -> TagEntry | None:
+        """What the upstream says ``ref`` is now, or None if it did not say a digest."""
+        key = ("head", target.upstream.name, target.repository, ref, accept)
+
+        async def call() -> TagEntry | None:
+            client = self._clients[target.upstream.name]
+            response = await client.request(
+                "HEAD", _path(target, ref), target.repository, _accept_headers(accept)
+            )
+            if response.status != 200:
+                raise await error_from(response, Kind.MANIFEST)
+            response.release()
+            try:
+                digest = Digest.parse(response.headers.get("Docker-Content-Digest", ""))
+                size = int(response.headers.get("Content-Length", ""))
+            except (InvalidDigest, ValueError):
+                return None
+            media_type = response.headers.get("Content-Type", DEFAULT_MEDIA_TYPE)
+            return TagEntry(digest, media_type, size, time.time())
+
+        entry, joined = await self._heads.do(key, call)
+        if joined:
+            self._metrics.dedup_joins.labels("manifest").inc()
+        return entry
+
+    async def _fetch(
+        self, target: Target, ref: str, accept: tuple[str, ...], expected: Digest | None
+    ) -> StoredManifest:
+        key = ("get", target.upstream.name, target.repository, ref, accept)
+
+        async def call() -> StoredManifest:
+            client = self._clients[target.upstream.name]
+            response = await client.request(
+                "GET", _path(target, ref), target.repository, _accept_headers(accept)
+            )
+            if response.status != 200:
+                raise await error_from(response, Kind.MANIFEST)
+            try:
+                body = await _read_limited(response)
+            finally:
+                response.release()
+            stored = self._verified(target, response, body, expected)
+            await self._index.put_manifest(stored)
+            return stored
+
+        stored, joined = await self._fetches.do(key, call)
+        if joined:
+            self._metrics.dedup_joins.labels("manifest").inc()
+        return stored
+
+    def _verified(
+        self,
+        target: Target,
+        response: aiohttp.ClientResponse,
+        body: bytes,
+        expected: Digest | None,
+    ) -> StoredManifest:
+        header = response.headers.get("Docker-Content-Digest")
+        try:
+            claimed = Digest.parse(header) if header else None
+        except InvalidDigest:
+            claimed = None
+        digest = expected or claimed or Digest.of(body)
+        if (claimed is not None and claimed != digest) or not digest.matches(body):
+            self._metrics.digest_mismatch.labels(target.upstream.name, "manifest").inc()
+            raise UpstreamInvalid(
+                "upstream manifest does not match its digest",
+                detail={
+                    "expected": str(digest),
+                    "header": header,
+                    "actual": str(Digest.of(body, digest.algorithm)),
+                },
+            )
+        media_type = response.headers.get("Content-Type", DEFAULT_MEDIA_TYPE)
+        return StoredManifest(digest, media_type.split(";")[0].strip(), body)
+
+
+def _entry(stored: StoredManifest, now: float) -> TagEntry:
+    return TagEntry(stored.digest, stored.media_type, len(stored.body), now)
+
+
+def _answer(stored: StoredManifest, head: bool, result: str) -> ManifestAnswer:
+    body = None if head else stored.body
+    return ManifestAnswer(stored.digest, stored.media_type, len(stored.body), body, result)
+
+
+def _path(target: Target, ref: str) -> str:
+    return f"/v2/{target.repository}/manifests/{ref}"
+
+
+def _accept_headers(accept: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [("Accept", media_type) for media_type in accept]
+
+
+async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > MAX_MANIFEST_BYTES:
+        raise UpstreamInvalid("upstream manifest is larger than 4 MiB", detail={"size": declared})
+    body = await read_at_most(response, MAX_MANIFEST_BYTES)
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise UpstreamInvalid("upstream manifest is larger than 4 MiB")
+    return body

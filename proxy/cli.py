@@ -1,0 +1,185 @@
+"""The ``regcache`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from proxy import __version__
+from proxy.config import (
+    BUILTIN_UPSTREAMS,
+    ENV_VARS,
+    LOG_LEVELS,
+    CliOverrides,
+    Config,
+    ConfigError,
+    load_config,
+)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_DEFAULTS = Config()
+_ENV_LIST = "\n".join(f"       {var:<27} sets {key}" for var, key in ENV_VARS.items())
+_BUILTINS = "\n".join(f"  {name:<17} {url}" for name, url in BUILTIN_UPSTREAMS)
+
+_DESCRIPTION = """\
+regcache is a pull-through caching proxy for container registries. Point a container
+runtime's registry mirror setting at it: it fetches images from the upstream registries
+once, keeps blobs and manifests on local disk, and serves later pulls from that cache."""
+
+_SERVE_DESCRIPTION = f"""\
+Run the caching proxy in the foreground until SIGINT or SIGTERM.
+
+Clients choose the upstream with the ?ns=REGISTRY query parameter that containerd and
+Docker send to mirrors, or with a path prefix (/v2/REGISTRY/NAME/...); requests that name
+no upstream go to the default upstream. Built-in upstreams, used unless the config file
+has an `upstreams:` list:
+{_BUILTINS}"""
+
+_SERVE_EPILOG = f"""\
+configuration precedence (later wins):
+  1. built-in defaults
+  2. the YAML file given with --config (every key is documented in
+     config/regcache.example.yaml; unknown keys are errors)
+  3. environment variables (an empty variable counts as unset):
+{_ENV_LIST}
+  4. command-line options
+
+Upstream credentials, aliases, tag_ttl and tls_verify can only be set in the file.
+Invalid configuration is reported as one line naming the source, line and key, and
+regcache exits with status 2.
+
+example:
+  regcache serve --config /etc/regcache.yaml --listen 127.0.0.1:5000 \\
+      --upstream registry.example.com=https://registry.example.com \\
+      --log-level debug"""
+
+_TOP_EPILOG = """\
+Run `regcache serve --help` for the options, the configuration file, the environment
+variables and their precedence.
+
+example:
+  regcache serve --listen 0.0.0.0:5000 --cache-dir /var/lib/regcache"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``regcache`` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits for --help, --version and usage errors; callers want a status.
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regcache",
+        description=_DESCRIPTION,
+        epilog=_TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the caching proxy",
+        description=_SERVE_DESCRIPTION,
+        epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_serve_options(serve)
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML configuration file; without it only the built-in defaults, the "
+        "environment and these options apply",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to listen on; use [ADDR]:PORT for IPv6 "
+        f"(default: {_DEFAULTS.listen_host}:{_DEFAULTS.listen_port}; env REGCACHE_LISTEN)",
+    )
+    serve.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="directory for cached blobs and manifests; a relative path is relative to the "
+        f"working directory (default: {_DEFAULTS.cache_dir}; env REGCACHE_CACHE_DIR)",
+    )
+    serve.add_argument(
+        "--upstream",
+        dest="upstreams",
+        action="append",
+        type=_upstream_arg,
+        metavar="NAME=URL",
+        help="add an upstream registry, or change the URL of the upstream with that name or "
+        "alias (keeping its other settings); URL is http(s)://HOST[:PORT]; repeatable",
+    )
+    serve.add_argument(
+        "--default-upstream",
+        metavar="NAME",
+        help="upstream (name or alias) for requests that name none "
+        f"(default: {_DEFAULTS.default_upstream}; env REGCACHE_DEFAULT_UPSTREAM)",
+    )
+    serve.add_argument(
+        "--log-level",
+        metavar="{" + ",".join(LOG_LEVELS) + "}",
+        help="logging threshold; logs go to stderr "
+        f"(default: {_DEFAULTS.log_level}; env REGCACHE_LOG_LEVEL)",
+    )
+
+
+def _upstream_arg(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not (sep and name and url):
+        # The value itself is not echoed: the URL may carry credentials.
+        raise argparse.ArgumentTypeError(
+            "expected NAME=URL, e.g. registry.example.com=https://registry.example.com"
+        )
+    return name, url
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = CliOverrides(
+        listen=args.listen,
+        cache_dir=args.cache_dir,
+        upstreams=tuple(args.upstreams or ()),
+        default_upstream=args.default_upstream,
+        log_level=args.log_level,
+    )
+    try:
+        config = load_config(args.config, os.environ, overrides)
+    except ConfigError as exc:
+        print(f"regcache: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    # Imported here so that --help and configuration errors do not pay for loading the server.
+    from proxy.server.app import run_server
+
+    try:
+        run_server(config)
+    except KeyboardInterrupt:
+        # Ctrl-C before the server installed its signal handlers: a clean exit, not a traceback.
+        return 130
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    # force=True: a library that configured the root logger at import must not win.
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)

@@ -1,0 +1,68 @@
+"""Prometheus metrics for every stage of the data path.
+
+Each application owns its own registry so that several proxies (tests, chained caches in
+one process) never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.cache_requests = Counter(
+            "regcache_cache_requests",
+            "Manifest and blob requests by cache result",
+            ["upstream", "kind", "result"],
+            registry=r,
+        )
+        self.served_bytes = Counter(
+            "regcache_served_bytes",
+            "Body bytes sent to clients, by where they came from",
+            ["source"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "regcache_upstream_requests",
+            "Requests sent to upstream registries (token endpoints included)",
+            ["upstream", "method", "status"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "regcache_upstream_request_duration_seconds",
+            "Time to the upstream's response headers",
+            ["upstream"],
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            "regcache_upstream_bytes",
+            "Blob bytes received from upstreams",
+            ["upstream"],
+            registry=r,
+        )
+        self.cache_size = Gauge(
+            "regcache_cache_size_bytes", "Bytes of blobs held in the cache", registry=r
+        )
+        self.inflight_downloads = Gauge(
+            "regcache_inflight_downloads", "Blob downloads from upstreams under way", registry=r
+        )
+        self.dedup_joins = Counter(
+            "regcache_dedup_joins",
+            "Requests that joined a download already under way instead of starting one",
+            ["kind"],
+            registry=r,
+        )
+        self.digest_mismatch = Counter(
+            "regcache_digest_mismatch",
+            "Upstream content whose bytes did not match its digest",
+            ["upstream", "kind"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,47 @@
+"""Content digests (``algorithm:hex``) as the OCI image spec defines them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+# Only algorithms we can verify are accepted: a digest we cannot check would let
+# unverified bytes into the cache.
+_HEX_LENGTH = {"sha256": 64, "sha512": 128}
+_ENCODED = re.compile(r"[a-f0-9]+")
+
+
+class InvalidDigest(ValueError):
+    """The text is not a digest regcache can verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        algorithm, sep, encoded = text.partition(":")
+        if not sep:
+            raise InvalidDigest(f"digest {text[:80]!r} has no algorithm prefix")
+        expected = _HEX_LENGTH.get(algorithm)
+        if expected is None:
+            raise InvalidDigest(f"unsupported digest algorithm {algorithm[:20]!r}")
+        if len(encoded) != expected or not _ENCODED.fullmatch(encoded):
+            raise InvalidDigest(f"{algorithm} digest must be {expected} lowercase hex characters")
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def hasher(self) -> hashlib._Hash:
+        return hashlib.new(self.algorithm)
+
+    def matches(self, data: bytes) -> bool:
+        return hashlib.new(self.algorithm, data).hexdigest() == self.hex
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"

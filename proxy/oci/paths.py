@@ -1,0 +1,56 @@
+"""Which endpoint of the distribution API a request path names.
+
+Works on the raw (still percent-encoded) path: no valid name, tag or digest contains
+``%``, so anything encoded is refused instead of decoded. That keeps ``%2e%2e`` and
+encoded slashes from ever reaching the cache as path components.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from proxy.oci.names import validate_name
+
+
+class Endpoint(enum.Enum):
+    BASE = "base"
+    MANIFEST = "manifest"
+    BLOB = "blob"
+    TAGS_LIST = "tags"
+    BLOB_UPLOAD = "upload"
+
+
+class UnknownEndpoint(ValueError):
+    """The path is not an endpoint of the distribution API."""
+
+
+@dataclass(frozen=True, slots=True)
+class V2Path:
+    endpoint: Endpoint
+    name: str = ""
+    reference: str = ""  # tag or digest text, unparsed; empty where the endpoint has none
+
+
+_PATTERNS: tuple[tuple[Endpoint, re.Pattern[str]], ...] = (
+    (Endpoint.MANIFEST, re.compile(r"(?P<name>.+)/manifests/(?P<ref>[^/]+)")),
+    (Endpoint.BLOB_UPLOAD, re.compile(r"(?P<name>.+)/blobs/uploads(?:/[^/]*)?")),
+    (Endpoint.BLOB, re.compile(r"(?P<name>.+)/blobs/(?P<ref>[^/]+)")),
+    (Endpoint.TAGS_LIST, re.compile(r"(?P<name>.+)/tags/list")),
+)
+
+
+def parse_v2_path(raw_path: str) -> V2Path:
+    """Raises UnknownEndpoint, or InvalidName for a name outside the grammar."""
+    if raw_path in ("/v2", "/v2/"):
+        return V2Path(Endpoint.BASE)
+    if not raw_path.startswith("/v2/"):
+        raise UnknownEndpoint(raw_path)
+    rest = raw_path[len("/v2/") :]
+    for endpoint, pattern in _PATTERNS:
+        match = pattern.fullmatch(rest)
+        if match:
+            name = validate_name(match["name"])
+            return V2Path(endpoint, name, match.groupdict().get("ref") or "")
+    raise UnknownEndpoint(raw_path)

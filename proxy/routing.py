@@ -1,0 +1,59 @@
+"""Which upstream and repository a request is for. Pure code.
+
+Three forms, in this order of precedence:
+1. ``?ns=<registry>``, sent by containerd mirrors on every request;
+2. a first path component naming an upstream (``/v2/ghcr.io/org/app/...``), as podman
+   mirrors with a path and ``FROM cache:5000/ghcr.io/...`` send;
+3. everything else goes to the default upstream (Docker's ``registry-mirrors``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.config import Config, UpstreamConfig
+from proxy.errors import NameInvalid, NameUnknown
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    upstream: UpstreamConfig
+    repository: str
+    namespace: str | None = None  # the ns= the client sent, echoed as OCI-Namespace
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        default = config.upstream(config.default_upstream)
+        if default is None:
+            raise ValueError(f"default upstream {config.default_upstream!r} is not configured")
+        self._default = default
+
+    def route(self, name: str, ns: str | None) -> Target:
+        """``name`` is a repository name that already passed validation."""
+        if ns is not None:
+            upstream = self._config.upstream(ns)
+            if upstream is None:
+                raise NameUnknown(
+                    f"no upstream is configured for namespace {ns[:100]!r}",
+                    detail={"ns": ns[:255], "known": self._known()},
+                )
+            return Target(upstream, self._repository(upstream, name), ns)
+        first, _, rest = name.partition("/")
+        if rest:
+            upstream = self._config.upstream(first)
+            if upstream is not None:
+                return Target(upstream, self._repository(upstream, rest))
+        return Target(self._default, self._repository(self._default, name))
+
+    @staticmethod
+    def _repository(upstream: UpstreamConfig, name: str) -> str:
+        if upstream.is_docker_hub and "/" not in name:
+            return f"library/{name}"
+        if not name:
+            raise NameInvalid("repository name is empty")
+        return name
+
+    def _known(self) -> list[str]:
+        return [name for up in self._config.upstreams for name in (up.name, *up.aliases)]

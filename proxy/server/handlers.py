@@ -1,0 +1,256 @@
+"""The distribution API's pull endpoints: route, resolve, then stream the answer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from proxy.cache.blobs import BlobCache, CachedBlob
+from proxy.cache.downloads import Download
+from proxy.cache.manifests import ManifestCache
+from proxy.errors import (
+    DigestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    RangeInvalid,
+    RegistryError,
+    Unsupported,
+    UpstreamInvalid,
+)
+from proxy.metrics import Metrics
+from proxy.oci.digest import Digest, InvalidDigest
+from proxy.oci.mediatypes import accepted_types
+from proxy.oci.names import InvalidName, InvalidTag
+from proxy.oci.paths import Endpoint, UnknownEndpoint, V2Path, parse_v2_path
+from proxy.oci.reference import Reference
+from proxy.routing import Router, Target
+from proxy.upstream.body import read_at_most
+from proxy.upstream.client import UpstreamClient, error_from
+
+log = logging.getLogger(__name__)
+
+OCTET_STREAM = "application/octet-stream"
+MAX_TAG_LIST_BYTES = 16 * 1024 * 1024
+_PULL_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class Services:
+    router: Router
+    manifests: ManifestCache
+    blobs: BlobCache
+    clients: dict[str, UpstreamClient]
+    metrics: Metrics
+
+
+class V2Handlers:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = _parse(request.rel_url.raw_path)
+        if request.method not in _PULL_METHODS or path.endpoint is Endpoint.BLOB_UPLOAD:
+            raise Unsupported(
+                "regcache is a read-only pull-through cache; push to the upstream registry",
+                detail={"method": request.method},
+            )
+        if path.endpoint is Endpoint.BASE:
+            return web.json_response({})
+        target = self._s.router.route(path.name, request.query.get("ns"))
+        try:
+            if path.endpoint is Endpoint.MANIFEST:
+                response = await self._manifest(request, target, path)
+            elif path.endpoint is Endpoint.BLOB:
+                response = await self._blob(request, target, path)
+            else:
+                response = await self._tags(request, target, path)
+        except RegistryError as error:
+            if path.endpoint is not Endpoint.TAGS_LIST:
+                self._count(target, path.endpoint.value, "error")
+            error.headers.update(_namespace_header(target))
+            raise
+        return response
+
+    async def _manifest(
+        self, request: web.Request, target: Target, path: V2Path
+    ) -> web.StreamResponse:
+        reference = _reference(path.reference)
+        accept = accepted_types(request.headers.getall("Accept", ()))
+        head = request.method == "HEAD"
+        answer = await self._s.manifests.get(target, reference, accept, head)
+        self._count(target, "manifest", answer.result)
+        headers = {
+            "Docker-Content-Digest": str(answer.digest),
+            "Content-Type": answer.media_type,
+            **_namespace_header(target),
+        }
+        if answer.body is None:
+            return _head_response(answer.size, headers)
+        source = "cache" if answer.result in ("hit", "revalidated") else "upstream"
+        self._s.metrics.served_bytes.labels(source).inc(len(answer.body))
+        return web.Response(body=answer.body, headers=headers)
+
+    async def _blob(self, request: web.Request, target: Target, path: V2Path) -> web.StreamResponse:
+        digest = _digest(path.reference)
+        headers = {
+            "Docker-Content-Digest": str(digest),
+            "Content-Type": OCTET_STREAM,
+            **_namespace_header(target),
+        }
+        if request.method == "HEAD":
+            head = await self._s.blobs.head(target, digest)
+            self._count(target, "blob", "hit" if head.cached else "miss")
+            return _head_response(head.size, headers)
+        found = await self._s.blobs.get(target, digest)
+        if isinstance(found, CachedBlob):
+            self._count(target, "blob", "hit")
+            return await self._send_file(request, found.path, headers)
+        self._count(target, "blob", "miss")
+        return await self._follow(request, found, headers)
+
+    async def _send_file(
+        self, request: web.Request, path: Path, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        return _CountedFileResponse(path, self._s.metrics, headers=headers)
+
+    async def _follow(
+        self, request: web.Request, download: Download, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        size = download.size
+        if size is None:
+            # No length to hold the last byte back against: wait for the verified blob.
+            await download.wait_done()
+            return await self._send_file(request, download.stored_path, headers)
+        start, end, status = 0, size, 200
+        if (requested := _byte_range(request, size)) is not None:
+            start, end = requested
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Accept-Ranges"] = "bytes"
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = end - start
+        await response.prepare(request)
+        served = self._s.metrics.served_bytes.labels("upstream")
+        try:
+            async for chunk in download.read(start, end):
+                await response.write(chunk)
+                served.inc(len(chunk))
+        except RegistryError as error:
+            # Headers are gone; the only honest signal left is a connection closed short.
+            log.warning("aborting %s for %s: %s", download.digest, request.remote, error.message)
+            response.force_close()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def _tags(self, request: web.Request, target: Target, path: V2Path) -> web.Response:
+        params = {k: request.query[k] for k in ("n", "last") if k in request.query}
+        upstream_path = f"/v2/{target.repository}/tags/list"
+        if params:
+            upstream_path += "?" + urlencode(params)
+        client = self._s.clients[target.upstream.name]
+        response = await client.request("GET", upstream_path, target.repository)
+        if response.status != 200:
+            raise await error_from(response, None)
+        try:
+            body = await read_at_most(response, MAX_TAG_LIST_BYTES)
+        finally:
+            response.release()
+        if len(body) > MAX_TAG_LIST_BYTES:
+            raise UpstreamInvalid("upstream tag list is larger than 16 MiB")
+        headers = {"Content-Type": response.headers.get("Content-Type", "application/json")}
+        headers.update(_namespace_header(target))
+        if link := response.headers.get("Link"):
+            headers["Link"] = _client_link(link, target, path.name)
+        return web.Response(body=body, headers=headers)
+
+    def _count(self, target: Target, kind: str, result: str) -> None:
+        self._s.metrics.cache_requests.labels(target.upstream.name, kind, result).inc()
+
+
+class _CountedFileResponse(web.FileResponse):
+    """aiohttp's FileResponse (sendfile, Range, 206/416), counting the bytes it sent."""
+
+    def __init__(self, path: Path, metrics: Metrics, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._served = metrics.served_bytes.labels("cache")
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        writer = await super().prepare(request)
+        if request.method == "GET" and self.status in (200, 206) and self.content_length:
+            self._served.inc(self.content_length)
+        return writer
+
+
+def _parse(raw_path: str) -> V2Path:
+    try:
+        return parse_v2_path(raw_path)
+    except InvalidName as exc:
+        raise NameInvalid(str(exc)) from None
+    except UnknownEndpoint:
+        raise Unsupported("not an endpoint of the distribution API", status=404) from None
+
+
+def _reference(text: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except InvalidDigest as exc:
+        raise DigestInvalid(str(exc)) from None
+    except InvalidTag as exc:
+        raise ManifestUnknown(f"invalid reference: {exc}") from None
+
+
+def _digest(text: str) -> Digest:
+    try:
+        return Digest.parse(text)
+    except InvalidDigest as exc:
+        raise DigestInvalid(str(exc)) from None
+
+
+def _namespace_header(target: Target) -> dict[str, str]:
+    return {"OCI-Namespace": target.namespace} if target.namespace else {}
+
+
+def _head_response(size: int | None, headers: dict[str, str]) -> web.Response:
+    response = web.Response(status=200, headers=headers)
+    if size is not None:
+        # A HEAD carries the length of the body a GET would send.
+        response.headers["Content-Length"] = str(size)
+    return response
+
+
+def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """``[start, end)`` of a single Range header, like FileResponse reads it."""
+    try:
+        requested = request.http_range
+    except ValueError:
+        raise _unsatisfiable(size) from None
+    start, stop = requested.start, requested.stop
+    if start is None:
+        return None
+    if start < 0 and stop is None:
+        start = max(size + start, 0)
+        stop = size
+    end = min(stop if stop is not None else size, size)
+    if start >= size or end <= start:
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> RangeInvalid:
+    return RangeInvalid(headers={"Content-Range": f"bytes */{size}"})
+
+
+def _client_link(link: str, target: Target, client_name: str) -> str:
+    """Point the upstream's pagination link at the name the client used."""
+    rewritten = link.replace(f"/v2/{target.repository}/", f"/v2/{client_name}/", 1)
+    if target.namespace:
+        rewritten = rewritten.replace(">", f"&ns={target.namespace}>", 1)
+    return rewritten

@@ -1,0 +1,77 @@
+"""The index in a diskcache (SQLite) directory beside the blobs.
+
+diskcache operations take well under a millisecond, so they run on the event loop: a
+hop to a thread would cost more than the call. Manifests are stored whole; diskcache
+keeps large values in files of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from proxy.oci.digest import Digest
+from proxy.store import Index, Kind, RepoRef, StoredManifest, TagEntry, TagKey
+from proxy.store.memory import check_manifest
+
+
+def _tag_key(key: TagKey) -> tuple[str, ...]:
+    return ("tag", key.upstream, key.repository, key.tag, ",".join(key.accept))
+
+
+def _use_key(kind: Kind, digest: Digest) -> tuple[str, str, str]:
+    return ("use", kind.value, str(digest))
+
+
+class DiskIndex(Index):
+    def __init__(self, directory: Path) -> None:
+        self._cache = diskcache.Cache(str(directory))
+
+    async def get_manifest(self, digest: Digest) -> StoredManifest | None:
+        value: Any = self._cache.get(("manifest", str(digest)))
+        if value is None:
+            return None
+        media_type, body = value
+        return StoredManifest(digest, media_type, body)
+
+    async def put_manifest(self, manifest: StoredManifest) -> None:
+        check_manifest(manifest)
+        self._cache.set(("manifest", str(manifest.digest)), (manifest.media_type, manifest.body))
+
+    async def delete_manifest(self, digest: Digest) -> bool:
+        return bool(self._cache.delete(("manifest", str(digest))))
+
+    async def get_tag(self, key: TagKey) -> TagEntry | None:
+        value: Any = self._cache.get(_tag_key(key))
+        if value is None:
+            return None
+        digest, media_type, size, checked_at = value
+        return TagEntry(Digest.parse(digest), media_type, size, checked_at)
+
+    async def put_tag(self, key: TagKey, entry: TagEntry) -> None:
+        value = (str(entry.digest), entry.media_type, entry.size, entry.checked_at)
+        self._cache.set(_tag_key(key), value)
+
+    async def delete_tag(self, key: TagKey) -> None:
+        self._cache.delete(_tag_key(key))
+
+    async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
+        key = _use_key(kind, digest)
+        # A transaction, because other processes (replicas, tools) may share this index.
+        with self._cache.transact():
+            uses: dict[tuple[str, str], float] = self._cache.get(key) or {}
+            pair = (ref.upstream, ref.repository)
+            uses[pair] = max(when, uses.get(pair, when))
+            self._cache.set(key, uses)
+
+    async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
+        uses: dict[tuple[str, str], float] = self._cache.get(_use_key(kind, digest)) or {}
+        return {RepoRef(up, repo): when for (up, repo), when in uses.items()}
+
+    async def forget(self, kind: Kind, digest: Digest) -> None:
+        self._cache.delete(_use_key(kind, digest))
+
+    async def close(self) -> None:
+        self._cache.close()

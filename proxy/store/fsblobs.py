@@ -1,0 +1,139 @@
+"""Blobs as files under ``<cache_dir>/blobs/<algorithm>/<hh>/<hex>``.
+
+Paths are built only from parsed digests, so no request can name a file outside the
+cache directory. Bytes land in ``<cache_dir>/tmp`` first and are renamed into place only
+after their digest checks out, so a visible blob is always a verified one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+
+from proxy.oci.digest import Digest, InvalidDigest
+from proxy.store import BlobStore, BlobWriter, DigestMismatch
+
+log = logging.getLogger(__name__)
+
+
+class FsBlobWriter(BlobWriter):
+    def __init__(self, store: FsBlobStore, digest: Digest, path: Path) -> None:
+        self._store = store
+        self._digest = digest
+        self._hasher = hashlib.new(digest.algorithm)
+        self._file: AsyncBufferedIOBase | None = None
+        self.path = path
+        self.written = 0
+
+    async def open(self) -> None:
+        self._file = await aiofiles.open(self.path, "wb")
+
+    async def write(self, chunk: bytes) -> None:
+        assert self._file is not None, "writer not open"
+        self._hasher.update(chunk)
+        await self._file.write(chunk)
+        # Followers read the file while it grows; they must see every byte counted.
+        await self._file.flush()
+        self.written += len(chunk)
+
+    async def commit(self) -> None:
+        assert self._file is not None, "writer not open"
+        await self._file.flush()
+        # Durable before visible: after a crash a blob in place is a whole blob.
+        await asyncio.to_thread(os.fsync, self._file.fileno())
+        await self._file.close()
+        actual = self._hasher.hexdigest()
+        if actual != self._digest.hex:
+            await self._discard()
+            raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
+        final = self._store.path(self._digest)
+        await aiofiles.os.makedirs(final.parent, exist_ok=True)
+        already_there = await aiofiles.os.path.exists(final)
+        os.replace(self.path, final)
+        if not already_there:
+            self._store.added(self.written)
+
+    async def abort(self) -> None:
+        if self._file is not None and not self._file.closed:
+            await self._file.close()
+        await self._discard()
+
+    async def _discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self.path)
+
+
+class FsBlobStore(BlobStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        self._total = 0
+
+    async def open(self) -> None:
+        """Create the layout, drop leftovers of interrupted writes, and size the cache."""
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._clean_and_measure)
+
+    def _clean_and_measure(self) -> None:
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+        total = 0
+        for _, path in self._walk():
+            total += path.stat().st_size
+        self._total = total
+
+    def _walk(self) -> list[tuple[Digest, Path]]:
+        found = []
+        for algorithm_dir in self._blobs.iterdir():
+            for path in algorithm_dir.glob("*/*"):
+                try:
+                    found.append((Digest.parse(f"{algorithm_dir.name}:{path.name}"), path))
+                except InvalidDigest:
+                    log.warning("ignoring stray file in blob store: %s", path)
+        return found
+
+    def path(self, digest: Digest) -> Path:
+        return self._blobs / digest.algorithm / digest.hex[:2] / digest.hex
+
+    async def size(self, digest: Digest) -> int | None:
+        try:
+            return (await aiofiles.os.stat(self.path(digest))).st_size
+        except FileNotFoundError:
+            return None
+
+    async def writer(self, digest: Digest) -> BlobWriter:
+        writer = FsBlobWriter(self, digest, self._tmp / f"{digest.hex[:16]}-{uuid.uuid4().hex}")
+        await writer.open()
+        return writer
+
+    async def delete(self, digest: Digest) -> bool:
+        path = self.path(digest)
+        try:
+            size = (await aiofiles.os.stat(path)).st_size
+            await aiofiles.os.remove(path)
+        except FileNotFoundError:
+            return False
+        self._total -= size
+        return True
+
+    async def total_size(self) -> int:
+        return self._total
+
+    async def digests(self) -> AsyncIterator[Digest]:
+        for digest, _ in await asyncio.to_thread(self._walk):
+            yield digest
+
+    def added(self, size: int) -> None:
+        self._total += size

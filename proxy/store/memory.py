@@ -1,0 +1,63 @@
+"""An index held in memory: the reference implementation of the index interfaces.
+
+Used where nothing needs to survive a restart, and as the yardstick the conformance
+suite holds every other index to.
+"""
+
+from __future__ import annotations
+
+from proxy.oci.digest import Digest
+from proxy.store import (
+    DigestMismatch,
+    Index,
+    Kind,
+    RepoRef,
+    StoredManifest,
+    TagEntry,
+    TagKey,
+)
+
+
+def check_manifest(manifest: StoredManifest) -> None:
+    if not manifest.digest.matches(manifest.body):
+        actual = Digest.of(manifest.body, manifest.digest.algorithm)
+        raise DigestMismatch(manifest.digest, str(actual), len(manifest.body))
+
+
+class MemoryIndex(Index):
+    def __init__(self) -> None:
+        self._manifests: dict[Digest, StoredManifest] = {}
+        self._tags: dict[TagKey, TagEntry] = {}
+        self._uses: dict[tuple[Kind, Digest], dict[RepoRef, float]] = {}
+
+    async def get_manifest(self, digest: Digest) -> StoredManifest | None:
+        return self._manifests.get(digest)
+
+    async def put_manifest(self, manifest: StoredManifest) -> None:
+        check_manifest(manifest)
+        self._manifests[manifest.digest] = manifest
+
+    async def delete_manifest(self, digest: Digest) -> bool:
+        return self._manifests.pop(digest, None) is not None
+
+    async def get_tag(self, key: TagKey) -> TagEntry | None:
+        return self._tags.get(key)
+
+    async def put_tag(self, key: TagKey, entry: TagEntry) -> None:
+        self._tags[key] = entry
+
+    async def delete_tag(self, key: TagKey) -> None:
+        self._tags.pop(key, None)
+
+    async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
+        uses = self._uses.setdefault((kind, digest), {})
+        uses[ref] = max(when, uses.get(ref, when))
+
+    async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
+        return dict(self._uses.get((kind, digest), {}))
+
+    async def forget(self, kind: Kind, digest: Digest) -> None:
+        self._uses.pop((kind, digest), None)
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Talking to upstream registries: authentication, redirects, status mapping."""

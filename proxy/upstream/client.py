@@ -1,0 +1,164 @@
+"""Requests to one upstream registry.
+
+Redirects are followed by hand: Docker Hub and S3-backed registries send blobs to
+another host, and the upstream's credentials must never travel there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.config import UpstreamConfig
+from proxy.errors import (
+    BlobUnknown,
+    Denied,
+    ManifestUnknown,
+    NameUnknown,
+    RegistryError,
+    TooManyRequests,
+    Unauthorized,
+    UpstreamInvalid,
+    UpstreamUnavailable,
+)
+from proxy.metrics import Metrics
+from proxy.store import Kind
+from proxy.upstream.auth import Authenticator, pull_scope
+from proxy.upstream.body import read_at_most
+
+MAX_REDIRECTS = 5
+MAX_ERROR_BODY = 64 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class UpstreamClient:
+    def __init__(
+        self, upstream: UpstreamConfig, session: aiohttp.ClientSession, metrics: Metrics
+    ) -> None:
+        self.upstream = upstream
+        self._session = session
+        self._metrics = metrics
+        self._auth = Authenticator(upstream, session, metrics)
+        self._origin = URL(upstream.url).origin()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        repository: str,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> aiohttp.ClientResponse:
+        """Send with credentials, retrying once after a 401 taught us the challenge.
+
+        The caller owns the response and must release it.
+        """
+        scope = pull_scope(repository)
+        url = URL(self.upstream.url + path, encoded=True)
+        header_list = list(headers)
+        for attempt in (1, 2):
+            authorization = await self._auth.header(scope)
+            response = await self._send(method, url, header_list, authorization)
+            if response.status == 401 and attempt == 1:
+                challenge = response.headers.get("WWW-Authenticate")
+                if self._auth.on_unauthorized(challenge, scope, authorization is not None):
+                    response.release()
+                    continue
+            return response
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        authorization: str | None,
+    ) -> aiohttp.ClientResponse:
+        for _ in range(MAX_REDIRECTS + 1):
+            request_headers: CIMultiDict[str] = CIMultiDict(headers)
+            # Content is verified byte for byte, so no transfer compression may touch it.
+            request_headers["Accept-Encoding"] = "identity"
+            if authorization and url.origin() == self._origin:
+                request_headers["Authorization"] = authorization
+            response = await self._timed(method, url, request_headers)
+            location = response.headers.get("Location")
+            if response.status not in _REDIRECTS or not location:
+                return response
+            response.release()
+            # encoded=True keeps presigned URLs byte-exact; re-quoting breaks their signature.
+            url = response.url.join(URL(location, encoded=True))
+            if response.status == 303:
+                method = "GET"
+        raise UpstreamInvalid("upstream redirected too many times", detail={"url": str(url)})
+
+    async def _timed(
+        self, method: str, url: URL, headers: CIMultiDict[str]
+    ) -> aiohttp.ClientResponse:
+        name = self.upstream.name
+        started = time.monotonic()
+        try:
+            response = await self._session.request(
+                method,
+                url,
+                headers=headers,
+                allow_redirects=False,
+                ssl=self.upstream.tls_verify,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._metrics.upstream_requests.labels(name, method, "error").inc()
+            raise UpstreamUnavailable(
+                f"upstream {name} unreachable", detail={"error": str(exc) or type(exc).__name__}
+            ) from exc
+        self._metrics.upstream_requests.labels(name, method, str(response.status)).inc()
+        self._metrics.upstream_duration.labels(name).observe(time.monotonic() - started)
+        return response
+
+
+_NOT_FOUND: dict[Kind | None, type[RegistryError]] = {
+    Kind.MANIFEST: ManifestUnknown,
+    Kind.BLOB: BlobUnknown,
+    None: NameUnknown,
+}
+
+
+async def error_from(response: aiohttp.ClientResponse, kind: Kind | None) -> RegistryError:
+    """The client-facing error for an upstream answer that is not a success.
+
+    4xx answers keep the upstream's own code and message; the upstream knows best why.
+    """
+    status = response.status
+    code, message, detail = await _upstream_error(response)
+    base_detail = {"upstream_status": status, **({"upstream": detail} if detail else {})}
+    if status == 404:
+        error_class = _NOT_FOUND[kind]
+        if code in ("NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"):
+            return error_class(message, base_detail, code=code)
+        return error_class(message, base_detail)
+    if status == 401:
+        return Unauthorized(message or "upstream refused regcache's credentials", base_detail)
+    if status == 403:
+        return Denied(message, base_detail)
+    if status == 429:
+        retry_after = response.headers.get("Retry-After")
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return TooManyRequests(message, base_detail, headers=headers)
+    if 400 <= status < 500:
+        return RegistryError(message, base_detail, status=status, code=code or "UNKNOWN")
+    return UpstreamUnavailable(f"upstream answered {status}", base_detail)
+
+
+async def _upstream_error(
+    response: aiohttp.ClientResponse,
+) -> tuple[str | None, str | None, object]:
+    try:
+        body = await read_at_most(response, MAX_ERROR_BODY)
+        first = json.loads(body)["errors"][0]
+        return str(first.get("code")), str(first.get("message") or "") or None, first.get("detail")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, aiohttp.ClientError):
+        return None, None, None
+    finally:
+        response.release()
