@@ -516,16 +516,19 @@ class _FileReader:
         for index, item in enumerate(items):
             upstream, labels = self.upstream(item, f"upstreams[{index}]")
             for label in labels:
-                if label.text in claimed:
-                    first = claimed[label.text]
-                    reason = (
-                        f"{label.text!r} is already used by {first.path} on line {first.line}; "
-                        "names and aliases must be unique"
-                    )
-                    raise ConfigError(reason, source=self.source, line=label.line, key=label.path)
-                claimed[label.text] = label
+                self.claim(claimed, label)
             result.append(upstream)
         return result
+
+    def claim(self, claimed: dict[str, _Label], label: _Label) -> None:
+        """Reserve a name or alias; clients could not tell two upstreams apart otherwise."""
+        first = claimed.setdefault(label.text, label)
+        if first is not label:
+            reason = (
+                f"{label.text!r} is already used by {first.path} on line {first.line}; "
+                "names and aliases must be unique"
+            )
+            raise ConfigError(reason, source=self.source, line=label.line, key=label.path)
 
     def upstream(self, node: Node, prefix: str) -> tuple[UpstreamConfig, list[_Label]]:
         if not isinstance(node, MappingNode):

@@ -90,7 +90,8 @@ class UpstreamClient:
                 return response
             response.release()
             # encoded=True keeps presigned URLs byte-exact; re-quoting breaks their signature.
-            url = response.url.join(URL(location, encoded=True))
+            target = URL(location, encoded=True)
+            url = target if target.is_absolute() else response.url.join(target)
             if response.status == 303:
                 method = "GET"
         raise UpstreamInvalid("upstream redirected too many times", detail={"url": str(url)})
