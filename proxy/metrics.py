@@ -45,6 +45,12 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.upstream_resumes = Counter(
+            "regcache_upstream_resumes",
+            "Blob downloads continued with a Range request after the connection dropped",
+            ["upstream"],
+            registry=r,
+        )
         self.cache_size = Gauge(
             "regcache_cache_size_bytes", "Bytes of blobs held in the cache", registry=r
         )

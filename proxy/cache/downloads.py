@@ -20,19 +20,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiofiles
-import aiohttp
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from proxy.errors import RegistryError, UpstreamInvalid, UpstreamUnavailable
+from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
+from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, BlobWriter, DigestMismatch, Kind
-from proxy.upstream.client import UpstreamClient, error_from
+from proxy.store import BlobStore, BlobWriter
+from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
-
-CHUNK_SIZE = 256 * 1024
 
 
 class Download:
@@ -184,49 +182,6 @@ class Downloads:
 
     async def _fetch(self, download: Download, target: Target) -> None:
         client = self._clients[target.upstream.name]
-        path = f"/v2/{target.repository}/blobs/{download.digest}"
-        response = await client.request("GET", path, target.repository)
-        if response.status != 200:
-            raise await error_from(response, Kind.BLOB)
-        try:
-            writer = await self._store.writer(download.digest)
-            download._start(response.content_length, writer)
-            await self._copy(download, target, response, writer)
-        finally:
-            response.release()
-
-    async def _copy(
-        self,
-        download: Download,
-        target: Target,
-        response: aiohttp.ClientResponse,
-        writer: BlobWriter,
-    ) -> None:
-        upstream_bytes = self._metrics.upstream_bytes.labels(target.upstream.name)
-        try:
-            try:
-                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                    await writer.write(chunk)
-                    upstream_bytes.inc(len(chunk))
-                    download._progress(writer.written)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamUnavailable(
-                    "upstream connection failed mid-blob",
-                    detail={"received": writer.written, "error": str(exc) or type(exc).__name__},
-                ) from exc
-            if download.size is not None and writer.written != download.size:
-                raise UpstreamUnavailable(
-                    "upstream sent fewer bytes than it announced",
-                    detail={"received": writer.written, "expected": download.size},
-                )
-            await writer.commit()
-        except DigestMismatch as exc:
-            self._metrics.digest_mismatch.labels(target.upstream.name, "blob").inc()
-            raise UpstreamInvalid(
-                "upstream blob does not match its digest",
-                detail={"expected": str(exc.expected), "actual": exc.actual},
-            ) from exc
-        except BaseException:
-            await writer.abort()
-            raise
+        transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
+        await transfer.run(download._start, download._progress)
         self._metrics.cache_size.set(await self._store.total_size())

@@ -27,7 +27,9 @@ def _use_key(kind: Kind, digest: Digest) -> tuple[str, str, str]:
 
 class DiskIndex(Index):
     def __init__(self, directory: Path) -> None:
-        self._cache = diskcache.Cache(str(directory))
+        # diskcache culls entries past 1 GB by default; losing a manifest or a usage record
+        # silently is not acceptable, and eviction is regcache's own decision.
+        self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62)
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         value: Any = self._cache.get(("manifest", str(digest)))
