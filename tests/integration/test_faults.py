@@ -59,7 +59,7 @@ async def test_blob_cut_short_fails_the_client_and_caches_nothing(
     faulty: FaultyUpstream, proxy: RegcacheProcess, upstream: Upstream
 ) -> None:
     digest = upstream.images.small.layer_digests[2]
-    faulty.faults.truncate_blobs[digest] = 100_000
+    faulty.faults.truncate_blobs[digest] = (100_000, 1_000)  # every attempt, resumes too
     with pytest.raises(aiohttp.ClientPayloadError):
         await fetch(f"{proxy.url}/v2/library/small/blobs/{digest}")
     assert not list((proxy.cache_dir / "blobs").rglob(digest[7:]))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from tests.conftest import RegcacheFactory, RegistryFactory
 from tests.support import skopeo
@@ -15,7 +14,7 @@ BLOB = r"/v2/.+/blobs/sha256:[0-9a-f]{64}"
 MANIFEST = r"/v2/.+/manifests/.+"
 
 
-def hub_proxy(factory: RegcacheFactory, upstream: Upstream, **entry: object) -> RegcacheProcess:
+def hub_proxy(factory: RegcacheFactory, upstream: Upstream, **entry: Any) -> RegcacheProcess:
     """A proxy whose docker.io (the default upstream) is the test registry."""
     return factory({"default_upstream": "docker.io", "upstreams": [upstream.entry(**entry)]})
 
@@ -60,7 +59,9 @@ def test_pull_by_digest(
 ) -> None:
     proxy = hub_proxy(regcache_factory, upstream)
     image = upstream.images.app
-    pulled = skopeo.pull(proxy.ref("org/app", "1.0"), tmp_path / "o", by_digest=image.manifest_digest)
+    pulled = skopeo.pull(
+        proxy.ref("org/app", "1.0"), tmp_path / "o", by_digest=image.manifest_digest
+    )
     assert pulled.manifest == image.manifest
     for digest in image.layer_digests:
         assert pulled.has_blob(digest)
@@ -75,9 +76,7 @@ def test_multi_platform_index_with_all(
     proxy = hub_proxy(regcache_factory, upstream)
     index = upstream.images.multi
     through = skopeo.pull(proxy.ref("multi", "1.0"), tmp_path / "through", all_images=True)
-    direct = skopeo.pull(
-        upstream.ref("library/multi", "1.0"), tmp_path / "direct", all_images=True
-    )
+    direct = skopeo.pull(upstream.ref("library/multi", "1.0"), tmp_path / "direct", all_images=True)
     assert_same_image(through, direct)
     assert through.manifest == index.index
     mark = upstream.registry.mark()

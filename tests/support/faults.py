@@ -35,8 +35,10 @@ class Faults:
     """What to do wrong. Tests mutate this while the server runs."""
 
     corrupt_blobs: set[str] = field(default_factory=set)  # flip a byte, keep the length
-    truncate_blobs: dict[str, int] = field(default_factory=dict)  # digest -> bytes then close
-    stall_blobs: dict[str, tuple[int, float]] = field(default_factory=dict)  # after N, sleep S
+    # digest -> (bytes sent before the connection is closed, how many responses to cut)
+    truncate_blobs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # digest -> (bytes sent before going silent, seconds of silence, how many responses)
+    stall_blobs: dict[str, tuple[int, float, int]] = field(default_factory=dict)
     status: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)  # regex -> answer
     basic_auth: tuple[str, str] | None = None
     redirect_blobs: bool = False
@@ -50,19 +52,19 @@ class FaultyUpstream:
         self.seen: list[Seen] = []
         self.storage_seen: list[Seen] = []
         self._lock = threading.Lock()
-        self._front = ThreadedApp(self._front_app())
+        self._front_server = ThreadedApp(self._front_app())
         self._storage = ThreadedApp(self._storage_app())
 
     @property
     def url(self) -> str:
-        return self._front.url
+        return self._front_server.url
 
     def start(self) -> None:
         self._storage.start()
-        self._front.start()
+        self._front_server.start()
 
     def stop(self) -> None:
-        self._front.stop()
+        self._front_server.stop()
         self._storage.stop()
 
     def count(self, method: str, path_regex: str) -> int:
@@ -105,8 +107,10 @@ class FaultyUpstream:
         return await self._forward(request, blob["digest"] if blob else None)
 
     async def _forward(self, request: web.Request, digest: str | None) -> web.StreamResponse:
-        # Only what content negotiation needs; the registry behind is open.
-        accept = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() == "accept")
+        # Only what negotiation and resumption need; the registry behind is open.
+        accept = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() in ("accept", "range")
+        )
         async with aiohttp.ClientSession(auto_decompress=False) as session:
             async with session.request(
                 request.method,
@@ -139,13 +143,16 @@ class FaultyUpstream:
         body = await upstream.read()
         if digest in faults.corrupt_blobs and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
-        if digest is not None and digest in faults.truncate_blobs:
-            await response.write(body[: faults.truncate_blobs[digest]])
+        if digest is not None and faults.truncate_blobs.get(digest, (0, 0))[1] > 0:
+            after, times = faults.truncate_blobs[digest]
+            faults.truncate_blobs[digest] = (after, times - 1)
+            await response.write(body[:after])
             assert request.transport is not None
             request.transport.close()
             return
-        if digest is not None and digest in faults.stall_blobs:
-            after, seconds = faults.stall_blobs[digest]
+        if digest is not None and faults.stall_blobs.get(digest, (0, 0.0, 0))[2] > 0:
+            after, seconds, times = faults.stall_blobs[digest]
+            faults.stall_blobs[digest] = (after, seconds, times - 1)
             await response.write(body[:after])
             await asyncio.sleep(seconds)
             body = body[after:]

@@ -1,0 +1,1 @@
+"""Integration-test harness: real registries, a token server, test images and skopeo."""
