@@ -25,6 +25,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 DEFAULT_TAG_TTL = 300.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
 
 BUILTIN_UPSTREAMS: tuple[tuple[str, str], ...] = (
     ("docker.io", "https://registry-1.docker.io"),
@@ -62,6 +64,8 @@ UPSTREAM_KEYS: tuple[str, ...] = (
     "password_env",
     "tag_ttl",
     "tls_verify",
+    "connect_timeout",
+    "read_timeout",
 )
 _PASSWORD_KEYS = ("password", "password_file", "password_env")
 
@@ -75,6 +79,9 @@ class UpstreamConfig:
     password: str | None = None  # already resolved from password_file / password_env
     tag_ttl: float = DEFAULT_TAG_TTL
     tls_verify: bool = True
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    # Longest silence allowed while waiting for headers or between body bytes.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     @property
     def is_docker_hub(self) -> bool:
@@ -434,6 +441,13 @@ def _node_seconds(node: Node) -> float:
     return seconds
 
 
+def _node_timeout(node: Node) -> float:
+    seconds = _node_seconds(node)
+    if seconds == 0:
+        raise _Invalid("must be a number of seconds > 0")
+    return seconds
+
+
 def _node_list(node: Node) -> list[Node]:
     if not isinstance(node, SequenceNode):
         raise _Invalid(f"must be a list, not {_kind(node)}")
@@ -552,6 +566,12 @@ class _FileReader:
             password=password,
             tag_ttl=self.optional(fields, prefix, "tag_ttl", _node_seconds, DEFAULT_TAG_TTL),
             tls_verify=self.optional(fields, prefix, "tls_verify", _node_bool, True),
+            connect_timeout=self.optional(
+                fields, prefix, "connect_timeout", _node_timeout, DEFAULT_CONNECT_TIMEOUT
+            ),
+            read_timeout=self.optional(
+                fields, prefix, "read_timeout", _node_timeout, DEFAULT_READ_TIMEOUT
+            ),
         )
         return upstream, [_Label(f"{prefix}.name", name, _line(name_node)), *aliases]
 

@@ -29,8 +29,6 @@ SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", FsBlobStore)
 
-UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
-
 
 def build_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
@@ -55,7 +53,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     index = DiskIndex(config.cache_dir / "index")
     metrics.cache_size.set(await store.total_size())
     session = aiohttp.ClientSession(
-        timeout=UPSTREAM_TIMEOUT,
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
         auto_decompress=False,
     )

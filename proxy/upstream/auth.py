@@ -22,6 +22,7 @@ from proxy.errors import Unauthorized, UpstreamInvalid, UpstreamUnavailable
 from proxy.metrics import Metrics
 from proxy.upstream.body import read_at_most
 from proxy.upstream.challenge import Challenge, parse_challenge
+from proxy.upstream.timeouts import timeout_for
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ class Authenticator:
             headers["Authorization"] = basic
         started = time.monotonic()
         try:
-            async with self._session.get(realm, params=params, headers=headers) as resp:
+            async with self._session.get(
+                realm, params=params, headers=headers, timeout=timeout_for(self._upstream)
+            ) as resp:
                 self._count(resp.status, started)
                 body = await read_at_most(resp, MAX_TOKEN_RESPONSE)
                 status = resp.status

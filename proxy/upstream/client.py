@@ -30,6 +30,7 @@ from proxy.metrics import Metrics
 from proxy.store import Kind
 from proxy.upstream.auth import Authenticator, pull_scope
 from proxy.upstream.body import read_at_most
+from proxy.upstream.timeouts import timeout_for
 
 MAX_REDIRECTS = 5
 MAX_ERROR_BODY = 64 * 1024
@@ -45,6 +46,7 @@ class UpstreamClient:
         self._metrics = metrics
         self._auth = Authenticator(upstream, session, metrics)
         self._origin = URL(upstream.url).origin()
+        self._timeout = timeout_for(upstream)
 
     async def request(
         self,
@@ -108,6 +110,7 @@ class UpstreamClient:
                 headers=headers,
                 allow_redirects=False,
                 ssl=self.upstream.tls_verify,
+                timeout=self._timeout,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.upstream_requests.labels(name, method, "error").inc()
