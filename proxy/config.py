@@ -38,6 +38,7 @@ BUILTIN_UPSTREAMS: tuple[tuple[str, str], ...] = (
 )
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+EVENT_LOOPS: tuple[str, ...] = ("auto", "asyncio", "uvloop")
 
 # Environment variable -> the top-level key it overrides.
 ENV_VARS: Mapping[str, str] = {
@@ -45,6 +46,7 @@ ENV_VARS: Mapping[str, str] = {
     "REGCACHE_CACHE_DIR": "cache_dir",
     "REGCACHE_DEFAULT_UPSTREAM": "default_upstream",
     "REGCACHE_LOG_LEVEL": "log_level",
+    "REGCACHE_EVENT_LOOP": "event_loop",
 }
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
@@ -52,6 +54,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "cache_dir",
     "default_upstream",
     "log_level",
+    "event_loop",
     "upstreams",
 )
 UPSTREAM_KEYS: tuple[str, ...] = (
@@ -99,6 +102,8 @@ class Config:
         UpstreamConfig(name=n, url=u) for n, u in BUILTIN_UPSTREAMS
     )
     log_level: str = "info"
+    # auto: uvloop when it is installed (the `uvloop` extra), else asyncio's own loop.
+    event_loop: str = "auto"
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         for up in self.upstreams:
@@ -186,6 +191,7 @@ class _Draft:
     listen_port: int
     cache_dir: Path
     log_level: str
+    event_loop: str
     default_upstream: str
     default_upstream_origin: _Origin
     upstreams: list[UpstreamConfig]
@@ -199,6 +205,7 @@ class _Draft:
             listen_port=base.listen_port,
             cache_dir=base.cache_dir,
             log_level=base.log_level,
+            event_loop=base.event_loop,
             default_upstream=base.default_upstream,
             default_upstream_origin=_DEFAULTS,
             upstreams=list(base.upstreams),
@@ -213,6 +220,8 @@ class _Draft:
             self.cache_dir = origin.check(key, text, _parse_cache_dir)
         elif key == "log_level":
             self.log_level = origin.check(key, text, _parse_log_level)
+        elif key == "event_loop":
+            self.event_loop = origin.check(key, text, _parse_event_loop)
         elif key == "default_upstream":
             self.default_upstream = origin.check(key, text, _parse_nonempty)
             self.default_upstream_origin = origin
@@ -235,6 +244,7 @@ class _Draft:
             default_upstream=self._resolve_default(),
             upstreams=tuple(self.upstreams),
             log_level=self.log_level,
+            event_loop=self.event_loop,
         )
 
     def _resolve_default(self) -> str:
@@ -363,6 +373,13 @@ def _parse_cache_dir(text: str) -> Path:
         return Path(text).expanduser()
     except RuntimeError as exc:
         raise _Invalid(str(exc)) from None
+
+
+def _parse_event_loop(text: str) -> str:
+    loop = text.lower()
+    if loop not in EVENT_LOOPS:
+        raise _Invalid(f"{text!r} is not one of {', '.join(EVENT_LOOPS)}")
+    return loop
 
 
 def _parse_log_level(text: str) -> str:

@@ -45,6 +45,21 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop when asked for, or when ``auto`` finds it installed; asyncio's loop otherwise."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit(
+                    "regcache: event_loop is uvloop but uvloop is not installed"
+                ) from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = Metrics()
@@ -112,8 +127,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def run_server(config: Config) -> None:
     """Serve until SIGINT/SIGTERM. Blocks."""
+    loop = new_event_loop(config.event_loop)
+    log.info("event loop: %s", type(loop).__module__.split(".")[0])
     web.run_app(
-        build_app(config),
+        loop=loop,
+        app=build_app(config),
         host=config.listen_host,
         port=config.listen_port,
         print=lambda message: log.info("%s", message),
