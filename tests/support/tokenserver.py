@@ -7,7 +7,6 @@ certificate in ``x5c``; the same self-signed certificate is the registry's ``roo
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -30,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from .ports import free_port
 from .registry import TokenAuthSettings
+from .threadedapp import ThreadedApp
 
 DEFAULT_SERVICE = "regcache-test-registry"
 DEFAULT_ISSUER = "regcache-test-token-issuer"
@@ -118,9 +118,7 @@ class TokenServer:
         self.cert_path = self.work_dir / "token-cert.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._x5c = base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: ThreadedApp | None = None
 
     def _self_signed_cert(self) -> x509.Certificate:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.issuer)])
@@ -306,57 +304,16 @@ class TokenServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start() below
-                errors.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="token-server", daemon=True)
-        self._thread.start()
-        started.wait(10)
-        if errors or not started.is_set():
-            self._thread.join(1)
-            self._thread = None
-            raise RuntimeError(f"token server failed to start on {self.url}") from (
-                errors[0] if errors else None
-            )
-
-    async def _serve(self) -> None:
         app = web.Application()
         app.router.add_get("/token", self._handle_get)
         app.router.add_post("/token", self._handle_post)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self._server = ThreadedApp(app, self.port)
+        self._server.start()
 
     def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = None
-        self._loop = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def reset_counts(self) -> None:
         with self._requests_lock:
