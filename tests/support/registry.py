@@ -10,20 +10,17 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any
 
 import yaml
 
 from .httpclient import http_get
-from .ports import free_port
+from .process import ServerProcess, ServerProcessError
 
 HARNESS_USER_AGENT = "regcache-test-harness"
 
@@ -38,7 +35,7 @@ _ACCESS_LINE = re.compile(
 )
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ServerProcessError):
     pass
 
 
@@ -134,11 +131,14 @@ def _libcrypt_bcrypt(password: str) -> str | None:
     return str(result.decode())
 
 
-class Registry:
+class Registry(ServerProcess):
     """``docker-registry serve`` on 127.0.0.1, restartable on the same port and storage.
 
     The access log survives restarts (the log file is appended to), so marks stay valid.
     """
+
+    label = "docker-registry"
+    error_type = RegistryError
 
     def __init__(
         self,
@@ -156,20 +156,15 @@ class Registry:
     ) -> None:
         if htpasswd is not None and token_auth is not None:
             raise ValueError("Distribution accepts one auth method: htpasswd or token_auth")
-        self._own_work_dir = work_dir is None
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="regcache-registry-"))
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            work_dir=work_dir, port=port, startup_timeout=startup_timeout, log_name="registry.log"
+        )
         self.storage_dir = Path(storage_dir or self.work_dir / "storage")
         self.storage_dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
         self.htpasswd = htpasswd
         self.token_auth = token_auth
         self.proxy_remote = proxy_remote
-        self.startup_timeout = startup_timeout
         self.config_path = self.work_dir / "config.yml"
-        self.log_path = self.work_dir / "registry.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
         self._sync_counter = itertools.count()
         self.config = self._build_config(log_level, proxy_username, proxy_password)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
@@ -214,83 +209,16 @@ class Registry:
             config["proxy"] = proxy
         return config
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def argv(self) -> list[str]:
+        return [registry_binary(), "serve", str(self.config_path)]
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def ref(self, repository: str, tag_or_digest: str) -> str:
-        """``127.0.0.1:PORT/repo:tag`` or ``...@sha256:...``, as skopeo wants it."""
-        sep = "@" if ":" in tag_or_digest else ":"
-        return f"{self.host}/{repository}{sep}{tag_or_digest}"
-
-    def start(self) -> None:
-        if self.running:
-            return
+    def env(self) -> dict[str, str]:
         # Distribution lets REGISTRY_* variables override the config file; a stray one from the
         # environment would silently change the listen address or the storage.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        self._log_file = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            [registry_binary(), "serve", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._close_log()
-                self._proc = None
-                raise RegistryError(f"docker-registry exited with {code}:\n{self.log_text()}")
-            if self._probe() in (200, 401):
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RegistryError(
-                    f"docker-registry did not answer on {self.url} within "
-                    f"{self.startup_timeout}s:\n{self.log_text()}"
-                )
-            time.sleep(0.05)
+        return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it does not exit within ``timeout``."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._proc = None
-        self._close_log()
-
-    def kill(self) -> None:
-        """SIGKILL: an abrupt outage, as opposed to a clean shutdown."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        self._proc = None
-        self._close_log()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def ready(self) -> bool:
+        return self._probe() in (200, 401)
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:
@@ -301,28 +229,6 @@ class Registry:
         finally:
             self.start()
 
-    def close(self) -> None:
-        self.stop()
-        if self._own_work_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
     def _probe(self, tag: str = "") -> int | None:
         path = "/v2/" + (f"?harness-sync={tag}" if tag else "")
         try:
@@ -330,12 +236,6 @@ class Registry:
         except OSError:
             return None
         return resp.status
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def _sync_log(self, timeout: float = 5.0) -> None:
         """Make sure requests that completed before this call are in the log file.
