@@ -21,6 +21,7 @@ if _ROOT not in sys.path:
 
 import pytest
 
+from tests.support.faults import FaultyUpstream
 from tests.support.regcache import RegcacheProcess
 from tests.support.registry import Registry
 from tests.support.upstreams import (
@@ -50,6 +51,7 @@ INTEGRATION_FIXTURES = frozenset(
         "second_upstream",
         "registry_factory",
         "regcache_factory",
+        "faulty",
     }
 )
 
@@ -217,3 +219,12 @@ def regcache_factory(
     for proc in procs:
         proc.stop()
         print(f"--- {proc!r} log (last 20000 chars) ---\n{proc.log_text()[-20000:]}")
+
+
+@pytest.fixture
+def faulty(upstream: Upstream) -> Iterator[FaultyUpstream]:
+    """A fault-injecting server in front of ``upstream``; tests set ``faulty.faults``."""
+    server = FaultyUpstream(upstream.url)
+    server.start()
+    yield server
+    server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -27,14 +26,6 @@ def big(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> ImageIn
     image = build_image(layout, "big", seed=21, layer_sizes=[24 * MIB, 3 * MIB])
     skopeo.push(layout, "big", f"{upstream.host}/library/big:1.0")
     return image
-
-
-@pytest.fixture
-def faulty(upstream: Upstream) -> Iterator[FaultyUpstream]:
-    server = FaultyUpstream(upstream.url)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

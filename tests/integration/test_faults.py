@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,14 +13,6 @@ from tests.support.faults import FaultyUpstream
 from tests.support.ports import free_port
 from tests.support.regcache import RegcacheProcess
 from tests.support.upstreams import Upstream
-
-
-@pytest.fixture
-def faulty(upstream: Upstream) -> Iterator[FaultyUpstream]:
-    server = FaultyUpstream(upstream.url)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,430 @@
+"""The one conformance suite for ``Index`` (ManifestStore + TagIndex + UsageRecords).
+
+Every implementation runs every test: a new backend (Redis, say) only adds an entry to
+``IMPLEMENTATIONS``. An implementation is a factory that opens the index kept under a
+directory; opening the same directory again must find what was stored (for indexes that
+persist) or an empty index (for ``MemoryIndex``, which keeps nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.oci.digest import Digest
+from proxy.oci.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from proxy.store import (
+    DigestMismatch,
+    Index,
+    Kind,
+    RepoRef,
+    StoredManifest,
+    TagEntry,
+    TagKey,
+)
+from proxy.store.diskindex import DiskIndex
+from proxy.store.memory import MemoryIndex
+
+
+@dataclass(frozen=True)
+class Implementation:
+    open: Callable[[Path], Awaitable[Index]]
+    persistent: bool
+
+
+async def open_memory(directory: Path) -> Index:
+    return MemoryIndex()
+
+
+async def open_disk(directory: Path) -> Index:
+    return DiskIndex(directory / "index")
+
+
+IMPLEMENTATIONS = [
+    pytest.param(Implementation(open_memory, persistent=False), id="memory"),
+    pytest.param(Implementation(open_disk, persistent=True), id="disk"),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> Implementation:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def index(implementation: Implementation, tmp_path: Path) -> AsyncIterator[Index]:
+    opened = await implementation.open(tmp_path)
+    yield opened
+    await opened.close()
+
+
+def manifest(
+    body: bytes, media_type: str = OCI_MANIFEST, algorithm: str = "sha256"
+) -> StoredManifest:
+    return StoredManifest(Digest.of(body, algorithm), media_type, body)
+
+
+def tag_key(tag: str = "latest", accept: tuple[str, ...] = (OCI_INDEX, OCI_MANIFEST)) -> TagKey:
+    return TagKey("docker.io", "library/nginx", tag, accept)
+
+
+def tag_entry(body: bytes = b"{}", checked_at: float = 1_700_000_000.25) -> TagEntry:
+    return TagEntry(Digest.of(body), OCI_INDEX, len(body), checked_at)
+
+
+INDEX_BODY = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}'
+NGINX = RepoRef("docker.io", "library/nginx")
+APP = RepoRef("ghcr.io", "org/app")
+
+
+# --- manifests ------------------------------------------------------------------------
+
+
+async def test_manifest_round_trips_byte_identical(index: Index) -> None:
+    # Whitespace, key order and a trailing newline are part of what the digest covers.
+    body = b'{\n  "schemaVersion": 2,\n  "z": 1, "a": "\xc3\xa9"\n}\n'
+    stored = manifest(body, DOCKER_MANIFEST)
+    await index.put_manifest(stored)
+    got = await index.get_manifest(stored.digest)
+    assert got == stored
+    assert got is not None
+    assert got.body == body
+    assert type(got.body) is bytes
+    assert got.media_type == DOCKER_MANIFEST
+
+
+async def test_unknown_manifest_is_none(index: Index) -> None:
+    assert await index.get_manifest(Digest.of(b"never stored")) is None
+    assert await index.delete_manifest(Digest.of(b"never stored")) is False
+
+
+async def test_manifests_by_sha512(index: Index) -> None:
+    stored = manifest(b"{}", algorithm="sha512")
+    await index.put_manifest(stored)
+    assert await index.get_manifest(stored.digest) == stored
+    assert await index.get_manifest(Digest.of(b"{}")) is None
+
+
+async def test_put_manifest_twice_keeps_one(index: Index) -> None:
+    stored = manifest(INDEX_BODY, OCI_INDEX)
+    await index.put_manifest(stored)
+    await index.put_manifest(stored)
+    assert await index.delete_manifest(stored.digest) is True
+    assert await index.get_manifest(stored.digest) is None
+    assert await index.delete_manifest(stored.digest) is False
+
+
+async def test_manifests_are_independent(index: Index) -> None:
+    first, second = manifest(b'{"a":1}'), manifest(b'{"b":2}', DOCKER_MANIFEST_LIST)
+    await index.put_manifest(first)
+    await index.put_manifest(second)
+    await index.delete_manifest(first.digest)
+    assert await index.get_manifest(first.digest) is None
+    assert await index.get_manifest(second.digest) == second
+
+
+async def test_large_manifest(index: Index) -> None:
+    stored = manifest(b'{"pad":"' + b"x" * 4_000_000 + b'"}')
+    await index.put_manifest(stored)
+    assert await index.get_manifest(stored.digest) == stored
+
+
+async def test_body_that_does_not_hash_to_the_digest_is_refused(index: Index) -> None:
+    claimed = Digest.of(b'{"real":true}')
+    forged = b'{"real":false}'
+    with pytest.raises(DigestMismatch) as caught:
+        await index.put_manifest(StoredManifest(claimed, OCI_MANIFEST, forged))
+    assert caught.value.expected == claimed
+    assert caught.value.actual == str(Digest.of(forged))
+    assert caught.value.size == len(forged)
+    assert await index.get_manifest(claimed) is None
+
+
+async def test_refused_body_does_not_replace_the_stored_one(index: Index) -> None:
+    genuine = manifest(INDEX_BODY, OCI_INDEX)
+    await index.put_manifest(genuine)
+    with pytest.raises(DigestMismatch):
+        await index.put_manifest(StoredManifest(genuine.digest, OCI_INDEX, b"tampered"))
+    assert await index.get_manifest(genuine.digest) == genuine
+
+
+async def test_sha512_mismatch_is_reported_in_sha512(index: Index) -> None:
+    claimed = Digest.of(b"a", "sha512")
+    with pytest.raises(DigestMismatch) as caught:
+        await index.put_manifest(StoredManifest(claimed, OCI_MANIFEST, b"b"))
+    assert caught.value.actual == str(Digest.of(b"b", "sha512"))
+
+
+# --- tags -----------------------------------------------------------------------------
+
+
+async def test_tag_put_get_overwrite_delete(index: Index) -> None:
+    key = tag_key()
+    assert await index.get_tag(key) is None
+    first = tag_entry(b"one", checked_at=1.5)
+    await index.put_tag(key, first)
+    assert await index.get_tag(key) == first
+    second = tag_entry(b"two", checked_at=2.5)
+    await index.put_tag(key, second)
+    assert await index.get_tag(key) == second
+    await index.delete_tag(key)
+    assert await index.get_tag(key) is None
+    await index.delete_tag(key)  # deleting what is not there is fine
+
+
+async def test_tag_entry_fields_round_trip(index: Index) -> None:
+    entry = TagEntry(Digest.of(b"x", "sha512"), DOCKER_MANIFEST, 123_456_789, 1_700_000_000.123456)
+    await index.put_tag(tag_key(), entry)
+    got = await index.get_tag(tag_key())
+    assert got == entry
+    assert got is not None
+    assert isinstance(got.digest, Digest)
+    assert got.checked_at == entry.checked_at
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        TagKey("ghcr.io", "library/nginx", "latest", (OCI_INDEX, OCI_MANIFEST)),
+        TagKey("docker.io", "library/redis", "latest", (OCI_INDEX, OCI_MANIFEST)),
+        TagKey("docker.io", "library/nginx", "Latest", (OCI_INDEX, OCI_MANIFEST)),
+        TagKey("docker.io", "library/nginx", "latest", (OCI_INDEX,)),
+        TagKey("docker.io", "library/nginx", "latest", ()),
+        TagKey("docker.io", "library/nginx", "latest", (OCI_INDEX, OCI_MANIFEST, "*/*")),
+    ],
+)
+async def test_tag_keys_differing_in_one_field_are_distinct(index: Index, other: TagKey) -> None:
+    key = tag_key()
+    await index.put_tag(key, tag_entry(b"key"))
+    assert await index.get_tag(other) is None
+    await index.put_tag(other, tag_entry(b"other"))
+    assert await index.get_tag(key) == tag_entry(b"key")
+    await index.delete_tag(other)
+    assert await index.get_tag(key) == tag_entry(b"key")
+
+
+@pytest.mark.parametrize(
+    ("accept", "other"),
+    [
+        (("application/a", "application/b"), ("application/a,application/b",)),
+        ((), ("",)),
+    ],
+)
+async def test_accept_tuples_are_not_confused_by_their_encoding(
+    index: Index, accept: tuple[str, ...], other: tuple[str, ...]
+) -> None:
+    """The accept tuple is part of the key as a tuple, not as text that can collide."""
+    await index.put_tag(tag_key(accept=accept), tag_entry(b"tuple"))
+    assert await index.get_tag(tag_key(accept=other)) is None
+
+
+# --- usage records --------------------------------------------------------------------
+
+
+async def test_record_use_keeps_the_latest_time_per_pair(index: Index) -> None:
+    digest = Digest.of(b"layer")
+    await index.record_use(Kind.BLOB, digest, NGINX, 100.0)
+    await index.record_use(Kind.BLOB, digest, NGINX, 300.0)
+    await index.record_use(Kind.BLOB, digest, NGINX, 200.0)  # out of order: ignored
+    await index.record_use(Kind.BLOB, digest, APP, 50.5)
+    assert await index.references(Kind.BLOB, digest) == {NGINX: 300.0, APP: 50.5}
+
+
+async def test_references_of_unknown_content_are_empty(index: Index) -> None:
+    assert await index.references(Kind.MANIFEST, Digest.of(b"none")) == {}
+    await index.forget(Kind.MANIFEST, Digest.of(b"none"))  # forgetting nothing is fine
+
+
+async def test_forget_removes_every_pair(index: Index) -> None:
+    digest, other = Digest.of(b"layer"), Digest.of(b"other")
+    await index.record_use(Kind.BLOB, digest, NGINX, 1.0)
+    await index.record_use(Kind.BLOB, digest, APP, 2.0)
+    await index.record_use(Kind.BLOB, other, APP, 3.0)
+    await index.forget(Kind.BLOB, digest)
+    assert await index.references(Kind.BLOB, digest) == {}
+    assert await index.references(Kind.BLOB, other) == {APP: 3.0}
+    await index.record_use(Kind.BLOB, digest, NGINX, 0.5)
+    assert await index.references(Kind.BLOB, digest) == {NGINX: 0.5}
+
+
+async def test_blob_and_manifest_records_are_separate(index: Index) -> None:
+    digest = Digest.of(b"same bytes")
+    await index.record_use(Kind.BLOB, digest, NGINX, 1.0)
+    await index.record_use(Kind.MANIFEST, digest, APP, 2.0)
+    assert await index.references(Kind.BLOB, digest) == {NGINX: 1.0}
+    assert await index.references(Kind.MANIFEST, digest) == {APP: 2.0}
+    await index.forget(Kind.MANIFEST, digest)
+    assert await index.references(Kind.BLOB, digest) == {NGINX: 1.0}
+    assert await index.references(Kind.MANIFEST, digest) == {}
+
+
+async def test_pairs_differ_by_upstream_and_by_repository(index: Index) -> None:
+    digest = Digest.of(b"layer")
+    refs = [
+        RepoRef("docker.io", "a/b"),
+        RepoRef("ghcr.io", "a/b"),
+        RepoRef("docker.io", "a"),
+        RepoRef("docker.io/a", "b"),  # never confused with ("docker.io", "a/b")
+    ]
+    for when, ref in enumerate(refs):
+        await index.record_use(Kind.BLOB, digest, ref, float(when))
+    assert await index.references(Kind.BLOB, digest) == {
+        ref: float(i) for i, ref in enumerate(refs)
+    }
+
+
+async def test_references_returns_a_copy(index: Index) -> None:
+    digest = Digest.of(b"layer")
+    await index.record_use(Kind.BLOB, digest, NGINX, 1.0)
+    returned = await index.references(Kind.BLOB, digest)
+    returned[APP] = 99.0
+    returned[NGINX] = 99.0
+    assert await index.references(Kind.BLOB, digest) == {NGINX: 1.0}
+
+
+async def test_concurrent_record_use_loses_nothing(index: Index) -> None:
+    digest = Digest.of(b"popular layer")
+    refs = [RepoRef("docker.io", f"user/app{i}") for i in range(20)]
+    await asyncio.gather(
+        *(index.record_use(Kind.BLOB, digest, ref, float(i)) for i, ref in enumerate(refs))
+    )
+    assert await index.references(Kind.BLOB, digest) == {
+        ref: float(i) for i, ref in enumerate(refs)
+    }
+
+
+# --- persistence ----------------------------------------------------------------------
+
+
+async def test_reopening(implementation: Implementation, tmp_path: Path) -> None:
+    stored = manifest(INDEX_BODY, OCI_INDEX)
+    digest = Digest.of(b"layer")
+    first = await implementation.open(tmp_path)
+    await first.put_manifest(stored)
+    await first.put_tag(tag_key(), tag_entry(INDEX_BODY))
+    await first.record_use(Kind.BLOB, digest, NGINX, 42.0)
+    await first.close()
+
+    second = await implementation.open(tmp_path)
+    try:
+        if implementation.persistent:
+            assert await second.get_manifest(stored.digest) == stored
+            assert await second.get_tag(tag_key()) == tag_entry(INDEX_BODY)
+            assert await second.references(Kind.BLOB, digest) == {NGINX: 42.0}
+        else:
+            assert await second.get_manifest(stored.digest) is None
+            assert await second.get_tag(tag_key()) is None
+            assert await second.references(Kind.BLOB, digest) == {}
+    finally:
+        await second.close()
+
+
+async def test_disk_index_never_evicts(tmp_path: Path) -> None:
+    """The index is the record of what the cache holds; it must not drop entries by itself.
+
+    diskcache's default is to cull the least recently stored entries once the directory
+    passes 1 GiB, which would silently lose tags, manifests and usage records.
+    """
+    index = DiskIndex(tmp_path / "index")
+    await index.close()
+    with diskcache.Cache(str(tmp_path / "index")) as cache:
+        assert cache.eviction_policy == "none"
+
+
+# --- against a model ------------------------------------------------------------------
+
+DIGEST_POOL = [Digest.of(bytes([i])) for i in range(3)]
+MANIFEST_POOL = [
+    manifest(bytes([i]), media) for i in range(3) for media in (OCI_INDEX, OCI_MANIFEST)
+]
+_times = st.floats(0, 2e9, allow_nan=False)
+_digests = st.sampled_from(DIGEST_POOL)
+_tag_keys = st.builds(
+    TagKey,
+    st.sampled_from(["docker.io", "ghcr.io"]),
+    st.sampled_from(["library/nginx", "org/app"]),
+    st.sampled_from(["latest", "v1"]),
+    st.sampled_from([(), (OCI_INDEX,), (OCI_INDEX, OCI_MANIFEST), (DOCKER_MANIFEST,)]),
+)
+_tag_entries = st.builds(
+    TagEntry, _digests, st.sampled_from([OCI_INDEX, DOCKER_MANIFEST]), st.integers(0, 10**9), _times
+)
+_refs = st.builds(RepoRef, st.sampled_from(["docker.io", "ghcr.io"]), st.sampled_from(["a", "a/b"]))
+_kinds = st.sampled_from(Kind)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("put_manifest"), st.sampled_from(MANIFEST_POOL)),
+        st.tuples(st.just("delete_manifest"), _digests),
+        st.tuples(st.just("put_tag"), _tag_keys, _tag_entries),
+        st.tuples(st.just("delete_tag"), _tag_keys),
+        st.tuples(st.just("record_use"), _kinds, _digests, _refs, _times),
+        st.tuples(st.just("forget"), _kinds, _digests),
+    ),
+    max_size=25,
+)
+
+
+async def check_against_model(index: Index, ops: list[tuple[Any, ...]]) -> None:
+    """Apply ``ops`` to ``index`` and to plain dicts; every answer must agree."""
+    manifests: dict[Digest, StoredManifest] = {}
+    tags: dict[TagKey, TagEntry | None] = {}
+    uses: dict[tuple[Kind, Digest], dict[RepoRef, float]] = {}
+    for op, *args in ops:
+        if op == "put_manifest":
+            await index.put_manifest(args[0])
+            manifests[args[0].digest] = args[0]
+        elif op == "delete_manifest":
+            existed = manifests.pop(args[0], None) is not None
+            assert await index.delete_manifest(args[0]) == existed
+        elif op == "put_tag":
+            await index.put_tag(args[0], args[1])
+            tags[args[0]] = args[1]
+        elif op == "delete_tag":
+            await index.delete_tag(args[0])
+            tags[args[0]] = None
+        elif op == "record_use":
+            kind, digest, ref, when = args
+            await index.record_use(kind, digest, ref, when)
+            pairs = uses.setdefault((kind, digest), {})
+            pairs[ref] = max(when, pairs.get(ref, when))
+        else:
+            kind, digest = args
+            await index.forget(kind, digest)
+            uses.pop((kind, digest), None)
+    for digest in DIGEST_POOL + [m.digest for m in MANIFEST_POOL]:
+        assert await index.get_manifest(digest) == manifests.get(digest)
+    for key, entry in tags.items():
+        assert await index.get_tag(key) == entry
+    for kind in Kind:
+        for digest in DIGEST_POOL:
+            assert await index.references(kind, digest) == uses.get((kind, digest), {})
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    # The fixture only picks the implementation, which is immutable.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=operations)
+def test_behaves_like_the_model(
+    implementation: Implementation,
+    tmp_path_factory: pytest.TempPathFactory,
+    ops: list[tuple[Any, ...]],
+) -> None:
+    async def scenario() -> None:
+        index = await implementation.open(tmp_path_factory.mktemp("model"))
+        try:
+            await check_against_model(index, ops)
+        finally:
+            await index.close()
+
+    asyncio.run(scenario())
