@@ -143,6 +143,12 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="logging threshold; logs go to stderr "
         f"(default: {_DEFAULTS.log_level}; env REGCACHE_LOG_LEVEL)",
     )
+    serve.add_argument(
+        "--offline",
+        action="store_true",
+        help="never contact an upstream: serve what is cached and answer 404 for anything "
+        "else, e.g. at an air-gapped site (env REGCACHE_OFFLINE=true)",
+    )
 
 
 def _upstream_arg(text: str) -> tuple[str, str]:
@@ -162,6 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstreams=tuple(args.upstreams or ()),
         default_upstream=args.default_upstream,
         log_level=args.log_level,
+        offline=args.offline,
     )
     try:
         config = load_config(args.config, os.environ, overrides)

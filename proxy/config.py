@@ -47,6 +47,7 @@ ENV_VARS: Mapping[str, str] = {
     "REGCACHE_DEFAULT_UPSTREAM": "default_upstream",
     "REGCACHE_LOG_LEVEL": "log_level",
     "REGCACHE_EVENT_LOOP": "event_loop",
+    "REGCACHE_OFFLINE": "offline",
 }
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
@@ -55,8 +56,11 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "default_upstream",
     "log_level",
     "event_loop",
+    "offline",
+    "cache",
     "upstreams",
 )
+CACHE_KEYS: tuple[str, ...] = ("max_size", "max_age")
 UPSTREAM_KEYS: tuple[str, ...] = (
     "name",
     "url",
@@ -69,6 +73,7 @@ UPSTREAM_KEYS: tuple[str, ...] = (
     "tls_verify",
     "connect_timeout",
     "read_timeout",
+    "serve_stale_on_not_found",
 )
 _PASSWORD_KEYS = ("password", "password_file", "password_env")
 
@@ -85,6 +90,9 @@ class UpstreamConfig:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     # Longest silence allowed while waiting for headers or between body bytes.
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    # A 404 for a tag regcache has served before normally means it was deleted upstream;
+    # some sites would rather keep serving the last known image.
+    serve_stale_on_not_found: bool = False
 
     @property
     def is_docker_hub(self) -> bool:
@@ -104,6 +112,12 @@ class Config:
     log_level: str = "info"
     # auto: uvloop when it is installed (the `uvloop` extra), else asyncio's own loop.
     event_loop: str = "auto"
+    # Never contact an upstream: serve what is cached, 404 for the rest.
+    offline: bool = False
+    # LRU bound on the bytes of cached blobs and manifests; None for no bound.
+    cache_max_size: int | None = None
+    # Content not served for this many seconds is evicted; None to keep it.
+    cache_max_age: float | None = None
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         for up in self.upstreams:
@@ -142,6 +156,7 @@ class CliOverrides:
     upstreams: tuple[tuple[str, str], ...] = ()  # (name, url) pairs from --upstream NAME=URL
     default_upstream: str | None = None
     log_level: str | None = None
+    offline: bool = False  # a flag can only turn it on
 
 
 def load_config(path: Path | None, env: Mapping[str, str], overrides: CliOverrides) -> Config:
@@ -192,6 +207,9 @@ class _Draft:
     cache_dir: Path
     log_level: str
     event_loop: str
+    offline: bool
+    cache_max_size: int | None
+    cache_max_age: float | None
     default_upstream: str
     default_upstream_origin: _Origin
     upstreams: list[UpstreamConfig]
@@ -206,6 +224,9 @@ class _Draft:
             cache_dir=base.cache_dir,
             log_level=base.log_level,
             event_loop=base.event_loop,
+            offline=base.offline,
+            cache_max_size=base.cache_max_size,
+            cache_max_age=base.cache_max_age,
             default_upstream=base.default_upstream,
             default_upstream_origin=_DEFAULTS,
             upstreams=list(base.upstreams),
@@ -222,6 +243,8 @@ class _Draft:
             self.log_level = origin.check(key, text, _parse_log_level)
         elif key == "event_loop":
             self.event_loop = origin.check(key, text, _parse_event_loop)
+        elif key == "offline":
+            self.offline = origin.check(key, text, _parse_bool)
         elif key == "default_upstream":
             self.default_upstream = origin.check(key, text, _parse_nonempty)
             self.default_upstream_origin = origin
@@ -245,6 +268,9 @@ class _Draft:
             upstreams=tuple(self.upstreams),
             log_level=self.log_level,
             event_loop=self.event_loop,
+            offline=self.offline,
+            cache_max_size=self.cache_max_size,
+            cache_max_age=self.cache_max_age,
         )
 
     def _resolve_default(self) -> str:
@@ -281,6 +307,7 @@ def _apply_overrides(draft: _Draft, overrides: CliOverrides) -> None:
         "cache_dir": overrides.cache_dir,
         "default_upstream": overrides.default_upstream,
         "log_level": overrides.log_level,
+        "offline": "true" if overrides.offline else None,
     }
     for key, text in settings.items():
         if text is not None:
@@ -373,6 +400,56 @@ def _parse_cache_dir(text: str) -> Path:
         return Path(text).expanduser()
     except RuntimeError as exc:
         raise _Invalid(str(exc)) from None
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise _Invalid(f"{text!r} is not true or false")
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def _parse_size(text: str) -> int:
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise _Invalid(f"{text!r} is not a size such as 50GiB, 500MB or 1073741824")
+    size = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    if size < 1:
+        raise _Invalid("must be at least 1 byte")
+    return int(size)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_duration(text: str) -> float:
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise _Invalid(f"{text!r} is not a duration such as 30d, 12h or 3600")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise _Invalid("must be longer than 0 seconds")
+    return seconds
 
 
 def _parse_event_loop(text: str) -> str:
@@ -517,6 +594,8 @@ class _FileReader:
             if key == "upstreams":
                 draft.upstreams = self.upstreams(entry.value)
                 draft.upstreams_origin = _Origin(self.source, _line(entry.key))
+            elif key == "cache":
+                self.cache(draft, entry.value)
             else:
                 text = self.at(key, entry.value, _node_text)
                 draft.apply(key, text, _Origin(self.source, _line(entry.value)))
@@ -537,6 +616,19 @@ class _FileReader:
                 raise self.error(key_node, path, f"unknown key{hint}")
             found[key] = _Entry(key_node, value_node)
         return {key: entry for key, entry in found.items() if not _is_null(entry.value)}
+
+    def cache(self, draft: _Draft, node: Node) -> None:
+        if not isinstance(node, MappingNode):
+            raise self.error(node, "cache", f"must be a mapping, not {_kind(node)}")
+        fields = self.fields(node, "cache", CACHE_KEYS)
+        if "max_size" in fields:
+            draft.cache_max_size = self.text(
+                "cache.max_size", fields["max_size"].value, _parse_size
+            )
+        if "max_age" in fields:
+            draft.cache_max_age = self.text(
+                "cache.max_age", fields["max_age"].value, _parse_duration
+            )
 
     def upstreams(self, node: Node) -> list[UpstreamConfig]:
         items = self.at("upstreams", node, _node_list)
@@ -588,6 +680,9 @@ class _FileReader:
             ),
             read_timeout=self.optional(
                 fields, prefix, "read_timeout", _node_timeout, DEFAULT_READ_TIMEOUT
+            ),
+            serve_stale_on_not_found=self.optional(
+                fields, prefix, "serve_stale_on_not_found", _node_bool, False
             ),
         )
         return upstream, [_Label(f"{prefix}.name", name, _line(name_node)), *aliases]

@@ -16,7 +16,9 @@ them as ``{"errors": [{"code", "message", "detail"}]}`` in one place.
     ├── TooManyRequests      429 TOOMANYREQUESTS (carries the upstream's Retry-After)
     └── UpstreamError        the upstream failed us rather than the client's request
         ├── UpstreamUnavailable   503 UNAVAILABLE (unreachable, timed out, 5xx)
-        └── UpstreamInvalid       502 UNKNOWN (bytes that fail their digest, bad manifests)
+        ├── UpstreamInvalid       502 UNKNOWN (bytes that fail their digest, bad manifests)
+        └── UpstreamOffline       404, as MANIFEST_UNKNOWN / BLOB_UNKNOWN / NAME_UNKNOWN:
+                                  offline mode and the content is not cached
 """
 
 from __future__ import annotations
@@ -105,3 +107,9 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamInvalid(UpstreamError):
     code, status, default_message = "UNKNOWN", 502, "upstream registry sent invalid content"
+
+
+class UpstreamOffline(UpstreamError):
+    """Raised where an upstream would have been asked; the handler names what is missing."""
+
+    code, status, default_message = "NAME_UNKNOWN", 404, "regcache is offline"

@@ -70,5 +70,18 @@ class Metrics:
             registry=r,
         )
 
+        self.stale_served = Counter(
+            "regcache_stale_served",
+            "Cached manifests served without revalidation because the upstream failed",
+            ["upstream"],
+            registry=r,
+        )
+        self.ratelimit_remaining = Gauge(
+            "regcache_upstream_ratelimit_remaining",
+            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
+            ["upstream"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

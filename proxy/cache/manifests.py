@@ -8,13 +8,20 @@ before it is stored or served.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
 from proxy.cache.singleflight import SingleFlight
-from proxy.errors import UpstreamInvalid
+from proxy.errors import (
+    ManifestUnknown,
+    RegistryError,
+    TooManyRequests,
+    UpstreamError,
+    UpstreamInvalid,
+)
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest, InvalidDigest
 from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
@@ -24,7 +31,11 @@ from proxy.store import Index, Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
+# Not a media type any client sends, so it never collides with a real Accept list.
+ANY_ACCEPT = ("*",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +44,7 @@ class ManifestAnswer:
     media_type: str
     size: int
     body: bytes | None  # None answers a HEAD that needed no body
-    result: str  # hit | miss | revalidated
+    result: str  # hit | miss | revalidated | stale
 
 
 class ManifestCache:
@@ -77,15 +88,70 @@ class ManifestCache:
         entry = await self._index.get_tag(key)
         if entry is not None and now - entry.checked_at < target.upstream.tag_ttl:
             return await self._serve(target, entry, accept, head, "hit")
-        # Unknown or stale. A HEAD is enough to revalidate, and to answer a HEAD.
-        current = await self._head(target, tag, accept) if entry is not None or head else None
+        try:
+            return await self._resolve(target, key, accept, head, previous=entry)
+        except (UpstreamError, TooManyRequests) as error:
+            fallback = entry or await self._any_acceptable(key, accept)
+            if fallback is None:
+                raise
+            return await self._stale(target, fallback, head, error)
+        except ManifestUnknown as error:
+            if entry is None:
+                raise
+            if not target.upstream.serve_stale_on_not_found:
+                await self._index.delete_tag(key)
+                raise
+            return await self._stale(target, entry, head, error)
+
+    async def _remember(self, key: TagKey, entry: TagEntry) -> None:
+        await self._index.put_tag(key, entry)
+        # The latest answer whatever the client accepted, for clients with other Accept
+        # lists when the upstream is down.
+        await self._index.put_tag(replace(key, accept=ANY_ACCEPT), entry)
+
+    async def _any_acceptable(self, key: TagKey, accept: tuple[str, ...]) -> TagEntry | None:
+        entry = await self._index.get_tag(replace(key, accept=ANY_ACCEPT))
+        if entry is None or (accept and entry.media_type not in accept):
+            return None
+        return entry
+
+    async def _resolve(
+        self,
+        target: Target,
+        key: TagKey,
+        accept: tuple[str, ...],
+        head: bool,
+        previous: TagEntry | None,
+    ) -> ManifestAnswer:
+        """Ask the upstream what the tag is now. A HEAD revalidates, and answers a HEAD."""
+        now = time.time()
+        current = await self._head(target, key.tag, accept) if previous or head else None
         if current is None:
-            stored = await self._fetch(target, tag, accept, expected=None)
-            await self._index.put_tag(key, _entry(stored, now))
+            stored = await self._fetch(target, key.tag, accept, expected=None)
+            await self._remember(key, _entry(stored, now))
             return _answer(stored, head, "miss")
-        await self._index.put_tag(key, current)
-        same = entry is not None and entry.digest == current.digest
+        await self._remember(key, current)
+        same = previous is not None and previous.digest == current.digest
         return await self._serve(target, current, accept, head, "revalidated" if same else "miss")
+
+    async def _stale(
+        self, target: Target, entry: TagEntry, head: bool, error: RegistryError
+    ) -> ManifestAnswer:
+        """The last known answer, when the upstream cannot give a current one."""
+        stored = await self._index.get_manifest(entry.digest)
+        if stored is None and not head:
+            raise error
+        log.warning(
+            "serving %s:%s stale (%s): %s",
+            target.repository,
+            entry.digest,
+            target.upstream.name,
+            error.message,
+        )
+        self._metrics.stale_served.labels(target.upstream.name).inc()
+        if stored is None:
+            return ManifestAnswer(entry.digest, entry.media_type, entry.size, None, "stale")
+        return _answer(stored, head, "stale")
 
     async def _serve(
         self, target: Target, entry: TagEntry, accept: tuple[str, ...], head: bool, result: str

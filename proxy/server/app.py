@@ -71,7 +71,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
         auto_decompress=False,
     )
-    clients = {up.name: UpstreamClient(up, session, metrics) for up in config.upstreams}
+    clients = {
+        up.name: UpstreamClient(up, session, metrics, offline=config.offline)
+        for up in config.upstreams
+    }
     blobs = BlobCache(store, index, clients, metrics)
     app[STORE] = store
     app[SERVICES] = Services(

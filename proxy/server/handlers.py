@@ -14,13 +14,16 @@ from proxy.cache.blobs import BlobCache, CachedBlob
 from proxy.cache.downloads import Download
 from proxy.cache.manifests import ManifestCache
 from proxy.errors import (
+    BlobUnknown,
     DigestInvalid,
     ManifestUnknown,
     NameInvalid,
+    NameUnknown,
     RangeInvalid,
     RegistryError,
     Unsupported,
     UpstreamInvalid,
+    UpstreamOffline,
 )
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest, InvalidDigest
@@ -37,6 +40,13 @@ log = logging.getLogger(__name__)
 OCTET_STREAM = "application/octet-stream"
 MAX_TAG_LIST_BYTES = 16 * 1024 * 1024
 _PULL_METHODS = frozenset({"GET", "HEAD"})
+# RFC 7234's code for a response served without the revalidation it was due.
+STALE_WARNING = '110 regcache "Response is Stale"'
+_OFFLINE_MISS: dict[Endpoint, type[RegistryError]] = {
+    Endpoint.MANIFEST: ManifestUnknown,
+    Endpoint.BLOB: BlobUnknown,
+    Endpoint.TAGS_LIST: NameUnknown,
+}
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,12 @@ class V2Handlers:
             else:
                 response = await self._tags(request, target, path)
         except RegistryError as error:
+            if isinstance(error, UpstreamOffline):
+                error = _offline_miss(path.endpoint, error)
             if path.endpoint is not Endpoint.TAGS_LIST:
                 self._count(target, path.endpoint.value, "error")
             error.headers.update(_namespace_header(target))
-            raise
+            raise error from None
         return response
 
     async def _manifest(
@@ -89,9 +101,11 @@ class V2Handlers:
             "Content-Type": answer.media_type,
             **_namespace_header(target),
         }
+        if answer.result == "stale":
+            headers["Warning"] = STALE_WARNING
         if answer.body is None:
             return _head_response(answer.size, headers)
-        source = "cache" if answer.result in ("hit", "revalidated") else "upstream"
+        source = "upstream" if answer.result == "miss" else "cache"
         self._s.metrics.served_bytes.labels(source).inc(len(answer.body))
         return web.Response(body=answer.body, headers=headers)
 
@@ -187,6 +201,11 @@ class _CountedFileResponse(web.FileResponse):
         if request.method == "GET" and self.status in (200, 206) and self.content_length:
             self._served.inc(self.content_length)
         return writer
+
+
+def _offline_miss(endpoint: Endpoint, offline: UpstreamOffline) -> RegistryError:
+    error_class = _OFFLINE_MISS.get(endpoint, NameUnknown)
+    return error_class(f"{error_class.default_message}: {offline.message}", offline.detail)
 
 
 def _parse(raw_path: str) -> V2Path:

@@ -24,6 +24,7 @@ from proxy.errors import (
     TooManyRequests,
     Unauthorized,
     UpstreamInvalid,
+    UpstreamOffline,
     UpstreamUnavailable,
 )
 from proxy.metrics import Metrics
@@ -39,9 +40,15 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 class UpstreamClient:
     def __init__(
-        self, upstream: UpstreamConfig, session: aiohttp.ClientSession, metrics: Metrics
+        self,
+        upstream: UpstreamConfig,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        *,
+        offline: bool = False,
     ) -> None:
         self.upstream = upstream
+        self._offline = offline
         self._session = session
         self._metrics = metrics
         self._auth = Authenticator(upstream, session, metrics)
@@ -59,6 +66,11 @@ class UpstreamClient:
 
         The caller owns the response and must release it.
         """
+        if self._offline:
+            raise UpstreamOffline(
+                "regcache is offline and this is not in its cache",
+                detail={"upstream": self.upstream.name, "path": path},
+            )
         scope = pull_scope(repository)
         url = URL(self.upstream.url + path, encoded=True)
         header_list = list(headers)
@@ -119,7 +131,20 @@ class UpstreamClient:
             ) from exc
         self._metrics.upstream_requests.labels(name, method, str(response.status)).inc()
         self._metrics.upstream_duration.labels(name).observe(time.monotonic() - started)
+        if (remaining := _ratelimit_remaining(response)) is not None:
+            self._metrics.ratelimit_remaining.labels(name).set(remaining)
         return response
+
+
+def _ratelimit_remaining(response: aiohttp.ClientResponse) -> int | None:
+    """Docker Hub's ``ratelimit-remaining: 76;w=21600``: pulls left in the window."""
+    header = response.headers.get("ratelimit-remaining")
+    if header is None:
+        return None
+    try:
+        return int(header.split(";", 1)[0])
+    except ValueError:
+        return None
 
 
 _NOT_FOUND: dict[Kind | None, type[RegistryError]] = {

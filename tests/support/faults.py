@@ -43,6 +43,7 @@ class Faults:
     basic_auth: tuple[str, str] | None = None
     redirect_blobs: bool = False
     wrong_manifest_digest: bool = False
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to every answer
 
 
 class FaultyUpstream:
@@ -122,6 +123,7 @@ class FaultyUpstream:
                 for key, value in upstream.headers.items():
                     if key.lower() not in _HOP_BY_HOP:
                         response.headers[key] = value
+                response.headers.update(self.faults.response_headers)
                 if self.faults.wrong_manifest_digest and "/manifests/" in request.path:
                     response.headers["Docker-Content-Digest"] = "sha256:" + "0" * 64
                 if upstream.content_length is not None:
