@@ -17,8 +17,9 @@ from proxy.store import Index, Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.store.memory import check_manifest
 
 
-def _tag_key(key: TagKey) -> tuple[str, ...]:
-    return ("tag", key.upstream, key.repository, key.tag, ",".join(key.accept))
+def _tag_key(key: TagKey) -> tuple[str, str, str, str, tuple[str, ...]]:
+    # The accept tuple itself: joining it would make ("a", "b") and ("a,b",) one key.
+    return ("tag", key.upstream, key.repository, key.tag, key.accept)
 
 
 def _use_key(kind: Kind, digest: Digest) -> tuple[str, str, str]:

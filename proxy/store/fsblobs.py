@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,10 +59,15 @@ class FsBlobWriter(BlobWriter):
             raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
         final = self._store.path(self._digest)
         await aiofiles.os.makedirs(final.parent, exist_ok=True)
-        already_there = await aiofiles.os.path.exists(final)
-        os.replace(self.path, final)
-        if not already_there:
+        try:
+            # A link fails if the blob is there already, so of writers racing on one digest
+            # (two processes, two upstream names) exactly one counts it.
+            os.link(self.path, final)
+        except FileExistsError:
+            pass
+        else:
             self._store.added(self.written)
+        await self._discard()
 
     async def abort(self) -> None:
         if self._file is not None and not self._file.closed:
@@ -88,7 +94,10 @@ class FsBlobStore(BlobStore):
 
     def _clean_and_measure(self) -> None:
         for leftover in self._tmp.iterdir():
-            leftover.unlink(missing_ok=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         total = 0
         for _, path in self._walk():
             total += path.stat().st_size

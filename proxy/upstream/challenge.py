@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+_SEPARATORS = re.compile(r"[\s,]*")
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)')
 
 
@@ -26,7 +27,11 @@ def parse_challenge(header: str) -> Challenge | None:
     params: dict[str, str] = {}
     position = 0
     rest = rest.strip()
-    while position < len(rest):
+    while True:
+        # RFC 9110 5.6.1: empty list elements ("a=1, , b=2") are to be ignored.
+        position = _SEPARATORS.match(rest, position).end()  # type: ignore[union-attr]
+        if position >= len(rest):
+            break
         match = _PARAM.match(rest, position)
         if not match or match.end() == position:
             break

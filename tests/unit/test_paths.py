@@ -207,19 +207,19 @@ def assert_only_clean_names(path: str) -> None:
     assert parsed.name.isascii()
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(st.text())
 def test_any_text_gives_a_clean_name_or_a_known_refusal(text: str) -> None:
     assert_only_clean_names(text)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(st.text().map(lambda text: "/v2/" + text))
 def test_any_v2_text_gives_a_clean_name_or_a_known_refusal(path: str) -> None:
     assert_only_clean_names(path)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(st.one_of(nasty_paths, structured_nasty_paths))
 def test_nasty_paths_give_a_clean_name_or_a_known_refusal(path: str) -> None:
     assert_only_clean_names(path)
