@@ -83,5 +83,15 @@ class Metrics:
             registry=r,
         )
 
+        self.evictions = Counter(
+            "regcache_evictions",
+            "Blobs and manifests evicted to keep within cache.max_size and cache.max_age",
+            ["kind"],
+            registry=r,
+        )
+        self.evicted_bytes = Counter(
+            "regcache_evicted_bytes", "Bytes freed by eviction", registry=r
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from proxy.config import Config, UpstreamConfig
 from proxy.errors import NameInvalid, NameUnknown
+from proxy.store import RepoRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,10 @@ class Target:
     upstream: UpstreamConfig
     repository: str
     namespace: str | None = None  # the ns= the client sent, echoed as OCI-Namespace
+
+    @property
+    def ref(self) -> RepoRef:
+        return RepoRef(self.upstream.name, self.repository)
 
 
 class Router:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.cache.downloads import Download, Downloads
+from proxy.cache.usage import Usage
 from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, Index, Kind, RepoRef
+from proxy.store import BlobStore, Kind
 from proxy.upstream.client import UpstreamClient, error_from
 
 
@@ -31,15 +31,15 @@ class BlobCache:
     def __init__(
         self,
         store: BlobStore,
-        index: Index,
         clients: dict[str, UpstreamClient],
         metrics: Metrics,
+        usage: Usage,
     ) -> None:
         self._store = store
-        self._index = index
         self._clients = clients
         self._metrics = metrics
-        self.downloads = Downloads(store, clients, metrics)
+        self._usage = usage
+        self.downloads = Downloads(store, clients, metrics, usage)
 
     async def get(self, target: Target, digest: Digest) -> CachedBlob | Download:
         """The cached file, or the download to follow. Raises the upstream's error."""
@@ -49,7 +49,7 @@ class BlobCache:
             found = CachedBlob(self._store.path(digest), size)
         else:
             found = await self.downloads.join(target, digest)
-        await self._record_use(target, digest)
+        await self._usage.served(Kind.BLOB, digest, target.ref)
         return found
 
     async def head(self, target: Target, digest: Digest) -> BlobHead:
@@ -70,7 +70,3 @@ class BlobCache:
             self._metrics.digest_mismatch.labels(target.upstream.name, "blob").inc()
             raise UpstreamInvalid("upstream answered for another digest", detail=claimed)
         return BlobHead(response.content_length, cached=False)
-
-    async def _record_use(self, target: Target, digest: Digest) -> None:
-        ref = RepoRef(target.upstream.name, target.repository)
-        await self._index.record_use(Kind.BLOB, digest, ref, time.time())

@@ -23,11 +23,12 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
 from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
+from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, BlobWriter
+from proxy.store import BlobStore, BlobWriter, Kind
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,16 @@ class Downloads:
     """The downloads under way, by digest: the single flight for blobs."""
 
     def __init__(
-        self, store: BlobStore, clients: dict[str, UpstreamClient], metrics: Metrics
+        self,
+        store: BlobStore,
+        clients: dict[str, UpstreamClient],
+        metrics: Metrics,
+        usage: Usage,
     ) -> None:
         self._store = store
         self._clients = clients
         self._metrics = metrics
+        self._usage = usage
         self._active: dict[Digest, Download] = {}
 
     def active(self, digest: Digest) -> Download | None:
@@ -184,4 +190,5 @@ class Downloads:
         client = self._clients[target.upstream.name]
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
         await transfer.run(download._start, download._progress)
+        self._usage.stored(Kind.BLOB, download.digest, download.written)
         self._metrics.cache_size.set(await self._store.total_size())

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 
 from proxy.cache.singleflight import SingleFlight
+from proxy.cache.usage import Usage
 from proxy.errors import (
     ManifestUnknown,
     RegistryError,
@@ -27,7 +28,7 @@ from proxy.oci.digest import Digest, InvalidDigest
 from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
 from proxy.oci.reference import Reference
 from proxy.routing import Target
-from proxy.store import Index, Kind, RepoRef, StoredManifest, TagEntry, TagKey
+from proxy.store import Index, Kind, StoredManifest, TagEntry, TagKey
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
 
@@ -48,8 +49,15 @@ class ManifestAnswer:
 
 
 class ManifestCache:
-    def __init__(self, index: Index, clients: dict[str, UpstreamClient], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        index: Index,
+        clients: dict[str, UpstreamClient],
+        metrics: Metrics,
+        usage: Usage,
+    ) -> None:
         self._index = index
+        self._usage = usage
         self._clients = clients
         self._metrics = metrics
         self._fetches: SingleFlight[StoredManifest] = SingleFlight()
@@ -63,8 +71,7 @@ class ManifestCache:
         else:
             assert reference.tag is not None
             answer = await self._by_tag(target, reference.tag, accept, head)
-        ref = RepoRef(target.upstream.name, target.repository)
-        await self._index.record_use(Kind.MANIFEST, answer.digest, ref, time.time())
+        await self._usage.served(Kind.MANIFEST, answer.digest, target.ref)
         return answer
 
     async def _by_digest(
@@ -207,6 +214,7 @@ class ManifestCache:
                 response.release()
             stored = self._verified(target, response, body, expected)
             await self._index.put_manifest(stored)
+            self._usage.stored(Kind.MANIFEST, stored.digest, len(stored.body))
             return stored
 
         stored, joined = await self._fetches.do(key, call)

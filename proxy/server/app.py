@@ -13,7 +13,10 @@ import aiohttp
 from aiohttp import web
 
 from proxy.cache.blobs import BlobCache
+from proxy.cache.eviction import Evictor
+from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
+from proxy.cache.usage import Usage
 from proxy.config import Config
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router
@@ -75,19 +78,39 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         up.name: UpstreamClient(up, session, metrics, offline=config.offline)
         for up in config.upstreams
     }
-    blobs = BlobCache(store, index, clients, metrics)
+    bounded = config.cache_max_size is not None or config.cache_max_age is not None
+    usage = Usage(index, Lru() if bounded else None)
+    pins = Pins()
+    evictor: Evictor | None = None
+    if bounded:
+        evictor = Evictor(
+            store,
+            index,
+            usage,
+            pins,
+            metrics,
+            max_size=config.cache_max_size,
+            max_age=config.cache_max_age,
+        )
+        await evictor.rebuild()
+        await evictor.evict()
+        evictor.start()
+    blobs = BlobCache(store, clients, metrics, usage)
     app[STORE] = store
     app[SERVICES] = Services(
         router=Router(config),
-        manifests=ManifestCache(index, clients, metrics),
+        manifests=ManifestCache(index, clients, metrics, usage),
         blobs=blobs,
         clients=clients,
         metrics=metrics,
+        pins=pins,
     )
     log.info("cache at %s holds %d bytes", config.cache_dir, await store.total_size())
     try:
         yield
     finally:
+        if evictor is not None:
+            await evictor.stop()
         await blobs.downloads.close()
         await session.close()
         await index.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -12,6 +13,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from proxy.cache.blobs import BlobCache, CachedBlob
 from proxy.cache.downloads import Download
+from proxy.cache.lru import Key, Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.errors import (
     BlobUnknown,
@@ -32,6 +34,7 @@ from proxy.oci.names import InvalidName, InvalidTag
 from proxy.oci.paths import Endpoint, UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
+from proxy.store import Kind
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
 
@@ -42,6 +45,8 @@ MAX_TAG_LIST_BYTES = 16 * 1024 * 1024
 _PULL_METHODS = frozenset({"GET", "HEAD"})
 # RFC 7234's code for a response served without the revalidation it was due.
 STALE_WARNING = '110 regcache "Response is Stale"'
+# An upstream's ns= in a pagination link: the name the client used decides the upstream.
+_NS_PARAM = re.compile(r"([?&])ns=[^&>]*(&?)")
 _OFFLINE_MISS: dict[Endpoint, type[RegistryError]] = {
     Endpoint.MANIFEST: ManifestUnknown,
     Endpoint.BLOB: BlobUnknown,
@@ -56,6 +61,7 @@ class Services:
     blobs: BlobCache
     clients: dict[str, UpstreamClient]
     metrics: Metrics
+    pins: Pins
 
 
 class V2Handlers:
@@ -120,26 +126,28 @@ class V2Handlers:
             head = await self._s.blobs.head(target, digest)
             self._count(target, "blob", "hit" if head.cached else "miss")
             return _head_response(head.size, headers)
-        found = await self._s.blobs.get(target, digest)
-        if isinstance(found, CachedBlob):
-            self._count(target, "blob", "hit")
-            return await self._send_file(request, found.path, headers)
-        self._count(target, "blob", "miss")
-        return await self._follow(request, found, headers)
-
-    async def _send_file(
-        self, request: web.Request, path: Path, headers: dict[str, str]
-    ) -> web.StreamResponse:
-        return _CountedFileResponse(path, self._s.metrics, headers=headers)
+        # Pinned from before the lookup until the last byte is sent: eviction passes it over.
+        pin = (Kind.BLOB, digest)
+        self._s.pins.acquire(pin)
+        handed_to_response = False
+        try:
+            found = await self._s.blobs.get(target, digest)
+            self._count(target, "blob", "hit" if isinstance(found, CachedBlob) else "miss")
+            if isinstance(found, Download) and found.size is not None:
+                return await self._follow(request, found, found.size, headers)
+            if isinstance(found, Download):
+                # No length to hold the last byte back against: wait for the verified blob.
+                await found.wait_done()
+            file = found.path if isinstance(found, CachedBlob) else found.stored_path
+            handed_to_response = True
+            return _CountedFileResponse(file, self._s.metrics, headers, self._s.pins, pin)
+        finally:
+            if not handed_to_response:
+                self._s.pins.release(pin)
 
     async def _follow(
-        self, request: web.Request, download: Download, headers: dict[str, str]
+        self, request: web.Request, download: Download, size: int, headers: dict[str, str]
     ) -> web.StreamResponse:
-        size = download.size
-        if size is None:
-            # No length to hold the last byte back against: wait for the verified blob.
-            await download.wait_done()
-            return await self._send_file(request, download.stored_path, headers)
         start, end, status = 0, size, 200
         if (requested := _byte_range(request, size)) is not None:
             start, end = requested
@@ -190,17 +198,34 @@ class V2Handlers:
 
 
 class _CountedFileResponse(web.FileResponse):
-    """aiohttp's FileResponse (sendfile, Range, 206/416), counting the bytes it sent."""
+    """aiohttp's FileResponse (sendfile, Range, 206/416), counting the bytes it sent and
+    releasing the blob's pin once they are sent."""
 
-    def __init__(self, path: Path, metrics: Metrics, headers: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, metrics: Metrics, headers: dict[str, str], pins: Pins, pin: Key
+    ) -> None:
         super().__init__(path, headers=headers)
         self._served = metrics.served_bytes.labels("cache")
+        self._pins: Pins | None = pins
+        self._pin = pin
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        writer = await super().prepare(request)
+        try:
+            writer = await super().prepare(request)
+        finally:
+            self._unpin()
         if request.method == "GET" and self.status in (200, 206) and self.content_length:
             self._served.inc(self.content_length)
         return writer
+
+    def _unpin(self) -> None:
+        if self._pins is not None:
+            self._pins.release(self._pin)
+            self._pins = None
+
+    def __del__(self) -> None:
+        # A response aiohttp never prepared (the client left first) must not pin forever.
+        self._unpin()
 
 
 def _offline_miss(endpoint: Endpoint, offline: UpstreamOffline) -> RegistryError:
@@ -270,6 +295,7 @@ def _unsatisfiable(size: int) -> RangeInvalid:
 def _client_link(link: str, target: Target, client_name: str) -> str:
     """Point the upstream's pagination link at the name the client used."""
     rewritten = link.replace(f"/v2/{target.repository}/", f"/v2/{client_name}/", 1)
+    rewritten = _NS_PARAM.sub(lambda m: m[1] if m[2] else "", rewritten)
     if target.namespace:
         rewritten = rewritten.replace(">", f"&ns={target.namespace}>", 1)
     return rewritten

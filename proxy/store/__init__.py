@@ -123,6 +123,10 @@ class ManifestStore(ABC):
     @abstractmethod
     async def delete_manifest(self, digest: Digest) -> bool: ...
 
+    @abstractmethod
+    def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
+        """Every stored manifest with its size in bytes."""
+
 
 class TagIndex(ABC):
     @abstractmethod

@@ -7,6 +7,7 @@ keeps large values in files of its own.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,13 @@ class DiskIndex(Index):
 
     async def delete_manifest(self, digest: Digest) -> bool:
         return bool(self._cache.delete(("manifest", str(digest))))
+
+    async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
+        for key in list(self._cache.iterkeys()):
+            if isinstance(key, tuple) and key[0] == "manifest":
+                value: Any = self._cache.get(key)
+                if value is not None:
+                    yield Digest.parse(key[1]), len(value[1])
 
     async def get_tag(self, key: TagKey) -> TagEntry | None:
         value: Any = self._cache.get(_tag_key(key))

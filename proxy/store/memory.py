@@ -6,6 +6,8 @@ suite holds every other index to.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from proxy.oci.digest import Digest
 from proxy.store import (
     DigestMismatch,
@@ -39,6 +41,10 @@ class MemoryIndex(Index):
 
     async def delete_manifest(self, digest: Digest) -> bool:
         return self._manifests.pop(digest, None) is not None
+
+    async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
+        for digest, manifest in list(self._manifests.items()):
+            yield digest, len(manifest.body)
 
     async def get_tag(self, key: TagKey) -> TagEntry | None:
         return self._tags.get(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -36,6 +37,8 @@ from proxy.upstream.timeouts import timeout_for
 MAX_REDIRECTS = 5
 MAX_ERROR_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Docker Hub's own hosts answer for docker.io (containerd makes the same exception).
+_DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io"})
 
 
 class UpstreamClient:
@@ -54,6 +57,7 @@ class UpstreamClient:
         self._auth = Authenticator(upstream, session, metrics)
         self._origin = URL(upstream.url).origin()
         self._timeout = timeout_for(upstream)
+        self._namespace = namespace_for(upstream)
 
     async def request(
         self,
@@ -72,7 +76,7 @@ class UpstreamClient:
                 detail={"upstream": self.upstream.name, "path": path},
             )
         scope = pull_scope(repository)
-        url = URL(self.upstream.url + path, encoded=True)
+        url = URL(self.upstream.url + _with_namespace(path, self._namespace), encoded=True)
         header_list = list(headers)
         for attempt in (1, 2):
             authorization = await self._auth.header(scope)
@@ -134,6 +138,28 @@ class UpstreamClient:
         if (remaining := _ratelimit_remaining(response)) is not None:
             self._metrics.ratelimit_remaining.labels(name).set(remaining)
         return response
+
+
+def namespace_for(upstream: UpstreamConfig) -> str | None:
+    """The ``ns=`` sent upstream: the registry's name, when its URL is some other host.
+
+    containerd tells a mirror which registry a request is for the same way. regcache routes
+    by it, so an edge regcache can name a central regcache as the URL of several upstreams.
+    A registry's own host is told nothing: some registries refuse unknown query parameters.
+    """
+    parts = urlsplit(upstream.url)
+    name, host = upstream.name.lower(), (parts.hostname or "").lower()
+    if name in (host, parts.netloc.lower()):
+        return None
+    if name == "docker.io" and host in _DOCKER_HUB_HOSTS:
+        return None
+    return upstream.name
+
+
+def _with_namespace(path: str, namespace: str | None) -> str:
+    if namespace is None:
+        return path
+    return f"{path}{'&' if '?' in path else '?'}ns={quote(namespace, safe='')}"
 
 
 def _ratelimit_remaining(response: aiohttp.ClientResponse) -> int | None:

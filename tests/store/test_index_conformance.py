@@ -131,6 +131,18 @@ async def test_manifests_are_independent(index: Index) -> None:
     assert await index.get_manifest(second.digest) == second
 
 
+async def test_manifest_sizes_lists_what_is_stored(index: Index) -> None:
+    first, second = manifest(b'{"a":1}'), manifest(b'{"bb":22}', DOCKER_MANIFEST)
+    await index.put_manifest(first)
+    await index.put_manifest(second)
+    await index.put_tag(tag_key(), TagEntry(first.digest, OCI_MANIFEST, 7, 1.0))
+    await index.record_use(Kind.MANIFEST, first.digest, RepoRef("docker.io", "a"), 1.0)
+    sizes = {digest: size async for digest, size in index.manifest_sizes()}
+    assert sizes == {first.digest: len(first.body), second.digest: len(second.body)}
+    await index.delete_manifest(first.digest)
+    assert [digest async for digest, _ in index.manifest_sizes()] == [second.digest]
+
+
 async def test_large_manifest(index: Index) -> None:
     stored = manifest(b'{"pad":"' + b"x" * 4_000_000 + b'"}')
     await index.put_manifest(stored)
