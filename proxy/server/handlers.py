@@ -138,6 +138,9 @@ class V2Handlers:
             if isinstance(found, Download):
                 # No length to hold the last byte back against: wait for the verified blob.
                 await found.wait_done()
+            else:
+                # FileResponse answers a bad Range with a bare 416; this gives the OCI body.
+                _byte_range(request, found.size)
             file = found.path if isinstance(found, CachedBlob) else found.stored_path
             handed_to_response = True
             return _CountedFileResponse(file, self._s.metrics, headers, self._s.pins, pin)
