@@ -93,5 +93,12 @@ class Metrics:
             "regcache_evicted_bytes", "Bytes freed by eviction", registry=r
         )
 
+        self.cache_write_failures = Counter(
+            "regcache_cache_write_failures",
+            "Content served without being cached because writing it failed",
+            ["reason"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.cache.besteffort import best_effort
 from proxy.cache.downloads import Download, Downloads
 from proxy.cache.usage import Usage
 from proxy.errors import UpstreamInvalid
@@ -49,7 +50,9 @@ class BlobCache:
             found = CachedBlob(self._store.path(digest), size)
         else:
             found = await self.downloads.join(target, digest)
-        await self._usage.served(Kind.BLOB, digest, target.ref)
+        await best_effort(
+            self._usage.served(Kind.BLOB, digest, target.ref), "record a blob's use", self._metrics
+        )
         return found
 
     async def head(self, target: Target, digest: Digest) -> BlobHead:

@@ -9,14 +9,20 @@ a client that goes away cancels nothing.
 The last byte of a blob is held back from readers until the digest has been checked: a
 client that read everything else and then loses the connection sees a failed pull
 instead of a corrupt layer it might keep.
+
+When the cache disk fills up mid-blob, the file stops growing and the rest of the blob
+reaches the readers through a bounded in-memory tail instead; the slowest reader then
+sets the pace, and the download is no longer joinable (a later request starts its own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiofiles
@@ -33,11 +39,46 @@ from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
+# How much of an uncacheable blob is kept in memory for readers that lag behind.
+MAX_TAIL_BYTES = 16 * 1024 * 1024
+# A reader that stays this far behind for this long is given up on, not waited for.
+TAIL_READER_PATIENCE = 60.0
+
+
+class _Tail:
+    """The bytes past the end of the file, while readers still need them."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.end = start
+        self._chunks: deque[bytes] = deque()
+
+    def append(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self.end += len(chunk)
+
+    def drop_before(self, offset: int) -> None:
+        while self._chunks and self.start + len(self._chunks[0]) <= offset:
+            self.start += len(self._chunks.popleft())
+
+    def read(self, offset: int, limit: int) -> bytes:
+        if offset < self.start:
+            raise UpstreamUnavailable("client fell too far behind while the cache disk is full")
+        position = self.start
+        for chunk in self._chunks:
+            if offset < position + len(chunk):
+                return chunk[offset - position : limit - position]
+            position += len(chunk)
+        raise AssertionError("read past the tail")
+
 
 class Download:
-    def __init__(self, digest: Digest, store: BlobStore) -> None:
+    def __init__(
+        self, digest: Digest, store: BlobStore, on_spill: Callable[[Download], None]
+    ) -> None:
         self.digest = digest
         self._store = store
+        self._on_spill = on_spill
         self.size: int | None = None
         self.written = 0
         self.done = False
@@ -45,6 +86,10 @@ class Download:
         self._writer: BlobWriter | None = None
         self._started = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()
+        self.spilled_at: int | None = None
+        self._tail: _Tail | None = None
+        self._cursors: dict[int, int] = {}
+        self._reader_ids = itertools.count()
         self.task: asyncio.Task[None] | None = None
 
     async def wait_started(self) -> None:
@@ -61,17 +106,46 @@ class Download:
             if self.error is not None:
                 raise self.error
             await self._changed.wait()
+        if self.spilled_at is not None:
+            raise UpstreamUnavailable("the cache disk is full and the blob has no length")
 
-    def _start(self, size: int | None, writer: BlobWriter) -> None:
+    # -- the transfer's side (TransferSink) ------------------------------------------------
+
+    def started(self, size: int | None, writer: BlobWriter) -> None:
         self.size = size
         self._writer = writer
         self._started.set_result(None)
 
-    def _progress(self, written: int) -> None:
+    def progress(self, written: int) -> None:
         self.written = written
         self._notify()
 
-    def _finish(self, error: RegistryError | None) -> None:
+    def spilled(self, written: int) -> None:
+        # A request arriving from now on would need bytes no longer kept anywhere.
+        self._on_spill(self)
+        self.spilled_at = written
+        self._tail = _Tail(written)
+        self._notify()
+
+    async def relay(self, chunk: bytes) -> None:
+        tail = self._tail
+        assert tail is not None, "relay before spill"
+        tail.append(chunk)
+        self._notify()
+        # Wait for the slowest reader rather than drop bytes it still needs; a reader that
+        # stalls for good loses its place instead of stalling everyone.
+        try:
+            async with asyncio.timeout(TAIL_READER_PATIENCE):
+                while tail.end - self._slowest(tail) > MAX_TAIL_BYTES:
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        tail.drop_before(min(self._slowest(tail), tail.end - MAX_TAIL_BYTES))
+
+    def _slowest(self, tail: _Tail) -> int:
+        return min(self._cursors.values(), default=tail.end)
+
+    def finish(self, error: RegistryError | None) -> None:
         self.error = error
         self.done = error is None
         if not self._started.done():
@@ -86,6 +160,11 @@ class Download:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
+    # -- the readers' side -------------------------------------------------------------------
+
+    def _available(self) -> int:
+        return self._tail.end if self._tail is not None else self.written
+
     async def _readable(self, offset: int, end: int) -> int:
         """How far a reader at ``offset`` may read, waiting until that is past ``offset``."""
         while True:
@@ -93,7 +172,7 @@ class Download:
                 raise self.error
             if self.done:
                 return end
-            limit = self.written
+            limit = self._available()
             if self.size is None:
                 limit = 0  # without a length we cannot hold back the last byte: wait for the end
             elif end >= self.size:
@@ -104,6 +183,8 @@ class Download:
 
     async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the blob as they become available and safe to send."""
+        reader = next(self._reader_ids)
+        self._cursors[reader] = start
         file = await self._open()
         try:
             await file.seek(start)
@@ -111,13 +192,27 @@ class Download:
             while offset < end:
                 limit = await self._readable(offset, end)
                 while offset < limit:
-                    chunk = await file.read(min(CHUNK_SIZE, limit - offset))
-                    if not chunk:
-                        raise UpstreamUnavailable("cached blob ended early")
+                    chunk = await self._chunk(file, offset, limit)
                     offset += len(chunk)
+                    self._cursors[reader] = offset
+                    if self._tail is not None:
+                        self._notify()  # the relay may be waiting for this reader
                     yield chunk
         finally:
+            del self._cursors[reader]
+            self._notify()
             await file.close()
+
+    async def _chunk(self, file: AsyncBufferedReader, offset: int, limit: int) -> bytes:
+        spilled_at = self.spilled_at
+        if spilled_at is not None and offset >= spilled_at:
+            assert self._tail is not None
+            return self._tail.read(offset, min(limit, offset + CHUNK_SIZE))
+        stop = limit if spilled_at is None else min(limit, spilled_at)
+        chunk = await file.read(min(CHUNK_SIZE, stop - offset))
+        if not chunk:
+            raise UpstreamUnavailable("cached blob ended early")
+        return chunk
 
     async def _open(self) -> AsyncBufferedReader:
         assert self._writer is not None
@@ -127,7 +222,10 @@ class Download:
             # Committed (renamed into place) or discarded since we looked.
             if self.error is not None:
                 raise self.error from None
-            return await aiofiles.open(self.stored_path, "rb")
+            try:
+                return await aiofiles.open(self.stored_path, "rb")
+            except FileNotFoundError:
+                raise UpstreamUnavailable("the blob is neither downloading nor cached") from None
 
 
 class Downloads:
@@ -145,6 +243,7 @@ class Downloads:
         self._metrics = metrics
         self._usage = usage
         self._active: dict[Digest, Download] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def active(self, digest: Digest) -> Download | None:
         return self._active.get(digest)
@@ -154,15 +253,17 @@ class Downloads:
         if download is not None:
             self._metrics.dedup_joins.labels("blob").inc()
         else:
-            download = Download(digest, self._store)
+            download = Download(digest, self._store, on_spill=self._leave)
             self._active[digest] = download
             self._metrics.inflight_downloads.inc()
             download.task = asyncio.create_task(self._run(download, target))
+            self._tasks.add(download.task)
+            download.task.add_done_callback(self._tasks.discard)
         await download.wait_started()
         return download
 
     async def close(self) -> None:
-        tasks = [d.task for d in self._active.values() if d.task is not None]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -182,13 +283,17 @@ class Downloads:
             log.exception("download of %s failed", download.digest)
             error = UpstreamUnavailable("download failed", detail={"error": str(exc)})
         finally:
-            del self._active[download.digest]
+            self._leave(download)
             self._metrics.inflight_downloads.dec()
-            download._finish(error)
+            download.finish(error)
+
+    def _leave(self, download: Download) -> None:
+        if self._active.get(download.digest) is download:
+            del self._active[download.digest]
 
     async def _fetch(self, download: Download, target: Target) -> None:
         client = self._clients[target.upstream.name]
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
-        await transfer.run(download._start, download._progress)
-        self._usage.stored(Kind.BLOB, download.digest, download.written)
-        self._metrics.cache_size.set(await self._store.total_size())
+        if await transfer.run(download):
+            self._usage.stored(Kind.BLOB, download.digest, download.written)
+            self._metrics.cache_size.set(await self._store.total_size())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
+from proxy.cache.besteffort import best_effort
 from proxy.cache.singleflight import SingleFlight
 from proxy.cache.usage import Usage
 from proxy.errors import (
@@ -71,7 +72,11 @@ class ManifestCache:
         else:
             assert reference.tag is not None
             answer = await self._by_tag(target, reference.tag, accept, head)
-        await self._usage.served(Kind.MANIFEST, answer.digest, target.ref)
+        await best_effort(
+            self._usage.served(Kind.MANIFEST, answer.digest, target.ref),
+            "record a manifest's use",
+            self._metrics,
+        )
         return answer
 
     async def _by_digest(
@@ -111,6 +116,9 @@ class ManifestCache:
             return await self._stale(target, entry, head, error)
 
     async def _remember(self, key: TagKey, entry: TagEntry) -> None:
+        await best_effort(self._put_tag(key, entry), "remember a tag", self._metrics)
+
+    async def _put_tag(self, key: TagKey, entry: TagEntry) -> None:
         await self._index.put_tag(key, entry)
         # The latest answer whatever the client accepted, for clients with other Accept
         # lists when the upstream is down.
@@ -131,13 +139,10 @@ class ManifestCache:
         previous: TagEntry | None,
     ) -> ManifestAnswer:
         """Ask the upstream what the tag is now. A HEAD revalidates, and answers a HEAD."""
-        now = time.time()
-        current = await self._head(target, key.tag, accept) if previous or head else None
+        current = await self._head(target, key.tag, accept, key) if previous or head else None
         if current is None:
-            stored = await self._fetch(target, key.tag, accept, expected=None)
-            await self._remember(key, _entry(stored, now))
+            stored = await self._fetch(target, key.tag, accept, None, key)
             return _answer(stored, head, "miss")
-        await self._remember(key, current)
         same = previous is not None and previous.digest == current.digest
         return await self._serve(target, current, accept, head, "revalidated" if same else "miss")
 
@@ -171,8 +176,18 @@ class ManifestCache:
             result = "miss"
         return _answer(stored, head, result)
 
-    async def _head(self, target: Target, ref: str, accept: tuple[str, ...]) -> TagEntry | None:
-        """What the upstream says ``ref`` is now, or None if it did not say a digest."""
+    async def _head(
+        self,
+        target: Target,
+        ref: str,
+        accept: tuple[str, ...],
+        remember: TagKey | None = None,
+    ) -> TagEntry | None:
+        """What the upstream says ``ref`` is now, or None if it did not say a digest.
+
+        With ``remember``, the answer is put in the tag index inside the shared call, so
+        that no request arriving between the answer and the index update asks again.
+        """
         key = ("head", target.upstream.name, target.repository, ref, accept)
 
         async def call() -> TagEntry | None:
@@ -189,7 +204,10 @@ class ManifestCache:
             except (InvalidDigest, ValueError):
                 return None
             media_type = response.headers.get("Content-Type", DEFAULT_MEDIA_TYPE)
-            return TagEntry(digest, media_type, size, time.time())
+            entry = TagEntry(digest, media_type, size, time.time())
+            if remember is not None:
+                await self._remember(remember, entry)
+            return entry
 
         entry, joined = await self._heads.do(key, call)
         if joined:
@@ -197,8 +215,14 @@ class ManifestCache:
         return entry
 
     async def _fetch(
-        self, target: Target, ref: str, accept: tuple[str, ...], expected: Digest | None
+        self,
+        target: Target,
+        ref: str,
+        accept: tuple[str, ...],
+        expected: Digest | None,
+        remember: TagKey | None = None,
     ) -> StoredManifest:
+        """The manifest from the upstream, verified and stored; ``remember`` as for _head."""
         key = ("get", target.upstream.name, target.repository, ref, accept)
 
         async def call() -> StoredManifest:
@@ -213,8 +237,12 @@ class ManifestCache:
             finally:
                 response.release()
             stored = self._verified(target, response, body, expected)
-            await self._index.put_manifest(stored)
-            self._usage.stored(Kind.MANIFEST, stored.digest, len(stored.body))
+            if await best_effort(
+                self._index.put_manifest(stored), "store a manifest", self._metrics
+            ):
+                self._usage.stored(Kind.MANIFEST, stored.digest, len(stored.body))
+            if remember is not None:
+                await self._remember(remember, _entry(stored, time.time()))
             return stored
 
         stored, joined = await self._fetches.do(key, call)

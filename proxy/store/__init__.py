@@ -17,6 +17,7 @@ must pass.
 from __future__ import annotations
 
 import enum
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -88,6 +89,14 @@ class BlobWriter(ABC):
 
     @abstractmethod
     async def abort(self) -> None: ...
+
+    @abstractmethod
+    async def detach(self) -> hashlib._Hash:
+        """Stop writing (the disk is full) and hand over the running hash.
+
+        The bytes written so far stay readable at ``path`` until ``abort``; ``commit`` is no
+        longer allowed. The hash covers every byte given to ``write``, stored or not.
+        """
 
 
 class BlobStore(ABC):

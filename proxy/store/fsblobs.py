@@ -69,9 +69,19 @@ class FsBlobWriter(BlobWriter):
             self._store.added(self.written)
         await self._discard()
 
+    async def detach(self) -> hashlib._Hash:
+        if self._file is not None:
+            # Closing flushes what is buffered, which fails again on a full disk; the file is
+            # closed all the same, and what it holds up to ``written`` stays readable.
+            with contextlib.suppress(OSError):
+                await self._file.close()
+            self._file = None
+        return self._hasher
+
     async def abort(self) -> None:
         if self._file is not None and not self._file.closed:
-            await self._file.close()
+            with contextlib.suppress(OSError):  # a full disk fails the final flush
+                await self._file.close()
         await self._discard()
 
     async def _discard(self) -> None:
