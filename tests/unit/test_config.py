@@ -772,3 +772,84 @@ def test_any_text_loads_or_fails_with_config_error(tmp_path: Path, text: str) ->
     else:
         message = ""
     assert "\n" not in message
+
+
+# --- operations settings: offline, cache bounds, timeouts, event loop ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("50GiB", 50 * 2**30), ("500MB", 500 * 10**6), ("1073741824", 2**30), ("1.5 KiB", 1536)],
+)
+def test_cache_max_size_units(tmp_path: Path, text: str, size: int) -> None:
+    config = load(write(tmp_path, f"cache:\n  max_size: {text}\n"))
+    assert config.cache_max_size == size
+    assert config.cache_max_age is None
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90)])
+def test_cache_max_age_units(tmp_path: Path, text: str, seconds: float) -> None:
+    assert load(write(tmp_path, f"cache:\n  max_age: {text}\n")).cache_max_age == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ("cache:\n  max_size: lots\n", "cache.max_size", 2),
+        ("cache:\n  max_size: 0\n", "cache.max_size", 2),
+        ("cache:\n  max_age: -1d\n", "cache.max_age", 2),
+        ("cache:\n  max_sise: 1GiB\n", "cache.max_sise", 2),
+        ("cache: 5\n", "cache", 1),
+        ("offline: perhaps\n", "offline", 1),
+        ("event_loop: trio\n", "event_loop", 1),
+        (
+            "upstreams:\n  - name: a.io\n    url: https://a.io\n    read_timeout: 0\n",
+            "upstreams[0].read_timeout",
+            4,
+        ),
+        (
+            "upstreams:\n  - name: a.io\n    url: https://a.io\n    serve_stale_on_not_found: 1\n",
+            "upstreams[0].serve_stale_on_not_found",
+            4,
+        ),
+    ],
+)
+def test_operations_settings_errors_name_key_and_line(
+    tmp_path: Path, text: str, key: str, line: int
+) -> None:
+    error = load_error(write(tmp_path, text))
+    assert error.key == key
+    assert error.line == line
+
+
+def test_offline_from_file_env_and_flag(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "offline: true\n")).offline
+    assert load(env={"REGCACHE_OFFLINE": "yes"}).offline
+    assert load(offline=True).offline
+    assert not load(write(tmp_path, "offline: false\n")).offline
+
+
+def test_upstream_timeouts_and_stale_setting(tmp_path: Path) -> None:
+    config = load(
+        write(
+            tmp_path,
+            """
+            default_upstream: a.io
+            upstreams:
+              - name: a.io
+                url: https://a.io
+                connect_timeout: 2.5
+                read_timeout: 30
+                serve_stale_on_not_found: true
+            """,
+        )
+    )
+    upstream = config.upstreams[0]
+    assert (upstream.connect_timeout, upstream.read_timeout) == (2.5, 30.0)
+    assert upstream.serve_stale_on_not_found
+
+
+def test_event_loop_choice(tmp_path: Path) -> None:
+    assert load().event_loop == "auto"
+    assert load(write(tmp_path, "event_loop: asyncio\n")).event_loop == "asyncio"
+    assert load(env={"REGCACHE_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"
