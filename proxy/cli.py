@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,8 +18,7 @@ from proxy.config import (
     ConfigError,
     load_config,
 )
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from proxy.logs import configure_logging
 
 _DEFAULTS = Config()
 _ENV_LIST = "\n".join(f"       {var:<27} sets {key}" for var, key in ENV_VARS.items())
@@ -144,6 +142,13 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         f"(default: {_DEFAULTS.log_level}; env REGCACHE_LOG_LEVEL)",
     )
     serve.add_argument(
+        "--log-format",
+        metavar="{text,json}",
+        help="text for people; json for log pipelines: one object per line, with one access "
+        "record per request (upstream, repository, cache result, bytes, duration) "
+        f"(default: {_DEFAULTS.log_format}; env REGCACHE_LOG_FORMAT)",
+    )
+    serve.add_argument(
         "--offline",
         action="store_true",
         help="never contact an upstream: serve what is cached and answer 404 for anything "
@@ -168,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstreams=tuple(args.upstreams or ()),
         default_upstream=args.default_upstream,
         log_level=args.log_level,
+        log_format=args.log_format,
         offline=args.offline,
     )
     try:
@@ -175,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"regcache: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     # Imported here so that --help and configuration errors do not pay for loading the server.
     from proxy.server.app import run_server
 
@@ -185,8 +191,3 @@ def _serve(args: argparse.Namespace) -> int:
         # Ctrl-C before the server installed its signal handlers: a clean exit, not a traceback.
         return 130
     return 0
-
-
-def configure_logging(level: str) -> None:
-    # force=True: a library that configured the root logger at import must not win.
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)

@@ -24,6 +24,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from proxy.logs import LOG_FORMATS
+
 DEFAULT_TAG_TTL = 300.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -46,6 +48,7 @@ ENV_VARS: Mapping[str, str] = {
     "REGCACHE_CACHE_DIR": "cache_dir",
     "REGCACHE_DEFAULT_UPSTREAM": "default_upstream",
     "REGCACHE_LOG_LEVEL": "log_level",
+    "REGCACHE_LOG_FORMAT": "log_format",
     "REGCACHE_EVENT_LOOP": "event_loop",
     "REGCACHE_OFFLINE": "offline",
 }
@@ -55,6 +58,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "cache_dir",
     "default_upstream",
     "log_level",
+    "log_format",
     "event_loop",
     "offline",
     "cache",
@@ -110,6 +114,8 @@ class Config:
         UpstreamConfig(name=n, url=u) for n, u in BUILTIN_UPSTREAMS
     )
     log_level: str = "info"
+    # text for people; json for log pipelines (one object per line, access records included)
+    log_format: str = "text"
     # auto: uvloop when it is installed (the `uvloop` extra), else asyncio's own loop.
     event_loop: str = "auto"
     # Never contact an upstream: serve what is cached, 404 for the rest.
@@ -156,6 +162,7 @@ class CliOverrides:
     upstreams: tuple[tuple[str, str], ...] = ()  # (name, url) pairs from --upstream NAME=URL
     default_upstream: str | None = None
     log_level: str | None = None
+    log_format: str | None = None
     offline: bool = False  # a flag can only turn it on
 
 
@@ -206,6 +213,7 @@ class _Draft:
     listen_port: int
     cache_dir: Path
     log_level: str
+    log_format: str
     event_loop: str
     offline: bool
     cache_max_size: int | None
@@ -223,6 +231,7 @@ class _Draft:
             listen_port=base.listen_port,
             cache_dir=base.cache_dir,
             log_level=base.log_level,
+            log_format=base.log_format,
             event_loop=base.event_loop,
             offline=base.offline,
             cache_max_size=base.cache_max_size,
@@ -241,6 +250,8 @@ class _Draft:
             self.cache_dir = origin.check(key, text, _parse_cache_dir)
         elif key == "log_level":
             self.log_level = origin.check(key, text, _parse_log_level)
+        elif key == "log_format":
+            self.log_format = origin.check(key, text, _parse_log_format)
         elif key == "event_loop":
             self.event_loop = origin.check(key, text, _parse_event_loop)
         elif key == "offline":
@@ -267,6 +278,7 @@ class _Draft:
             default_upstream=self._resolve_default(),
             upstreams=tuple(self.upstreams),
             log_level=self.log_level,
+            log_format=self.log_format,
             event_loop=self.event_loop,
             offline=self.offline,
             cache_max_size=self.cache_max_size,
@@ -307,6 +319,7 @@ def _apply_overrides(draft: _Draft, overrides: CliOverrides) -> None:
         "cache_dir": overrides.cache_dir,
         "default_upstream": overrides.default_upstream,
         "log_level": overrides.log_level,
+        "log_format": overrides.log_format,
         "offline": "true" if overrides.offline else None,
     }
     for key, text in settings.items():
@@ -450,6 +463,13 @@ def _parse_duration(text: str) -> float:
     if seconds <= 0:
         raise _Invalid("must be longer than 0 seconds")
     return seconds
+
+
+def _parse_log_format(text: str) -> str:
+    log_format = text.lower()
+    if log_format not in LOG_FORMATS:
+        raise _Invalid(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
+    return log_format
 
 
 def _parse_event_loop(text: str) -> str:

@@ -20,6 +20,7 @@ from proxy.cache.usage import Usage
 from proxy.config import Config
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router
+from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.handlers import Services, V2Handlers
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
 from proxy.store.diskindex import DiskIndex
@@ -162,4 +163,6 @@ def run_server(config: Config) -> None:
         port=config.listen_port,
         print=lambda message: log.info("%s", message),
         shutdown_timeout=30,
+        access_log=ACCESS_LOGGER,
+        access_log_class=AccessLogger,
     )

@@ -34,6 +34,7 @@ from proxy.oci.names import InvalidName, InvalidTag
 from proxy.oci.paths import Endpoint, UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
+from proxy.server.accesslog import RECORD, RequestRecord
 from proxy.store import Kind
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
@@ -78,6 +79,12 @@ class V2Handlers:
         if path.endpoint is Endpoint.BASE:
             return web.json_response({})
         target = self._s.router.route(path.name, request.query.get("ns"))
+        request[RECORD] = RequestRecord(
+            upstream=target.upstream.name,
+            repository=target.repository,
+            reference=path.reference or None,
+            kind=path.endpoint.value,
+        )
         try:
             if path.endpoint is Endpoint.MANIFEST:
                 response = await self._manifest(request, target, path)
@@ -89,7 +96,7 @@ class V2Handlers:
             if isinstance(error, UpstreamOffline):
                 error = _offline_miss(path.endpoint, error)
             if path.endpoint is not Endpoint.TAGS_LIST:
-                self._count(target, path.endpoint.value, "error")
+                self._count(request, target, path.endpoint.value, "error")
             error.headers.update(_namespace_header(target))
             raise error from None
         return response
@@ -101,7 +108,7 @@ class V2Handlers:
         accept = accepted_types(request.headers.getall("Accept", ()))
         head = request.method == "HEAD"
         answer = await self._s.manifests.get(target, reference, accept, head)
-        self._count(target, "manifest", answer.result)
+        self._count(request, target, "manifest", answer.result)
         headers = {
             "Docker-Content-Digest": str(answer.digest),
             "Content-Type": answer.media_type,
@@ -124,7 +131,7 @@ class V2Handlers:
         }
         if request.method == "HEAD":
             head = await self._s.blobs.head(target, digest)
-            self._count(target, "blob", "hit" if head.cached else "miss")
+            self._count(request, target, "blob", "hit" if head.cached else "miss")
             return _head_response(head.size, headers)
         # Pinned from before the lookup until the last byte is sent: eviction passes it over.
         pin = (Kind.BLOB, digest)
@@ -132,7 +139,7 @@ class V2Handlers:
         handed_to_response = False
         try:
             found = await self._s.blobs.get(target, digest)
-            self._count(target, "blob", "hit" if isinstance(found, CachedBlob) else "miss")
+            self._count(request, target, "blob", "hit" if isinstance(found, CachedBlob) else "miss")
             if isinstance(found, Download) and found.size is not None:
                 return await self._follow(request, found, found.size, headers)
             if isinstance(found, Download):
@@ -196,8 +203,9 @@ class V2Handlers:
             headers["Link"] = _client_link(link, target, path.name)
         return web.Response(body=body, headers=headers)
 
-    def _count(self, target: Target, kind: str, result: str) -> None:
+    def _count(self, request: web.Request, target: Target, kind: str, result: str) -> None:
         self._s.metrics.cache_requests.labels(target.upstream.name, kind, result).inc()
+        request[RECORD].cache = result
 
 
 class _CountedFileResponse(web.FileResponse):

@@ -15,8 +15,9 @@ import pytest
 
 import proxy
 import proxy.server.app
-from proxy.cli import LOG_FORMAT, main
+from proxy.cli import main
 from proxy.config import ENV_VARS, Config
+from proxy.logs import TEXT_FORMAT, JsonFormatter
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE_FLAGS = [
@@ -129,7 +130,14 @@ def test_serve_configures_logging(served: list[Config]) -> None:
     assert isinstance(handler, logging.StreamHandler)
     assert handler.stream is sys.stderr
     assert handler.formatter is not None
-    assert handler.formatter._fmt == LOG_FORMAT
+    assert handler.formatter._fmt == TEXT_FORMAT
+
+
+def test_serve_json_logs(served: list[Config]) -> None:
+    assert main(["serve", "--log-format", "json"]) == 0
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler.formatter, JsonFormatter)
+    assert served[-1].log_format == "json"
 
 
 def test_config_error_is_one_line_and_status_2(
