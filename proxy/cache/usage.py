@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 from proxy.cache.lru import Lru
 from proxy.oci.digest import Digest
@@ -27,3 +28,16 @@ class Usage:
         if self.lru is not None:
             self.lru.add((kind, digest), size, time.time())
             self.grew.set()
+
+
+class PullCounter:
+    """Tag resolutions per repository: one per pull for Docker, containerd and skopeo alike."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[RepoRef] = Counter()
+
+    def pulled(self, ref: RepoRef) -> None:
+        self._counts[ref] += 1
+
+    def top(self, n: int) -> list[tuple[RepoRef, int]]:
+        return self._counts.most_common(n)

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -16,13 +18,14 @@ from proxy.cache.blobs import BlobCache
 from proxy.cache.eviction import Evictor
 from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
-from proxy.cache.usage import Usage
+from proxy.cache.usage import PullCounter, Usage
 from proxy.config import Config
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router
 from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.handlers import Services, V2Handlers
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
+from proxy.server.status import History, status_document
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 from proxy.upstream.client import UpstreamClient
@@ -32,11 +35,15 @@ log = logging.getLogger(__name__)
 SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", FsBlobStore)
+STARTED = web.AppKey("started", float)
+HISTORY = web.AppKey("history", History)
+STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
 
 
 def build_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
+    app[STARTED] = time.time()
     # Fail at start, not at the first request, when the default upstream is missing.
     Router(config)
     app.cleanup_ctx.append(_lifecycle)
@@ -44,6 +51,8 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/", _status_page)
+    app.router.add_get("/status.json", _status)
     app.router.add_route("*", "/v2", _dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
     return app
@@ -105,11 +114,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         clients=clients,
         metrics=metrics,
         pins=pins,
+        pulls=PullCounter(),
     )
+    app[HISTORY] = History()
+    sampler = asyncio.create_task(app[HISTORY].run(metrics))
     log.info("cache at %s holds %d bytes", config.cache_dir, await store.total_size())
     try:
         yield
     finally:
+        sampler.cancel()
         if evictor is not None:
             await evictor.stop()
         await blobs.downloads.close()
@@ -144,6 +157,18 @@ def _write_and_remove(path: os.PathLike[str]) -> None:
         probe.write(b"ok")
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+async def _status_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATUS_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+async def _status(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    size = await request.app[STORE].total_size()
+    history = request.app[HISTORY]
+    document = status_document(services, services.pulls, history, request.app[STARTED], size)
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from proxy.cache.blobs import BlobCache, CachedBlob
 from proxy.cache.downloads import Download
 from proxy.cache.lru import Key, Pins
 from proxy.cache.manifests import ManifestCache
+from proxy.cache.usage import PullCounter
 from proxy.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -63,6 +64,7 @@ class Services:
     clients: dict[str, UpstreamClient]
     metrics: Metrics
     pins: Pins
+    pulls: PullCounter
 
 
 class V2Handlers:
@@ -108,6 +110,8 @@ class V2Handlers:
         accept = accepted_types(request.headers.getall("Accept", ()))
         head = request.method == "HEAD"
         answer = await self._s.manifests.get(target, reference, accept, head)
+        if reference.tag is not None:
+            self._s.pulls.pulled(target.ref)
         self._count(request, target, "manifest", answer.result)
         headers = {
             "Docker-Content-Digest": str(answer.digest),

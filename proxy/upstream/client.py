@@ -32,6 +32,7 @@ from proxy.metrics import Metrics
 from proxy.store import Kind
 from proxy.upstream.auth import Authenticator, pull_scope
 from proxy.upstream.body import read_at_most
+from proxy.upstream.health import UpstreamHealth
 from proxy.upstream.timeouts import timeout_for
 
 MAX_REDIRECTS = 5
@@ -58,6 +59,7 @@ class UpstreamClient:
         self._origin = URL(upstream.url).origin()
         self._timeout = timeout_for(upstream)
         self._namespace = namespace_for(upstream)
+        self.health = UpstreamHealth()
 
     async def request(
         self,
@@ -130,10 +132,12 @@ class UpstreamClient:
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.upstream_requests.labels(name, method, "error").inc()
+            self.health.failed(str(exc) or type(exc).__name__)
             raise UpstreamUnavailable(
                 f"upstream {name} unreachable", detail={"error": str(exc) or type(exc).__name__}
             ) from exc
         self._metrics.upstream_requests.labels(name, method, str(response.status)).inc()
+        self.health.answered(response.status)
         self._metrics.upstream_duration.labels(name).observe(time.monotonic() - started)
         if (remaining := _ratelimit_remaining(response)) is not None:
             self._metrics.ratelimit_remaining.labels(name).set(remaining)
