@@ -12,9 +12,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
+from .lifecycle import Started
 from .ports import free_port
 
 
@@ -22,7 +22,7 @@ class ServerProcessError(RuntimeError):
     pass
 
 
-class ServerProcess:
+class ServerProcess(Started):
     """Subclasses say how to run (``argv``, ``env``, ``cwd``) and when it is up (``ready``)."""
 
     label = "server"
@@ -152,18 +152,6 @@ class ServerProcess:
         self.stop()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _close_log(self) -> None:
         if self._log_file is not None:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 
+from .lifecycle import Started
 from .ports import free_port
 
 
-class ThreadedApp:
+class ThreadedApp(Started):
     def __init__(self, app: web.Application, port: int | None = None) -> None:
         self.app = app
         self.port = port or free_port()
@@ -78,14 +77,5 @@ class ThreadedApp:
         self._thread = None
         self._loop = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()

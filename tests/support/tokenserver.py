@@ -18,8 +18,7 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from cryptography import x509
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from .lifecycle import Started
 from .ports import free_port
 from .registry import TokenAuthSettings
 from .threadedapp import ThreadedApp
@@ -71,7 +71,7 @@ def _rfc3339(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class TokenServer:
+class TokenServer(Started):
     """``GET /token?service=S&scope=repository:NAME:pull[,push]`` with HTTP Basic credentials,
     and the OAuth2 ``POST /token`` password grant (``oauth_post=False`` answers it 404).
 
@@ -325,14 +325,5 @@ class TokenServer:
         with self._requests_lock:
             return [r for r in self.token_requests if r.user == user]
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
