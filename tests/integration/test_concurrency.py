@@ -21,9 +21,10 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def big(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> ImageInfo:
-    """A 24 MiB layer: larger than socket buffers, so a slow reader really lags behind."""
+    """A 48 MiB layer: larger than socket buffers, so a slow reader really lags behind, and
+    larger than any buffering regcache may do, so memory use shows if it held a blob."""
     layout = tmp_path_factory.mktemp("big-layout")
-    image = build_image(layout, "big", seed=21, layer_sizes=[24 * MIB, 3 * MIB])
+    image = build_image(layout, "big", seed=21, layer_sizes=[48 * MIB, 3 * MIB])
     skopeo.push(layout, "big", f"{upstream.host}/library/big:1.0")
     return image
 
@@ -78,7 +79,7 @@ async def test_slow_client_does_not_hold_back_the_download_or_others(
         async with session.get(blob_url(proxy, digest)) as slow:
             head = await slow.content.readexactly(64 * 1024)
             assert await fetch(session, blob_url(proxy, digest)) == expected
-            # The slow reader has taken 64 KiB of 24 MiB, yet the download finished.
+            # The slow reader has taken 64 KiB of 48 MiB, yet the download finished.
             await asyncio.to_thread(
                 wait_until, lambda: proxy.metric("regcache_inflight_downloads") == 0, "download"
             )
@@ -160,3 +161,30 @@ async def test_sixteen_concurrent_skopeo_pulls_fetch_each_blob_once(
     for digest in (big.config_digest, *big.layer_digests):
         assert upstream.registry.blob_gets(digest, since=mark) == 1
     assert upstream.registry.count("GET", r"/v2/library/big/manifests/.+", mark) == 1
+
+
+def memory(pid: int, field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+async def test_memory_stays_flat_with_blob_size_and_client_count(
+    upstream: Upstream, regcache_factory: RegcacheFactory, big: ImageInfo
+) -> None:
+    proxy = regcache_factory({"upstreams": [upstream.entry("docker.io")]})
+    assert proxy.pid is not None
+    async with aiohttp.ClientSession() as session:
+        # Warm the code paths (imports, buffers) on a small blob first.
+        await fetch(session, blob_url(proxy, big.layer_digests[1]))
+        before = memory(proxy.pid, "VmRSS")
+        digest = big.layer_digests[0]
+        cold = await asyncio.gather(*(fetch(session, blob_url(proxy, digest)) for _ in range(16)))
+        warm = await asyncio.gather(*(fetch(session, blob_url(proxy, digest)) for _ in range(16)))
+    assert all(len(body) == len(blob_bytes(big, digest)) for body in cold + warm)
+    growth = memory(proxy.pid, "VmHWM") - before
+    print(f"peak RSS growth serving 48 MiB to 16 clients cold and warm: {growth / MIB:.1f} MiB")
+    # Buffering the blob once would cost 48 MiB, once per client 768 MiB.
+    assert growth < 48 * MIB
