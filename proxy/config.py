@@ -116,8 +116,10 @@ class Config:
     log_level: str = "info"
     # text for people; json for log pipelines (one object per line, access records included)
     log_format: str = "text"
-    # auto: uvloop when it is installed (the `uvloop` extra), else asyncio's own loop.
-    event_loop: str = "auto"
+    # asyncio's own loop by default: uvloop has no sendfile, and serving cached blobs
+    # without it costs more than uvloop saves elsewhere (see the README's benchmarks).
+    # auto: uvloop when it is installed (the `uvloop` extra), else asyncio's loop.
+    event_loop: str = "asyncio"
     # Never contact an upstream: serve what is cached, 404 for the rest.
     offline: bool = False
     # LRU bound on the bytes of cached blobs and manifests; None for no bound.

@@ -23,10 +23,9 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import aiofiles
-from aiofiles.threadpool.binary import AsyncBufferedReader
+from typing import BinaryIO
 
 from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
 from proxy.cache.usage import Usage
@@ -39,10 +38,22 @@ from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
+# A span is sent in one sendfile call; smaller ones keep the hold-back of a blob's end and
+# the progress a follower reports fine-grained.
+MAX_SPAN = 8 * 1024 * 1024
 # How much of an uncacheable blob is kept in memory for readers that lag behind.
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
 TAIL_READER_PATIENCE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """``count`` bytes of ``file`` from ``offset``, all of them on disk already."""
+
+    file: BinaryIO
+    offset: int
+    count: int
 
 
 class _Tail:
@@ -191,49 +202,46 @@ class Download:
                 return min(limit, end)
             await self._changed.wait()
 
-    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes ``[start, end)`` of the blob as they become available and safe to send."""
+    async def follow(self, start: int, end: int) -> AsyncIterator[bytes | FileSpan]:
+        """Bytes ``[start, end)`` of the blob as they become available and safe to send:
+        spans of the growing file (for sendfile), and past a full disk, bytes from memory."""
         reader = next(self._reader_ids)
         self._cursors[reader] = start
         file = await self._open()
         try:
-            await file.seek(start)
             offset = start
             while offset < end:
                 limit = await self._readable(offset, end)
                 while offset < limit:
-                    chunk = await self._chunk(file, offset, limit)
-                    offset += len(chunk)
+                    piece = self._piece(file, offset, limit)
+                    yield piece
+                    offset += len(piece) if isinstance(piece, bytes) else piece.count
                     self._cursors[reader] = offset
                     if self._tail is not None:
                         self._notify()  # the relay may be waiting for this reader
-                    yield chunk
         finally:
             del self._cursors[reader]
             self._notify()
-            await file.close()
+            await asyncio.to_thread(file.close)
 
-    async def _chunk(self, file: AsyncBufferedReader, offset: int, limit: int) -> bytes:
+    def _piece(self, file: BinaryIO, offset: int, limit: int) -> bytes | FileSpan:
         spilled_at = self.spilled_at
         if spilled_at is not None and offset >= spilled_at:
             assert self._tail is not None
             return self._tail.read(offset, min(limit, offset + CHUNK_SIZE))
         stop = limit if spilled_at is None else min(limit, spilled_at)
-        chunk = await file.read(min(CHUNK_SIZE, stop - offset))
-        if not chunk:
-            raise UpstreamUnavailable("cached blob ended early")
-        return chunk
+        return FileSpan(file, offset, min(stop - offset, MAX_SPAN))
 
-    async def _open(self) -> AsyncBufferedReader:
+    async def _open(self) -> BinaryIO:
         assert self._writer is not None
         try:
-            return await aiofiles.open(self._writer.path, "rb")
+            return await asyncio.to_thread(open, self._writer.path, "rb")
         except FileNotFoundError:
-            # Committed (renamed into place) or discarded since we looked.
+            # Committed (linked into place) or discarded since we looked.
             if self.error is not None:
                 raise self.error from None
             try:
-                return await aiofiles.open(self.stored_path, "rb")
+                return await asyncio.to_thread(open, self.stored_path, "rb")
             except FileNotFoundError:
                 raise UpstreamUnavailable("the blob is neither downloading nor cached") from None
 

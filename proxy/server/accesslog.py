@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,8 @@ class RequestRecord:
     reference: str | None = None
     kind: str | None = None
     cache: str | None = None  # hit | miss | revalidated | stale | error
+    # Body bytes sent, where the handler knows them: sendfile goes around aiohttp's counter.
+    bytes_sent: int | None = None
 
 
 RECORD = web.RequestKey("regcache_record", RequestRecord)
@@ -41,7 +43,15 @@ class AccessLogger(AbstractAccessLogger):
             "user_agent": request.headers.get("User-Agent"),
         }
         if record is not None:
-            fields.update({k: v for k, v in asdict(record).items() if v is not None})
+            fields.update(
+                upstream=record.upstream,
+                repository=record.repository,
+                reference=record.reference,
+                kind=record.kind,
+                cache=record.cache,
+            )
+            if record.bytes_sent is not None:
+                fields["bytes"] = record.bytes_sent
         message = f'{fields["client"]} "{request.method} {request.path_qs}" {response.status} '
         message += f"{fields['bytes']} {fields['duration_ms']}ms"
         if record is not None and record.cache:

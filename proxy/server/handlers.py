@@ -36,6 +36,7 @@ from proxy.oci.paths import Endpoint, UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
 from proxy.server.accesslog import RECORD, RequestRecord
+from proxy.server.sendfile import send_span
 from proxy.store import Kind
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
@@ -172,10 +173,18 @@ class V2Handlers:
         response.content_length = end - start
         await response.prepare(request)
         served = self._s.metrics.served_bytes.labels("upstream")
+        sent = 0
         try:
-            async for chunk in download.read(start, end):
-                await response.write(chunk)
-                served.inc(len(chunk))
+            async for piece in download.follow(start, end):
+                if isinstance(piece, bytes):
+                    await response.write(piece)
+                    count = len(piece)
+                else:
+                    await send_span(request, response, piece)
+                    count = piece.count
+                sent += count
+                served.inc(count)
+                request[RECORD].bytes_sent = sent
         except RegistryError as error:
             # Headers are gone; the only honest signal left is a connection closed short.
             log.warning("aborting %s for %s: %s", download.digest, request.remote, error.message)
@@ -229,8 +238,12 @@ class _CountedFileResponse(web.FileResponse):
             writer = await super().prepare(request)
         finally:
             self._unpin()
+        sent = 0
         if request.method == "GET" and self.status in (200, 206) and self.content_length:
-            self._served.inc(self.content_length)
+            sent = self.content_length
+            self._served.inc(sent)
+        if isinstance(request, web.Request) and RECORD in request:
+            request[RECORD].bytes_sent = sent
         return writer
 
     def _unpin(self) -> None:

@@ -850,6 +850,6 @@ def test_upstream_timeouts_and_stale_setting(tmp_path: Path) -> None:
 
 
 def test_event_loop_choice(tmp_path: Path) -> None:
-    assert load().event_loop == "auto"
+    assert load().event_loop == "asyncio"
     assert load(write(tmp_path, "event_loop: asyncio\n")).event_loop == "asyncio"
     assert load(env={"REGCACHE_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"

@@ -1,0 +1,40 @@
+"""Sending part of a file on an aiohttp response with the kernel's sendfile.
+
+Following a download means sending spans of a file that is still growing, which aiohttp's
+FileResponse cannot do; this is its sendfile path for a span, with the same fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from proxy.cache.downloads import FileSpan
+
+FALLBACK_CHUNK = 256 * 1024
+
+
+async def send_span(request: web.Request, response: web.StreamResponse, span: FileSpan) -> None:
+    """The headers must be out already (a prepared StreamResponse sends them at once)."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    try:
+        await asyncio.get_running_loop().sendfile(transport, span.file, span.offset, span.count)
+    except NotImplementedError:
+        # uvloop, or a transport that cannot sendfile: copy through user space.
+        await _copy(response, span)
+
+
+async def _copy(response: web.StreamResponse, span: FileSpan) -> None:
+    offset, remaining = span.offset, span.count
+    fd = span.file.fileno()
+    while remaining > 0:
+        chunk = await asyncio.to_thread(os.pread, fd, min(FALLBACK_CHUNK, remaining), offset)
+        if not chunk:
+            raise ConnectionResetError("file ended before the span")
+        await response.write(chunk)
+        offset += len(chunk)
+        remaining -= len(chunk)
