@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.cache.besteffort import best_effort
 from proxy.cache.downloads import Download, Downloads
 from proxy.cache.usage import Usage
 from proxy.errors import UpstreamInvalid
@@ -50,9 +49,7 @@ class BlobCache:
             found = CachedBlob(self._store.path(digest), size)
         else:
             found = await self.downloads.join(target, digest)
-        await best_effort(
-            self._usage.served(Kind.BLOB, digest, target.ref), "record a blob's use", self._metrics
-        )
+        self._usage.served(Kind.BLOB, digest, target.ref)
         return found
 
     async def head(self, target: Target, digest: Digest) -> BlobHead:

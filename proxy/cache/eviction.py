@@ -129,4 +129,4 @@ class Evictor:
             await self._store.delete(digest)
         else:
             await self._index.delete_manifest(digest)
-        await self._index.forget(kind, digest)
+        await self._usage.forget(kind, digest)

@@ -72,11 +72,7 @@ class ManifestCache:
         else:
             assert reference.tag is not None
             answer = await self._by_tag(target, reference.tag, accept, head)
-        await best_effort(
-            self._usage.served(Kind.MANIFEST, answer.digest, target.ref),
-            "record a manifest's use",
-            self._metrics,
-        )
+        self._usage.served(Kind.MANIFEST, answer.digest, target.ref)
         return answer
 
     async def _by_digest(

@@ -89,7 +89,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         for up in config.upstreams
     }
     bounded = config.cache_max_size is not None or config.cache_max_age is not None
-    usage = Usage(index, Lru() if bounded else None)
+    usage = Usage(index, metrics, Lru() if bounded else None)
+    recorder = asyncio.create_task(usage.run())
     pins = Pins()
     evictor: Evictor | None = None
     if bounded:
@@ -123,6 +124,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         sampler.cancel()
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
         if evictor is not None:
             await evictor.stop()
         await blobs.downloads.close()

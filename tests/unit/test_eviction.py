@@ -23,9 +23,9 @@ class Cache:
     def __init__(self, root: Path, max_size: int | None, max_age: float | None) -> None:
         self.store = FsBlobStore(root)
         self.index = DiskIndex(root / "index")
-        self.usage = Usage(self.index, Lru())
-        self.pins = Pins()
         self.metrics = Metrics()
+        self.usage = Usage(self.index, self.metrics, Lru())
+        self.pins = Pins()
         self.evictor = Evictor(
             self.store,
             self.index,
@@ -42,7 +42,8 @@ class Cache:
         await writer.write(data)
         await writer.commit()
         self.usage.stored(Kind.BLOB, digest, len(data))
-        await self.usage.served(Kind.BLOB, digest, REF)
+        self.usage.served(Kind.BLOB, digest, REF)
+        await self.usage.flush()
         return digest
 
     async def has(self, digest: Digest) -> bool:
@@ -65,7 +66,7 @@ async def test_least_recently_served_goes_first(cache: Cache) -> None:
     first = await cache.add_blob(b"1" * 1000)
     second = await cache.add_blob(b"2" * 1000)
     third = await cache.add_blob(b"3" * 1000)
-    await cache.usage.served(Kind.BLOB, first, REF)  # first is now the most recent
+    cache.usage.served(Kind.BLOB, first, REF)  # first is now the most recent
     await cache.add_blob(b"4" * 1000)
     freed = await cache.evictor.evict()
     assert freed == 1000
@@ -120,7 +121,8 @@ async def test_rebuild_restores_the_order_and_adopts_blobs_without_records(
     await before.store.open()
     first = await before.add_blob(b"1" * 1000)
     second = await before.add_blob(b"2" * 1000)
-    await before.usage.served(Kind.BLOB, first, REF)
+    before.usage.served(Kind.BLOB, first, REF)
+    await before.usage.flush()
     await before.index.forget(Kind.BLOB, second)  # as if a crash lost the record
     await before.index.close()
 
