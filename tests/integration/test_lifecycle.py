@@ -99,3 +99,32 @@ def test_cache_stays_within_max_size(
     assert upstream.registry.blob_gets(first.layer_digests[0], since=mark) == 1
     proxy.restart()
     assert sum(p.stat().st_size for p in cached_blobs(proxy)) <= 3 * MIB
+
+
+async def test_repeated_sigkill_at_different_moments_never_leaves_a_bad_blob(
+    upstream: Upstream, regcache_factory: RegcacheFactory
+) -> None:
+    """Kills land mid-download, around commits and between requests; whatever was on disk
+    when each one landed, the cache must hold only whole, verified blobs afterwards."""
+    proxy = regcache_factory(
+        {"cache": {"max_size": "2MiB"}, "upstreams": [upstream.entry("docker.io")]}
+    )
+    image = upstream.images.small
+    urls = [f"{proxy.url}/v2/library/small/blobs/{d}" for d in image.layer_digests]
+    for round_number, kill_after in enumerate((16 * 1024, 256 * 1024, 900 * 1024, 1900 * 1024)):
+        async with aiohttp.ClientSession() as session:
+            responses = [await session.get(url) for url in urls]
+            try:
+                for response in responses:
+                    await response.content.read(kill_after)
+                proxy.kill()
+            finally:
+                for response in responses:
+                    response.close()
+        proxy.start()
+        assert temp_files(proxy) == [], f"round {round_number}"
+        assert_every_cached_blob_verifies(proxy)
+    async with aiohttp.ClientSession() as session:
+        for url, digest in zip(urls, image.layer_digests, strict=True):
+            async with session.get(url) as response:
+                assert hashlib.sha256(await response.read()).hexdigest() == digest[7:]
