@@ -1,0 +1,201 @@
+{{/* Names and labels ------------------------------------------------------------------- */}}
+
+{{- define "regcache.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name; 52 characters at most, because the StatefulSet's pods add
+     "-<ordinal>" and their PVCs "cache-<name>-<ordinal>", and a controller-revision-hash label
+     must stay within 63. */}}
+{{- define "regcache.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "regcache.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "regcache.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "regcache.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "regcache.labels" -}}
+helm.sh/chart: {{ include "regcache.chart" . }}
+{{ include "regcache.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: regcache
+{{- end }}
+
+{{- define "regcache.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "regcache.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "regcache.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Fixed paths: the image's user, config and cache locations ------------------------------ */}}
+
+{{- define "regcache.port" -}}5000{{- end }}
+{{- define "regcache.configDir" -}}/etc/regcache{{- end }}
+{{- define "regcache.cacheDir" -}}/var/lib/regcache{{- end }}
+{{/* Upstream passwords: one file per upstream, named by regcache.credentialFile. */}}
+{{- define "regcache.credentialsDir" -}}/run/secrets/regcache{{- end }}
+
+{{/* Upstreams ------------------------------------------------------------------------------ */}}
+
+{{/* The upstreams regcache will know, as JSON ({"list": [...]}): config.upstreams, or regcache's
+     built-in list when that is empty (proxy/config.py BUILTIN_UPSTREAMS). */}}
+{{- define "regcache.upstreams" -}}
+{{- $list := .Values.config.upstreams }}
+{{- if not $list }}
+{{- $list = list
+    (dict "name" "docker.io" "url" "https://registry-1.docker.io")
+    (dict "name" "ghcr.io" "url" "https://ghcr.io")
+    (dict "name" "quay.io" "url" "https://quay.io")
+    (dict "name" "registry.k8s.io" "url" "https://registry.k8s.io")
+    (dict "name" "gcr.io" "url" "https://gcr.io")
+    (dict "name" "public.ecr.aws" "url" "https://public.ecr.aws") }}
+{{- end }}
+{{- dict "list" $list | toJson }}
+{{- end }}
+
+{{/* The file (and chart Secret key) holding an upstream's password: its name, with ":" (from a
+     port) made "_" because Secret keys allow only [-._a-zA-Z0-9]. */}}
+{{- define "regcache.credentialFile" -}}
+{{- . | replace ":" "_" }}
+{{- end }}
+
+{{/* Whether the chart makes a Secret: some upstream gives its password in the values. */}}
+{{- define "regcache.chartSecret" -}}
+{{- range .Values.config.upstreams }}{{ if .password }}yes{{ end }}{{ end }}
+{{- end }}
+
+{{/* Whether a credentials volume is needed: some upstream's password comes from a Secret. */}}
+{{- define "regcache.credentialsVolume" -}}
+{{- range .Values.config.upstreams }}{{ if or .password .existingSecret }}yes{{ end }}{{ end }}
+{{- end }}
+
+{{/* Render-time checks that the schema cannot express; each would otherwise make regcache
+     exit at start (CrashLoopBackOff) with the same complaint. */}}
+{{- define "regcache.validate" -}}
+{{- $labels := dict }}
+{{- $files := dict }}
+{{- range $i, $up := (include "regcache.upstreams" . | fromJson).list }}
+{{- range $label := prepend ($up.aliases | default list) $up.name }}
+{{- if hasKey $labels $label }}
+{{- fail (printf "config.upstreams[%d]: %q is already the name or an alias of another upstream; names and aliases must be unique" $i $label) }}
+{{- end }}
+{{- $_ := set $labels $label true }}
+{{- end }}
+{{- $file := include "regcache.credentialFile" $up.name }}
+{{- if hasKey $files $file }}
+{{- fail (printf "config.upstreams[%d]: %q and another upstream differ only by ':' and '_', which their credential files cannot" $i $up.name) }}
+{{- end }}
+{{- $_ := set $files $file true }}
+{{- end }}
+{{- if not (hasKey $labels .Values.config.default_upstream) }}
+{{- fail (printf "config.default_upstream: %q is not the name or an alias of any upstream (%s)" .Values.config.default_upstream (keys $labels | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+
+{{/* The cache's size bound --------------------------------------------------------------- */}}
+
+{{/* Bytes in a Kubernetes quantity such as 50Gi, 500G or 1.5Ti; fails on what it cannot read. */}}
+{{- define "regcache.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $suffix := trimPrefix $number $q }}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 }}
+{{- if or (not $number) (not (hasKey $units $suffix)) }}
+{{- fail (printf "cannot read the size %q (use e.g. 50Gi or 500G), or set config.cache.max_size" $q) }}
+{{- end }}
+{{- mulf (float64 $number) (index $units $suffix) | floor | int64 }}
+{{- end }}
+
+{{/* config.cache.max_size, or persistence.maxSizePercent of the volume in whole MiB: the rest of
+     the volume holds the index and the downloads under way. Empty for no bound. */}}
+{{- define "regcache.maxSize" -}}
+{{- $p := .Values.persistence }}
+{{- $volume := ternary $p.size $p.emptyDirSizeLimit $p.enabled }}
+{{- if not (empty (toString .Values.config.cache.max_size)) }}
+{{- .Values.config.cache.max_size }}
+{{- else if and $volume (gt (int $p.maxSizePercent) 0) }}
+{{- $bytes := include "regcache.quantityBytes" $volume | float64 }}
+{{- $mib := divf (mulf $bytes $p.maxSizePercent) (mul 100 1048576) | floor | int64 }}
+{{- printf "%dMiB" (max $mib 1) }}
+{{- end }}
+{{- end }}
+
+{{/* /etc/regcache/config.yaml ---------------------------------------------------------------
+     Scalars go through toJson: JSON scalars are YAML, so nothing the values hold can change the
+     document's structure, numbers stay numbers and booleans booleans (regcache refuses
+     "300" as a tag_ttl), and Go never prints large numbers as 1e+06 this way. */}}
+{{- define "regcache.config" -}}
+{{- $c := .Values.config }}
+{{- $credentials := include "regcache.credentialsDir" . -}}
+# Rendered by the {{ include "regcache.chart" . }} Helm chart from its `config` values; every key
+# is described in config/regcache.example.yaml. Keys not written here keep their defaults.
+listen: "0.0.0.0:{{ include "regcache.port" . }}"
+cache_dir: {{ include "regcache.cacheDir" . | toJson }}
+default_upstream: {{ $c.default_upstream | toJson }}
+log_level: {{ $c.log_level | toJson }}
+log_format: {{ $c.log_format | toJson }}
+event_loop: {{ $c.event_loop | toJson }}
+offline: {{ $c.offline | toJson }}
+{{- $maxSize := include "regcache.maxSize" . }}
+{{- $maxAge := toString ($c.cache.max_age | default "") }}
+{{- if or $maxSize $maxAge }}
+cache:
+  {{- if $maxSize }}
+  max_size: {{ $maxSize | toJson }}
+  {{- end }}
+  {{- if $maxAge }}
+  max_age: {{ $maxAge | toJson }}
+  {{- end }}
+{{- end }}
+{{- with $c.upstreams }}
+upstreams:
+  {{- range . }}
+  - name: {{ .name | toJson }}
+    url: {{ .url | toJson }}
+    {{- with .aliases }}
+    aliases: {{ . | toJson }}
+    {{- end }}
+    {{- $up := . }}
+    {{- range $key := list "tag_ttl" "tls_verify" "connect_timeout" "read_timeout" "serve_stale_on_not_found" }}
+    {{- if hasKey $up $key }}
+    {{ $key }}: {{ index $up $key | toJson }}
+    {{- end }}
+    {{- end }}
+    {{- if .username }}
+    username: {{ .username | toJson }}
+    {{- if or .password .existingSecret }}
+    password_file: {{ printf "%s/%s" $credentials (include "regcache.credentialFile" .name) | toJson }}
+    {{- else }}
+    password_file: {{ .password_file | toJson }}
+    {{- end }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
