@@ -317,4 +317,3 @@ class Downloads:
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
         if await transfer.run(download):
             self._usage.stored(Kind.BLOB, download.digest, download.written)
-            self._metrics.cache_size.set(await self._store.total_size())

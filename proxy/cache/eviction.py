@@ -105,7 +105,6 @@ class Evictor:
             self._metrics.evicted_bytes.inc(entry.size)
         if victims:
             log.info("evicted %d items, %d bytes", len(victims), freed)
-            self._metrics.cache_size.set(await self._store.total_size())
         return freed
 
     def _choose(self, now: float) -> list[Key]:

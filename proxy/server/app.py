@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", FsBlobStore)
+ROUTER = web.AppKey("router", Router)
 STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", History)
 STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
@@ -44,8 +45,8 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
     app[STARTED] = time.time()
-    # Fail at start, not at the first request, when the default upstream is missing.
-    Router(config)
+    # Built here so a missing default upstream fails at start, not at the first request.
+    app[ROUTER] = Router(config)
     app.cleanup_ctx.append(_lifecycle)
     app.on_response_prepare.append(_api_version_header)
     app.router.add_get("/healthz", _healthz)
@@ -79,7 +80,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     store = FsBlobStore(config.cache_dir)
     await store.open()
     index = DiskIndex(config.cache_dir / "index")
-    metrics.cache_size.set(await store.total_size())
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
         auto_decompress=False,
@@ -109,7 +109,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     blobs = BlobCache(store, clients, metrics, usage)
     app[STORE] = store
     app[SERVICES] = Services(
-        router=Router(config),
+        router=app[ROUTER],
         manifests=ManifestCache(index, clients, metrics, usage),
         blobs=blobs,
         clients=clients,
@@ -177,6 +177,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[SERVICES].metrics
+    # The one reader of the gauge, so the one place it is brought up to date.
     metrics.cache_size.set(await request.app[STORE].total_size())
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
