@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from proxy.config import Config, UpstreamConfig
 from proxy.errors import NameInvalid, NameUnknown
-from proxy.store import RepoRef
+from proxy.model import RepoRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ from proxy.cache.downloads import Download, Downloads
 from proxy.cache.usage import Usage
 from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
+from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, Kind
+from proxy.store import BlobStore
 from proxy.upstream.client import UpstreamClient, error_from
 
 

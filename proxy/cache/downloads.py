@@ -31,9 +31,10 @@ from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
 from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
+from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, BlobWriter, Kind
+from proxy.store import BlobStore, BlobWriter
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ import time
 from proxy.cache.lru import Key, Lru, Pins
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
-from proxy.store import BlobStore, Index, Kind
+from proxy.model import Kind
+from proxy.store import BlobStore, Index
 
 log = logging.getLogger(__name__)
 

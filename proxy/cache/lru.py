@@ -11,8 +11,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from proxy.model import Kind
 from proxy.oci.digest import Digest
-from proxy.store import Kind
 
 Key = tuple[Kind, Digest]
 

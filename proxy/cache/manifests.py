@@ -25,11 +25,12 @@ from proxy.errors import (
     UpstreamInvalid,
 )
 from proxy.metrics import Metrics
+from proxy.model import Kind, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest, InvalidDigest
 from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
 from proxy.oci.reference import Reference
 from proxy.routing import Target
-from proxy.store import Index, Kind, StoredManifest, TagEntry, TagKey
+from proxy.store import Index
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
 

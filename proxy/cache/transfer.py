@@ -22,9 +22,10 @@ import aiohttp
 
 from proxy.errors import UpstreamInvalid, UpstreamUnavailable
 from proxy.metrics import Metrics
+from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, BlobWriter, DigestMismatch, Kind
+from proxy.store import BlobStore, BlobWriter, DigestMismatch
 from proxy.upstream.client import UpstreamClient, error_from
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ from collections import Counter
 from proxy.cache.besteffort import best_effort
 from proxy.cache.lru import Lru
 from proxy.metrics import Metrics
+from proxy.model import Kind, RepoRef
 from proxy.oci.digest import Digest
-from proxy.store import Index, Kind, RepoRef
+from proxy.store import Index
 
 # Usage records are written in batches this often: a record per request was a quarter of
 # the CPU of a cached tag lookup, and losing a few seconds of "last served" to a crash only

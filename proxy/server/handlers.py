@@ -29,15 +29,15 @@ from proxy.errors import (
     UpstreamOffline,
 )
 from proxy.metrics import Metrics
+from proxy.model import Kind
 from proxy.oci.digest import Digest, InvalidDigest
 from proxy.oci.mediatypes import accepted_types
 from proxy.oci.names import InvalidName, InvalidTag
-from proxy.oci.paths import Endpoint, UnknownEndpoint, V2Path, parse_v2_path
+from proxy.oci.paths import UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
 from proxy.server.accesslog import RECORD, RequestRecord
 from proxy.server.sendfile import send_span
-from proxy.store import Kind
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
 
@@ -50,10 +50,10 @@ _PULL_METHODS = frozenset({"GET", "HEAD"})
 STALE_WARNING = '110 regcache "Response is Stale"'
 # An upstream's ns= in a pagination link: the name the client used decides the upstream.
 _NS_PARAM = re.compile(r"([?&])ns=[^&>]*(&?)")
-_OFFLINE_MISS: dict[Endpoint, type[RegistryError]] = {
-    Endpoint.MANIFEST: ManifestUnknown,
-    Endpoint.BLOB: BlobUnknown,
-    Endpoint.TAGS_LIST: NameUnknown,
+_OFFLINE_MISS: dict[Kind, type[RegistryError]] = {
+    Kind.MANIFEST: ManifestUnknown,
+    Kind.BLOB: BlobUnknown,
+    Kind.TAGS_LIST: NameUnknown,
 }
 
 
@@ -74,32 +74,32 @@ class V2Handlers:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = _parse(request.rel_url.raw_path)
-        if request.method not in _PULL_METHODS or path.endpoint is Endpoint.BLOB_UPLOAD:
+        if request.method not in _PULL_METHODS or path.kind is Kind.BLOB_UPLOAD:
             raise Unsupported(
                 "regcache is a read-only pull-through cache; push to the upstream registry",
                 detail={"method": request.method},
             )
-        if path.endpoint is Endpoint.BASE:
+        if path.kind is Kind.BASE:
             return web.json_response({})
         target = self._s.router.route(path.name, request.query.get("ns"))
         request[RECORD] = RequestRecord(
             upstream=target.upstream.name,
             repository=target.repository,
             reference=path.reference or None,
-            kind=path.endpoint.value,
+            kind=path.kind.value,
         )
         try:
-            if path.endpoint is Endpoint.MANIFEST:
+            if path.kind is Kind.MANIFEST:
                 response = await self._manifest(request, target, path)
-            elif path.endpoint is Endpoint.BLOB:
+            elif path.kind is Kind.BLOB:
                 response = await self._blob(request, target, path)
             else:
                 response = await self._tags(request, target, path)
         except RegistryError as error:
             if isinstance(error, UpstreamOffline):
-                error = _offline_miss(path.endpoint, error)
-            if path.endpoint is not Endpoint.TAGS_LIST:
-                self._count(request, target, path.endpoint.value, "error")
+                error = _offline_miss(path.kind, error)
+            if path.kind is not Kind.TAGS_LIST:
+                self._count(request, target, path.kind.value, "error")
             error.headers.update(_namespace_header(target))
             raise error from None
         return response
@@ -256,7 +256,7 @@ class _CountedFileResponse(web.FileResponse):
         self._unpin()
 
 
-def _offline_miss(endpoint: Endpoint, offline: UpstreamOffline) -> RegistryError:
+def _offline_miss(endpoint: Kind, offline: UpstreamOffline) -> RegistryError:
     error_class = _OFFLINE_MISS.get(endpoint, NameUnknown)
     return error_class(f"{error_class.default_message}: {offline.message}", offline.detail)
 

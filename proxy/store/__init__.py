@@ -16,19 +16,13 @@ must pass.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
-
-
-class Kind(enum.Enum):
-    MANIFEST = "manifest"
-    BLOB = "blob"
 
 
 class DigestMismatch(Exception):
@@ -39,35 +33,6 @@ class DigestMismatch(Exception):
         self.expected = expected
         self.actual = actual
         self.size = size
-
-
-@dataclass(frozen=True, slots=True)
-class RepoRef:
-    upstream: str
-    repository: str
-
-
-@dataclass(frozen=True, slots=True)
-class TagKey:
-    upstream: str
-    repository: str
-    tag: str
-    accept: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TagEntry:
-    digest: Digest
-    media_type: str
-    size: int
-    checked_at: float  # unix time the upstream last confirmed this digest
-
-
-@dataclass(frozen=True, slots=True)
-class StoredManifest:
-    digest: Digest
-    media_type: str
-    body: bytes
 
 
 class BlobWriter(ABC):

@@ -14,8 +14,9 @@ from typing import Any
 
 import diskcache
 
+from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
-from proxy.store import Index, Kind, RepoRef, StoredManifest, TagEntry, TagKey
+from proxy.store import Index
 from proxy.store.memory import check_manifest
 
 # Keys are strings: diskcache stores them as they are, where a tuple key is pickled (and

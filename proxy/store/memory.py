@@ -8,16 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
-from proxy.store import (
-    DigestMismatch,
-    Index,
-    Kind,
-    RepoRef,
-    StoredManifest,
-    TagEntry,
-    TagKey,
-)
+from proxy.store import DigestMismatch, Index
 
 
 def check_manifest(manifest: StoredManifest) -> None:

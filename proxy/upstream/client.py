@@ -29,7 +29,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.metrics import Metrics
-from proxy.store import Kind
+from proxy.model import Kind
 from proxy.upstream.auth import Authenticator, pull_scope
 from proxy.upstream.body import read_at_most
 from proxy.upstream.health import UpstreamHealth

@@ -19,17 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.oci.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
-from proxy.store import (
-    DigestMismatch,
-    Index,
-    Kind,
-    RepoRef,
-    StoredManifest,
-    TagEntry,
-    TagKey,
-)
+from proxy.store import DigestMismatch, Index
 from proxy.store.diskindex import DiskIndex
 from proxy.store.memory import MemoryIndex
 

@@ -11,8 +11,8 @@ from proxy.cache.eviction import Evictor
 from proxy.cache.lru import Lru, Pins
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
+from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
-from proxy.store import Kind, RepoRef, StoredManifest
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.model import Kind
 from proxy.oci.names import MAX_NAME_LENGTH, InvalidName, is_valid_name
-from proxy.oci.paths import Endpoint, UnknownEndpoint, V2Path, parse_v2_path
+from proxy.oci.paths import UnknownEndpoint, V2Path, parse_v2_path
 
 DIGEST = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -86,7 +87,7 @@ structured_nasty_paths = st.builds(
 
 @pytest.mark.parametrize("path", ["/v2", "/v2/"])
 def test_base(path: str) -> None:
-    assert parse_v2_path(path) == V2Path(Endpoint.BASE)
+    assert parse_v2_path(path) == V2Path(Kind.BASE)
 
 
 @pytest.mark.parametrize(
@@ -94,19 +95,19 @@ def test_base(path: str) -> None:
     [
         (
             "/v2/library/nginx/manifests/latest",
-            V2Path(Endpoint.MANIFEST, "library/nginx", "latest"),
+            V2Path(Kind.MANIFEST, "library/nginx", "latest"),
         ),
-        (f"/v2/nginx/manifests/{DIGEST}", V2Path(Endpoint.MANIFEST, "nginx", DIGEST)),
-        (f"/v2/a/b/c/blobs/{DIGEST}", V2Path(Endpoint.BLOB, "a/b/c", DIGEST)),
-        ("/v2/org/app/tags/list", V2Path(Endpoint.TAGS_LIST, "org/app")),
-        ("/v2/ghcr.io/org/app/manifests/v1", V2Path(Endpoint.MANIFEST, "ghcr.io/org/app", "v1")),
+        (f"/v2/nginx/manifests/{DIGEST}", V2Path(Kind.MANIFEST, "nginx", DIGEST)),
+        (f"/v2/a/b/c/blobs/{DIGEST}", V2Path(Kind.BLOB, "a/b/c", DIGEST)),
+        ("/v2/org/app/tags/list", V2Path(Kind.TAGS_LIST, "org/app")),
+        ("/v2/ghcr.io/org/app/manifests/v1", V2Path(Kind.MANIFEST, "ghcr.io/org/app", "v1")),
         # Names whose components are words of the API.
-        ("/v2/a/manifests/manifests/latest", V2Path(Endpoint.MANIFEST, "a/manifests", "latest")),
-        (f"/v2/blobs/blobs/{DIGEST}", V2Path(Endpoint.BLOB, "blobs", DIGEST)),
-        ("/v2/manifests/tags/list", V2Path(Endpoint.TAGS_LIST, "manifests")),
-        ("/v2/tags/list/tags/list", V2Path(Endpoint.TAGS_LIST, "tags/list")),
-        ("/v2/a/blobs/b/manifests/x", V2Path(Endpoint.MANIFEST, "a/blobs/b", "x")),
-        (f"/v2/a/manifests/b/blobs/{DIGEST}", V2Path(Endpoint.BLOB, "a/manifests/b", DIGEST)),
+        ("/v2/a/manifests/manifests/latest", V2Path(Kind.MANIFEST, "a/manifests", "latest")),
+        (f"/v2/blobs/blobs/{DIGEST}", V2Path(Kind.BLOB, "blobs", DIGEST)),
+        ("/v2/manifests/tags/list", V2Path(Kind.TAGS_LIST, "manifests")),
+        ("/v2/tags/list/tags/list", V2Path(Kind.TAGS_LIST, "tags/list")),
+        ("/v2/a/blobs/b/manifests/x", V2Path(Kind.MANIFEST, "a/blobs/b", "x")),
+        (f"/v2/a/manifests/b/blobs/{DIGEST}", V2Path(Kind.BLOB, "a/manifests/b", DIGEST)),
     ],
 )
 def test_endpoints(path: str, expected: V2Path) -> None:
@@ -124,7 +125,7 @@ def test_endpoints(path: str, expected: V2Path) -> None:
 )
 def test_blob_uploads_are_recognised(path: str) -> None:
     parsed = parse_v2_path(path)
-    assert parsed.endpoint is Endpoint.BLOB_UPLOAD
+    assert parsed.kind is Kind.BLOB_UPLOAD
     assert parsed.reference == ""
     assert path.startswith(f"/v2/{parsed.name}/blobs/uploads")
 
@@ -197,7 +198,7 @@ def assert_only_clean_names(path: str) -> None:
         parsed = parse_v2_path(path)
     except (UnknownEndpoint, InvalidName):
         return
-    if parsed.endpoint is Endpoint.BASE:
+    if parsed.kind is Kind.BASE:
         assert parsed.name == ""
         return
     assert is_valid_name(parsed.name)
@@ -228,20 +229,20 @@ def test_nasty_paths_give_a_clean_name_or_a_known_refusal(path: str) -> None:
 @given(valid_names, st.one_of(valid_tags, digests))
 def test_manifest_paths_round_trip(name: str, reference: str) -> None:
     assert parse_v2_path(f"/v2/{name}/manifests/{reference}") == V2Path(
-        Endpoint.MANIFEST, name, reference
+        Kind.MANIFEST, name, reference
     )
 
 
 @given(valid_names, digests)
 def test_blob_paths_round_trip(name: str, digest: str) -> None:
-    assert parse_v2_path(f"/v2/{name}/blobs/{digest}") == V2Path(Endpoint.BLOB, name, digest)
+    assert parse_v2_path(f"/v2/{name}/blobs/{digest}") == V2Path(Kind.BLOB, name, digest)
 
 
 @given(valid_names)
 def test_tags_list_paths_round_trip(name: str) -> None:
-    assert parse_v2_path(f"/v2/{name}/tags/list") == V2Path(Endpoint.TAGS_LIST, name)
+    assert parse_v2_path(f"/v2/{name}/tags/list") == V2Path(Kind.TAGS_LIST, name)
 
 
 @given(valid_names, st.sampled_from(["", "/", "/0b7c6f5e-2a6c-4d5b", "/uploads"]))
 def test_blob_upload_paths_round_trip(name: str, tail: str) -> None:
-    assert parse_v2_path(f"/v2/{name}/blobs/uploads{tail}") == V2Path(Endpoint.BLOB_UPLOAD, name)
+    assert parse_v2_path(f"/v2/{name}/blobs/uploads{tail}") == V2Path(Kind.BLOB_UPLOAD, name)
