@@ -14,90 +14,90 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.cache_requests = Counter(
+        self._declare_serving(self.registry)
+        self._declare_upstream(self.registry)
+        self._declare_cache(self.registry)
+
+    def _declare_serving(self, r: CollectorRegistry) -> None:
+        self.cache_requests = counter(
+            r,
             "regcache_cache_requests",
             "Manifest and blob requests by cache result",
-            ["upstream", "kind", "result"],
-            registry=r,
+            ("upstream", "kind", "result"),
         )
-        self.served_bytes = Counter(
+        self.served_bytes = counter(
+            r,
             "regcache_served_bytes",
             "Body bytes sent to clients, by where they came from",
-            ["source"],
-            registry=r,
+            ("source",),
         )
-        self.upstream_requests = Counter(
+
+    def _declare_upstream(self, r: CollectorRegistry) -> None:
+        self.upstream_requests = counter(
+            r,
             "regcache_upstream_requests",
             "Requests sent to upstream registries (token endpoints included)",
-            ["upstream", "method", "status"],
-            registry=r,
+            ("upstream", "method", "status"),
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = histogram(
+            r,
             "regcache_upstream_request_duration_seconds",
             "Time to the upstream's response headers",
-            ["upstream"],
-            registry=r,
+            ("upstream",),
         )
-        self.upstream_bytes = Counter(
-            "regcache_upstream_bytes",
-            "Blob bytes received from upstreams",
-            ["upstream"],
-            registry=r,
+        self.upstream_bytes = counter(
+            r, "regcache_upstream_bytes", "Blob bytes received from upstreams", ("upstream",)
         )
-        self.upstream_resumes = Counter(
+        self.upstream_resumes = counter(
+            r,
             "regcache_upstream_resumes",
             "Blob downloads continued with a Range request after the connection dropped",
-            ["upstream"],
-            registry=r,
+            ("upstream",),
         )
-        self.cache_size = Gauge(
-            "regcache_cache_size_bytes", "Bytes of blobs held in the cache", registry=r
+
+    def _declare_cache(self, r: CollectorRegistry) -> None:
+        self.cache_size = gauge(
+            r, "regcache_cache_size_bytes", "Bytes of blobs held in the cache", ()
         )
-        self.inflight_downloads = Gauge(
-            "regcache_inflight_downloads", "Blob downloads from upstreams under way", registry=r
+        self.inflight_downloads = gauge(
+            r, "regcache_inflight_downloads", "Blob downloads from upstreams under way", ()
         )
-        self.dedup_joins = Counter(
+        self.dedup_joins = counter(
+            r,
             "regcache_dedup_joins",
             "Requests that joined a download already under way instead of starting one",
-            ["kind"],
-            registry=r,
+            ("kind",),
         )
-        self.digest_mismatch = Counter(
+        self.digest_mismatch = counter(
+            r,
             "regcache_digest_mismatch",
             "Upstream content whose bytes did not match its digest",
-            ["upstream", "kind"],
-            registry=r,
+            ("upstream", "kind"),
         )
-
-        self.stale_served = Counter(
+        self.stale_served = counter(
+            r,
             "regcache_stale_served",
             "Cached manifests served without revalidation because the upstream failed",
-            ["upstream"],
-            registry=r,
+            ("upstream",),
         )
-        self.ratelimit_remaining = Gauge(
+        self.ratelimit_remaining = gauge(
+            r,
             "regcache_upstream_ratelimit_remaining",
             "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
-            ["upstream"],
-            registry=r,
+            ("upstream",),
         )
-
-        self.evictions = Counter(
+        self.evictions = counter(
+            r,
             "regcache_evictions",
             "Blobs and manifests evicted to keep within cache.max_size and cache.max_age",
-            ["kind"],
-            registry=r,
+            ("kind",),
         )
-        self.evicted_bytes = Counter(
-            "regcache_evicted_bytes", "Bytes freed by eviction", registry=r
-        )
-
-        self.cache_write_failures = Counter(
+        self.evicted_bytes = counter(r, "regcache_evicted_bytes", "Bytes freed by eviction", ())
+        self.cache_write_failures = counter(
+            r,
             "regcache_cache_write_failures",
             "Content served without being cached because writing it failed",
-            ["reason"],
-            registry=r,
+            ("reason",),
         )
 
     def total(self, name: str, **labels: str) -> float:
@@ -111,3 +111,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# One line per metric above; each is bound to the application's own registry.
+def counter(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+    return Counter(name, doc, labels, registry=r)
+
+
+def gauge(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+    return Gauge(name, doc, labels, registry=r)
+
+
+def histogram(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
+    return Histogram(name, doc, labels, registry=r)
