@@ -13,6 +13,7 @@ the ``REGCACHE_*`` variables, the ``regcache serve`` flags and their help are re
 - loader: precedence (defaults < file < environment < flags) and ``load_config``
 """
 
+from proxy.config.declare import Setting
 from proxy.config.errors import ConfigError
 from proxy.config.loader import CliOverrides, load_config
 from proxy.config.model import (
@@ -50,6 +51,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Listen",
+    "Setting",
     "UpstreamConfig",
     "load_config",
 ]
