@@ -7,20 +7,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from proxy import __version__
 from proxy.config import (
     BUILTIN_UPSTREAMS,
     ENV_VARS,
-    LOG_LEVELS,
+    FLAG_SETTINGS,
     CliOverrides,
-    Config,
     ConfigError,
+    Setting,
     load_config,
 )
 from proxy.logs import configure_logging
 
-_DEFAULTS = Config()
 _ENV_LIST = "\n".join(f"       {var:<27} sets {key}" for var, key in ENV_VARS.items())
 _BUILTINS = "\n".join(f"  {name:<17} {url}" for name, url in BUILTIN_UPSTREAMS)
 
@@ -108,18 +108,9 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="YAML configuration file; without it only the built-in defaults, the "
         "environment and these options apply",
     )
-    serve.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        help="address to listen on; use [ADDR]:PORT for IPv6 "
-        f"(default: {_DEFAULTS.listen_host}:{_DEFAULTS.listen_port}; env REGCACHE_LISTEN)",
-    )
-    serve.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="directory for cached blobs and manifests; a relative path is relative to the "
-        f"working directory (default: {_DEFAULTS.cache_dir}; env REGCACHE_CACHE_DIR)",
-    )
+    for setting in FLAG_SETTINGS:
+        _add_setting_flag(serve, setting)
+    # Not one setting: each use adds an upstream or changes the URL of one.
     serve.add_argument(
         "--upstream",
         dest="upstreams",
@@ -129,31 +120,20 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="add an upstream registry, or change the URL of the upstream with that name or "
         "alias (keeping its other settings); URL is http(s)://HOST[:PORT]; repeatable",
     )
-    serve.add_argument(
-        "--default-upstream",
-        metavar="NAME",
-        help="upstream (name or alias) for requests that name none "
-        f"(default: {_DEFAULTS.default_upstream}; env REGCACHE_DEFAULT_UPSTREAM)",
-    )
-    serve.add_argument(
-        "--log-level",
-        metavar="{" + ",".join(LOG_LEVELS) + "}",
-        help="logging threshold; logs go to stderr "
-        f"(default: {_DEFAULTS.log_level}; env REGCACHE_LOG_LEVEL)",
-    )
-    serve.add_argument(
-        "--log-format",
-        metavar="{text,json}",
-        help="text for people; json for log pipelines: one object per line, with one access "
-        "record per request (upstream, repository, cache result, bytes, duration) "
-        f"(default: {_DEFAULTS.log_format}; env REGCACHE_LOG_FORMAT)",
-    )
-    serve.add_argument(
-        "--offline",
-        action="store_true",
-        help="never contact an upstream: serve what is cached and answer 404 for anything "
-        "else, e.g. at an air-gapped site (env REGCACHE_OFFLINE=true)",
-    )
+
+
+def _add_setting_flag(serve: argparse.ArgumentParser, setting: Setting[Any]) -> None:
+    assert setting.flag is not None
+    if setting.is_switch:
+        # A switch can only turn its setting on, so its default goes without saying.
+        notes = [f"env {setting.env}=true"] if setting.env else []
+        options: dict[str, Any] = {"action": "store_true"}
+    else:
+        notes = [] if setting.default is None else [f"default: {setting.default}"]
+        notes += [f"env {setting.env}"] if setting.env else []
+        options = {"metavar": setting.metavar}
+    help_text = f"{setting.help} ({'; '.join(notes)})" if notes else setting.help
+    serve.add_argument(setting.flag, dest=setting.name, help=help_text, **options)
 
 
 def _upstream_arg(text: str) -> tuple[str, str]:
@@ -168,13 +148,8 @@ def _upstream_arg(text: str) -> tuple[str, str]:
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = CliOverrides(
-        listen=args.listen,
-        cache_dir=args.cache_dir,
-        upstreams=tuple(args.upstreams or ()),
-        default_upstream=args.default_upstream,
-        log_level=args.log_level,
-        log_format=args.log_format,
-        offline=args.offline,
+        upstreams=args.upstreams or (),
+        **{setting.name: getattr(args, setting.name) for setting in FLAG_SETTINGS},
     )
     try:
         config = load_config(args.config, os.environ, overrides)

@@ -65,7 +65,7 @@ app.kubernetes.io/part-of: regcache
 {{/* Upstreams ------------------------------------------------------------------------------ */}}
 
 {{/* The upstreams regcache will know, as JSON ({"list": [...]}): config.upstreams, or regcache's
-     built-in list when that is empty (proxy/config.py BUILTIN_UPSTREAMS). */}}
+     built-in list when that is empty (proxy/config/model.py BUILTIN_UPSTREAMS). */}}
 {{- define "regcache.upstreams" -}}
 {{- $list := .Values.config.upstreams }}
 {{- if not $list }}

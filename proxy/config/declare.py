@@ -1,0 +1,104 @@
+"""How a setting is declared: on the model field that holds its value, and nowhere else.
+
+``log_level: str = setting("info", parse_log_level, env=..., flag=..., help=...)`` on
+``Config`` is the whole declaration: the file key, the default, the parser, the
+``REGCACHE_*`` variable, the ``regcache serve`` flag and its help line are all read back from
+the field (see proxy.config.table). Keys of ``upstreams:`` entries work the same way with
+``upstream_option``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Generic, TypeVar
+
+from yaml.nodes import Node
+
+T = TypeVar("T")
+
+_SETTING = "regcache.setting"
+_UPSTREAM_OPTION = "regcache.upstream_option"
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """A setting that can come from the file, and perhaps the environment and a flag."""
+
+    default: T
+    # The same parser for every source, so a value means the same wherever it is given.
+    parse: Callable[[str], T]
+    section: str | None = None
+    env: str | None = None
+    flag: str | None = None
+    metavar: str | None = None
+    help: str = ""
+    name: str = ""  # of the model field; filled in by declared_settings
+
+    @property
+    def key(self) -> str:
+        """The path in the file, which errors name: ``listen``, ``cache.max_size``."""
+        if self.section is None:
+            return self.name
+        return f"{self.section}.{self.name.removeprefix(self.section + '_')}"
+
+    @property
+    def is_switch(self) -> bool:
+        """A flag without a value: giving it turns the setting on."""
+        return isinstance(self.default, bool)
+
+
+def setting(
+    default: T,
+    parse: Callable[[str], T],
+    *,
+    section: str | None = None,
+    env: str | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    help: str = "",
+) -> T:
+    """Declare a model field as a setting; ``section`` puts it under that mapping in the file.
+
+    A field in a section is named ``<section>_<key>``, so the model stays flat for its users.
+    """
+    declared = Setting(default, parse, section, env, flag, metavar, help)
+    return field(default=default, metadata={_SETTING: declared})
+
+
+def declared_settings(model: type) -> tuple[Setting[Any], ...]:
+    """The settings declared on ``model``'s fields, in field order."""
+    found = []
+    for model_field in fields(model):
+        declared: Setting[Any] | None = model_field.metadata.get(_SETTING)
+        if declared is None:
+            continue
+        name = model_field.name
+        # Caught at import, so a malformed declaration never reaches an operator.
+        if declared.section and not name.startswith(f"{declared.section}_"):
+            raise TypeError(f"{name}: a setting in {declared.section}: must start with its name")
+        if declared.flag and declared.is_switch and declared.default:
+            raise TypeError(f"{name}: a switch can only turn a setting on, so default to False")
+        found.append(replace(declared, name=name))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class UpstreamOption(Generic[T]):
+    """An optional key of an ``upstreams:`` entry, read from its typed YAML value."""
+
+    read: Callable[[Node], T]
+
+
+def upstream_option(default: T, read: Callable[[Node], T]) -> T:
+    """Declare a field of an upstream entry that the file sets with a key of the same name."""
+    return field(default=default, metadata={_UPSTREAM_OPTION: UpstreamOption(read)})
+
+
+def declared_upstream_options(model: type) -> dict[str, UpstreamOption[Any]]:
+    """Field name -> how to read it, in field order."""
+    return {
+        model_field.name: model_field.metadata[_UPSTREAM_OPTION]
+        for model_field in fields(model)
+        if _UPSTREAM_OPTION in model_field.metadata
+    }

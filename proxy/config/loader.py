@@ -1,0 +1,117 @@
+"""Precedence, lowest first: built-in defaults < the YAML file < ``REGCACHE_*`` environment
+variables < command-line flags; and the checks that need every source merged first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from proxy.config.declare import Setting
+from proxy.config.errors import DEFAULTS, Origin
+from proxy.config.model import Config, UpstreamConfig
+from proxy.config.parsers import did_you_mean, parse_name, parse_url
+from proxy.config.table import FLAG_SETTINGS, SETTINGS
+from proxy.config.yamlfile import FileSettings, read_file
+
+_FLAG_NAMES = frozenset(entry.name for entry in FLAG_SETTINGS)
+
+
+class CliOverrides:
+    """Command-line values, still as text: they are validated like every other source.
+
+    Keyword arguments are the settings that have a flag, by model field name, e.g.
+    ``log_level="debug"`` or ``offline=True`` for a switch; None or False leaves the setting
+    alone. ``upstreams`` holds the (name, url) pairs of ``--upstream NAME=URL``.
+    """
+
+    def __init__(
+        self, *, upstreams: Iterable[tuple[str, str]] = (), **values: str | bool | None
+    ) -> None:
+        unknown = sorted(set(values) - _FLAG_NAMES)
+        if unknown:
+            raise TypeError(f"no command-line flag sets {', '.join(unknown)}")
+        self.upstreams = tuple(upstreams)
+        self.values: Mapping[str, str] = {
+            name: "true" if value is True else str(value)
+            for name, value in values.items()
+            if value is not None and value is not False
+        }
+
+
+def load_config(path: Path | None, env: Mapping[str, str], overrides: CliOverrides) -> Config:
+    """Merge defaults, the YAML file at ``path``, ``env`` and ``overrides``; raise ConfigError."""
+    draft = _Draft()
+    if path is not None:
+        draft.take_file(read_file(path, env))
+    for entry in SETTINGS:
+        # Empty counts as unset: container tooling often writes VAR= to mean "no value".
+        if entry.env and env.get(entry.env):
+            draft.parse(entry, env[entry.env], Origin(f"environment variable {entry.env}"))
+    for entry in FLAG_SETTINGS:
+        if entry.name in overrides.values:
+            origin = Origin(f"command line option {entry.flag}")
+            draft.parse(entry, overrides.values[entry.name], origin)
+    for name, url in overrides.upstreams:
+        # The URL is deliberately not echoed: it may carry credentials.
+        origin = Origin(f"command line option --upstream {name}")
+        draft.set_upstream_url(
+            origin.check("name", name, parse_name), origin.check("url", url, parse_url)
+        )
+    return draft.finish()
+
+
+class _Draft:
+    """The configuration being assembled, one source at a time."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {entry.name: entry.default for entry in SETTINGS}
+        self.origins: dict[str, Origin] = {entry.name: DEFAULTS for entry in SETTINGS}
+        self.upstreams = list(Config().upstreams)
+        self.upstreams_origin = DEFAULTS
+
+    def set(self, setting: Setting[Any], value: Any, origin: Origin) -> None:
+        self.values[setting.name] = value
+        self.origins[setting.name] = origin
+
+    def parse(self, setting: Setting[Any], text: str, origin: Origin) -> None:
+        self.set(setting, origin.check(setting.key, text, setting.parse), origin)
+
+    def take_file(self, found: FileSettings) -> None:
+        for assigned in found.values:
+            self.set(*assigned)
+        if found.upstreams is not None:
+            self.upstreams, self.upstreams_origin = found.upstreams
+
+    def set_upstream_url(self, name: str, url: str) -> None:
+        """Replace the URL of the upstream called ``name`` (or aliased so), else add one."""
+        for index, upstream in enumerate(self.upstreams):
+            if name == upstream.name or name in upstream.aliases:
+                self.upstreams[index] = replace(upstream, url=url)
+                return
+        self.upstreams.append(UpstreamConfig(name=name, url=url))
+
+    def finish(self) -> Config:
+        values = {**self.values, "default_upstream": self._resolve_default()}
+        return Config(**values, upstreams=tuple(self.upstreams))
+
+    def _resolve_default(self) -> str:
+        """The canonical name of the default upstream, so consumers can compare names."""
+        wanted = self.values["default_upstream"]
+        for upstream in self.upstreams:
+            if wanted == upstream.name or wanted in upstream.aliases:
+                return upstream.name
+        labels = [label for up in self.upstreams for label in (up.name, *up.aliases)]
+        known = ", ".join(labels)
+        origin = self.origins["default_upstream"]
+        if origin is DEFAULTS:
+            # The built-in default only breaks when the upstream list was replaced, so point
+            # at that list.
+            reason = f"the built-in default {wanted!r} is not among the upstreams listed here"
+            reason += f"; set default_upstream to one of: {known}"
+            raise self.upstreams_origin.error("default_upstream", reason)
+        hint = did_you_mean(wanted, labels)
+        reason = f"{wanted!r} is not the name or alias of any upstream{hint}; known: {known}"
+        raise origin.error("default_upstream", reason)

@@ -1,0 +1,175 @@
+"""The configuration model, immutable once loaded, which is also the settings table.
+
+Every setting is declared once, here, on the field that holds its value: ``setting(...)``
+gives its default, its parser, and, where it has them, its ``REGCACHE_*`` variable, its
+``regcache serve`` flag and the help text for that flag. Adding a setting is adding a field:
+the file, the environment, the command line and ``--help`` pick it up from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.config.declare import setting, upstream_option
+from proxy.config.nodes import node_bool, node_seconds, node_timeout
+from proxy.config.parsers import (
+    EVENT_LOOPS,
+    LOG_LEVELS,
+    Listen,
+    parse_bool,
+    parse_cache_dir,
+    parse_duration,
+    parse_event_loop,
+    parse_listen,
+    parse_log_format,
+    parse_log_level,
+    parse_nonempty,
+    parse_size,
+)
+from proxy.logs import LOG_FORMATS
+
+DEFAULT_TAG_TTL = 300.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+
+BUILTIN_UPSTREAMS: tuple[tuple[str, str], ...] = (
+    ("docker.io", "https://registry-1.docker.io"),
+    ("ghcr.io", "https://ghcr.io"),
+    ("quay.io", "https://quay.io"),
+    ("registry.k8s.io", "https://registry.k8s.io"),
+    ("gcr.io", "https://gcr.io"),
+    ("public.ecr.aws", "https://public.ecr.aws"),
+)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One registry regcache proxies: an item of the file's ``upstreams:`` list.
+
+    name, url, aliases, username and password follow rules of their own (required, unique
+    across upstreams, one password source; see proxy.config.yamlfile). Every other field is an
+    ``upstream_option``, set in the file by the key of the same name.
+    """
+
+    name: str
+    url: str  # scheme://host[:port], no trailing slash
+    aliases: tuple[str, ...] = ()
+    username: str | None = None
+    password: str | None = None  # already resolved from password_file / password_env
+    tag_ttl: float = upstream_option(DEFAULT_TAG_TTL, node_seconds)
+    tls_verify: bool = upstream_option(True, node_bool)
+    connect_timeout: float = upstream_option(DEFAULT_CONNECT_TIMEOUT, node_timeout)
+    # Longest silence allowed while waiting for headers or between body bytes.
+    read_timeout: float = upstream_option(DEFAULT_READ_TIMEOUT, node_timeout)
+    # A 404 for a tag regcache has served before normally means it was deleted upstream;
+    # some sites would rather keep serving the last known image.
+    serve_stale_on_not_found: bool = upstream_option(False, node_bool)
+
+    @property
+    def is_docker_hub(self) -> bool:
+        """One-component names get ``library/`` on Docker Hub, as Docker itself does."""
+        return self.name == "docker.io"
+
+
+def _choices(names: Sequence[str]) -> str:
+    return "{" + ",".join(names) + "}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything regcache runs with; each field declared with ``setting`` is one setting.
+
+    Field order is the order in which errors list the file's keys and ``--help`` the flags.
+    """
+
+    listen: Listen = setting(
+        Listen("0.0.0.0", 5000),
+        parse_listen,
+        env="REGCACHE_LISTEN",
+        flag="--listen",
+        metavar="HOST:PORT",
+        help="address to listen on; use [ADDR]:PORT for IPv6",
+    )
+    cache_dir: Path = setting(
+        Path("regcache-cache"),
+        parse_cache_dir,
+        env="REGCACHE_CACHE_DIR",
+        flag="--cache-dir",
+        metavar="DIR",
+        help="directory for cached blobs and manifests; a relative path is relative to the "
+        "working directory",
+    )
+    default_upstream: str = setting(
+        "docker.io",
+        parse_nonempty,
+        env="REGCACHE_DEFAULT_UPSTREAM",
+        flag="--default-upstream",
+        metavar="NAME",
+        help="upstream (name or alias) for requests that name none",
+    )
+    log_level: str = setting(
+        "info",
+        parse_log_level,
+        env="REGCACHE_LOG_LEVEL",
+        flag="--log-level",
+        metavar=_choices(LOG_LEVELS),
+        help="logging threshold; logs go to stderr",
+    )
+    log_format: str = setting(
+        "text",
+        parse_log_format,
+        env="REGCACHE_LOG_FORMAT",
+        flag="--log-format",
+        metavar=_choices(LOG_FORMATS),
+        help="text for people; json for log pipelines: one object per line, with one access "
+        "record per request (upstream, repository, cache result, bytes, duration)",
+    )
+    # asyncio's own loop by default: uvloop has no sendfile, and serving cached blobs
+    # without it costs more than uvloop saves elsewhere (see the README's benchmarks).
+    event_loop: str = setting(
+        "asyncio",
+        parse_event_loop,
+        env="REGCACHE_EVENT_LOOP",
+        help=f"one of {', '.join(EVENT_LOOPS)}; auto is uvloop when it is installed (the "
+        "`uvloop` extra), else asyncio's loop",
+    )
+    offline: bool = setting(
+        False,
+        parse_bool,
+        env="REGCACHE_OFFLINE",
+        flag="--offline",
+        help="never contact an upstream: serve what is cached and answer 404 for anything "
+        "else, e.g. at an air-gapped site",
+    )
+    cache_max_size: int | None = setting(
+        None,
+        parse_size,
+        section="cache",
+        help="LRU bound on the bytes of cached blobs and manifests; empty for no bound",
+    )
+    cache_max_age: float | None = setting(
+        None,
+        parse_duration,
+        section="cache",
+        help="content not served for this long is evicted; empty to keep it",
+    )
+    # Not a setting: the file's upstreams: list replaces it and --upstream edits it.
+    upstreams: tuple[UpstreamConfig, ...] = tuple(
+        UpstreamConfig(name=n, url=u) for n, u in BUILTIN_UPSTREAMS
+    )
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.host
+
+    @property
+    def listen_port(self) -> int:
+        return self.listen.port
+
+    def upstream(self, name: str) -> UpstreamConfig | None:
+        for up in self.upstreams:
+            if up.name == name or name in up.aliases:
+                return up
+        return None
