@@ -351,23 +351,33 @@ async def test_redirect_to_another_host_carries_no_credentials(harness: Harness)
 # -- verification --------------------------------------------------------------------------
 
 
-async def test_manifest_that_does_not_match_its_digest(harness: Harness) -> None:
-    harness.fake.digest_header = "sha256:" + "0" * 64
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("sha256:" + "0" * 64, None),  # the body does not hash to what the upstream claims
+        ("sha256:" + "0" * 64, MANIFEST_DIGEST),  # the body is right, the claim is not
+        (None, Digest.of(b"expected")),  # the body is not what the client asked for
+    ],
+)
+async def test_manifest_that_does_not_match_its_digest(
+    harness: Harness, header: str | None, expected: Digest | None
+) -> None:
+    harness.fake.digest_header = header
     with pytest.raises(errors.UpstreamInvalid) as raised:
-        await harness.client().get_manifest("x", "latest", (), None)
+        await harness.client().get_manifest("x", "latest", (), expected)
     assert raised.value.detail["actual"] == str(MANIFEST_DIGEST)
-    harness.fake.digest_header = None
-    with pytest.raises(errors.UpstreamInvalid):
-        await harness.client().get_manifest("x", "latest", (), Digest.of(b"expected"))
-    assert harness.metric("regcache_digest_mismatch_total", kind="manifest") == 2
+    assert raised.value.detail["header"] == header
+    assert harness.metric("regcache_digest_mismatch_total", kind="manifest") == 1
 
 
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_oversized_manifest(harness: Harness, chunked: bool) -> None:
     harness.fake.manifest = b" " * (4 * 1024 * 1024 + 1)
     harness.fake.chunked = chunked
-    with pytest.raises(errors.UpstreamInvalid, match="larger than 4 MiB"):
+    with pytest.raises(errors.UpstreamInvalid, match="larger than 4 MiB") as raised:
         await harness.client().get_manifest("x", "latest", (), None)
+    # A declared length is refused before a byte of the body is read.
+    assert raised.value.detail == (None if chunked else {"size": len(harness.fake.manifest)})
 
 
 # -- the blob stream -----------------------------------------------------------------------
