@@ -49,3 +49,16 @@ class StoredManifest:
     digest: Digest
     media_type: str
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """What an upstream says a manifest or blob is, as an OCI descriptor's three fields.
+
+    An answer may leave some out: ``digest`` when a manifest HEAD had no usable
+    Docker-Content-Digest, ``size`` when there was no Content-Length.
+    """
+
+    digest: Digest | None
+    media_type: str
+    size: int | None

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from proxy.cache.downloads import Download, Downloads
 from proxy.cache.usage import Usage
-from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
 from proxy.store import BlobStore
-from proxy.upstream.client import UpstreamClient, error_from
+from proxy.upstream.client import UpstreamClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +60,5 @@ class BlobCache:
         if download is not None and download.size is not None:
             return BlobHead(download.size, cached=False)
         client = self._clients[target.upstream.name]
-        path = f"/v2/{target.repository}/blobs/{digest}"
-        response = await client.request("HEAD", path, target.repository)
-        if response.status != 200:
-            raise await error_from(response, Kind.BLOB)
-        response.release()
-        claimed = response.headers.get("Docker-Content-Digest")
-        if claimed is not None and claimed != str(digest):
-            self._metrics.digest_mismatch.labels(target.upstream.name, "blob").inc()
-            raise UpstreamInvalid("upstream answered for another digest", detail=claimed)
-        return BlobHead(response.content_length, cached=False)
+        upstream = await client.head_blob(target.repository, digest)
+        return BlobHead(upstream.size, cached=False)

@@ -12,8 +12,6 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-import aiohttp
-
 from proxy.cache.besteffort import best_effort
 from proxy.cache.singleflight import SingleFlight
 from proxy.cache.usage import Usage
@@ -22,21 +20,17 @@ from proxy.errors import (
     RegistryError,
     TooManyRequests,
     UpstreamError,
-    UpstreamInvalid,
 )
 from proxy.metrics import Metrics
 from proxy.model import Kind, StoredManifest, TagEntry, TagKey
-from proxy.oci.digest import Digest, InvalidDigest
-from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
+from proxy.oci.digest import Digest
 from proxy.oci.reference import Reference
 from proxy.routing import Target
 from proxy.store import Index
-from proxy.upstream.body import read_at_most
-from proxy.upstream.client import UpstreamClient, error_from
+from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MEDIA_TYPE = "application/octet-stream"
 # Not a media type any client sends, so it never collides with a real Accept list.
 ANY_ACCEPT = ("*",)
 
@@ -189,19 +183,10 @@ class ManifestCache:
 
         async def call() -> TagEntry | None:
             client = self._clients[target.upstream.name]
-            response = await client.request(
-                "HEAD", _path(target, ref), target.repository, _accept_headers(accept)
-            )
-            if response.status != 200:
-                raise await error_from(response, Kind.MANIFEST)
-            response.release()
-            try:
-                digest = Digest.parse(response.headers.get("Docker-Content-Digest", ""))
-                size = int(response.headers.get("Content-Length", ""))
-            except (InvalidDigest, ValueError):
+            head = await client.head_manifest(target.repository, ref, accept)
+            if head.digest is None or head.size is None:
                 return None
-            media_type = response.headers.get("Content-Type", DEFAULT_MEDIA_TYPE)
-            entry = TagEntry(digest, media_type, size, time.time())
+            entry = TagEntry(head.digest, head.media_type, head.size, time.time())
             if remember is not None:
                 await self._remember(remember, entry)
             return entry
@@ -224,16 +209,7 @@ class ManifestCache:
 
         async def call() -> StoredManifest:
             client = self._clients[target.upstream.name]
-            response = await client.request(
-                "GET", _path(target, ref), target.repository, _accept_headers(accept)
-            )
-            if response.status != 200:
-                raise await error_from(response, Kind.MANIFEST)
-            try:
-                body = await _read_limited(response)
-            finally:
-                response.release()
-            stored = self._verified(target, response, body, expected)
+            stored = await client.get_manifest(target.repository, ref, accept, expected)
             if await best_effort(
                 self._index.put_manifest(stored), "store a manifest", self._metrics
             ):
@@ -247,32 +223,6 @@ class ManifestCache:
             self._metrics.dedup_joins.labels("manifest").inc()
         return stored
 
-    def _verified(
-        self,
-        target: Target,
-        response: aiohttp.ClientResponse,
-        body: bytes,
-        expected: Digest | None,
-    ) -> StoredManifest:
-        header = response.headers.get("Docker-Content-Digest")
-        try:
-            claimed = Digest.parse(header) if header else None
-        except InvalidDigest:
-            claimed = None
-        digest = expected or claimed or Digest.of(body)
-        if (claimed is not None and claimed != digest) or not digest.matches(body):
-            self._metrics.digest_mismatch.labels(target.upstream.name, "manifest").inc()
-            raise UpstreamInvalid(
-                "upstream manifest does not match its digest",
-                detail={
-                    "expected": str(digest),
-                    "header": header,
-                    "actual": str(Digest.of(body, digest.algorithm)),
-                },
-            )
-        media_type = response.headers.get("Content-Type", DEFAULT_MEDIA_TYPE)
-        return StoredManifest(digest, media_type.split(";")[0].strip(), body)
-
 
 def _entry(stored: StoredManifest, now: float) -> TagEntry:
     return TagEntry(stored.digest, stored.media_type, len(stored.body), now)
@@ -281,21 +231,3 @@ def _entry(stored: StoredManifest, now: float) -> TagEntry:
 def _answer(stored: StoredManifest, head: bool, result: str) -> ManifestAnswer:
     body = None if head else stored.body
     return ManifestAnswer(stored.digest, stored.media_type, len(stored.body), body, result)
-
-
-def _path(target: Target, ref: str) -> str:
-    return f"/v2/{target.repository}/manifests/{ref}"
-
-
-def _accept_headers(accept: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [("Accept", media_type) for media_type in accept]
-
-
-async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
-    declared = response.content_length
-    if declared is not None and declared > MAX_MANIFEST_BYTES:
-        raise UpstreamInvalid("upstream manifest is larger than 4 MiB", detail={"size": declared})
-    body = await read_at_most(response, MAX_MANIFEST_BYTES)
-    if len(body) > MAX_MANIFEST_BYTES:
-        raise UpstreamInvalid("upstream manifest is larger than 4 MiB")
-    return body

@@ -6,7 +6,6 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -25,7 +24,6 @@ from proxy.errors import (
     RangeInvalid,
     RegistryError,
     Unsupported,
-    UpstreamInvalid,
     UpstreamOffline,
 )
 from proxy.metrics import Metrics
@@ -38,13 +36,11 @@ from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
 from proxy.server.accesslog import RECORD, RequestRecord
 from proxy.server.sendfile import send_span
-from proxy.upstream.body import read_at_most
-from proxy.upstream.client import UpstreamClient, error_from
+from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
 OCTET_STREAM = "application/octet-stream"
-MAX_TAG_LIST_BYTES = 16 * 1024 * 1024
 _PULL_METHODS = frozenset({"GET", "HEAD"})
 # RFC 7234's code for a response served without the revalidation it was due.
 STALE_WARNING = '110 regcache "Response is Stale"'
@@ -196,25 +192,14 @@ class V2Handlers:
         return response
 
     async def _tags(self, request: web.Request, target: Target, path: V2Path) -> web.Response:
-        params = {k: request.query[k] for k in ("n", "last") if k in request.query}
-        upstream_path = f"/v2/{target.repository}/tags/list"
-        if params:
-            upstream_path += "?" + urlencode(params)
         client = self._s.clients[target.upstream.name]
-        response = await client.request("GET", upstream_path, target.repository)
-        if response.status != 200:
-            raise await error_from(response, None)
-        try:
-            body = await read_at_most(response, MAX_TAG_LIST_BYTES)
-        finally:
-            response.release()
-        if len(body) > MAX_TAG_LIST_BYTES:
-            raise UpstreamInvalid("upstream tag list is larger than 16 MiB")
-        headers = {"Content-Type": response.headers.get("Content-Type", "application/json")}
+        query = request.query
+        tags = await client.list_tags(target.repository, query.get("n"), query.get("last"))
+        headers = {"Content-Type": tags.content_type}
         headers.update(_namespace_header(target))
-        if link := response.headers.get("Link"):
-            headers["Link"] = _client_link(link, target, path.name)
-        return web.Response(body=body, headers=headers)
+        if tags.link:
+            headers["Link"] = _client_link(tags.link, target, path.name)
+        return web.Response(body=tags.body, headers=headers)
 
     def _count(self, request: web.Request, target: Target, kind: str, result: str) -> None:
         self._s.metrics.cache_requests.labels(target.upstream.name, kind, result).inc()

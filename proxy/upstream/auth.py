@@ -22,6 +22,7 @@ from proxy.errors import Unauthorized, UpstreamInvalid, UpstreamUnavailable
 from proxy.metrics import Metrics
 from proxy.upstream.body import read_at_most
 from proxy.upstream.challenge import Challenge, parse_challenge
+from proxy.upstream.failures import TRANSPORT_ERRORS, unavailable
 from proxy.upstream.timeouts import timeout_for
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class Authenticator:
         realm = self._challenge.realm
         if not realm:
             raise UpstreamInvalid("upstream sent a Bearer challenge without a realm")
-        params = {"scope": scope}
+        # No scope asks for a token good for /v2/ alone.
+        params = {"scope": scope} if scope else {}
         if service := self._challenge.params.get("service"):
             params["service"] = service
         headers = {}
@@ -119,11 +121,9 @@ class Authenticator:
                 self._count(resp.status, started)
                 body = await read_at_most(resp, MAX_TOKEN_RESPONSE)
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TRANSPORT_ERRORS as exc:
             self._count("error", started)
-            raise UpstreamUnavailable(
-                "token endpoint unreachable", detail={"realm": realm, "error": str(exc)}
-            ) from exc
+            raise unavailable(exc, "token endpoint unreachable", realm=realm) from exc
         if status in (401, 403):
             raise Unauthorized(
                 "the upstream token endpoint refused regcache's credentials",

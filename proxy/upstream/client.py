@@ -1,45 +1,39 @@
-"""Requests to one upstream registry.
+"""One upstream registry's distribution API, spoken in its own terms.
 
-Redirects are followed by hand: Docker Hub and S3-backed registries send blobs to
-another host, and the upstream's credentials must never travel there.
+Each method is one registry operation: it sends the request, checks the status, reads
+and verifies what the answer promises, and raises a RegistryError for anything else.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable
-from urllib.parse import quote, urlsplit
+from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.config import UpstreamConfig
-from proxy.errors import (
-    BlobUnknown,
-    Denied,
-    ManifestUnknown,
-    NameUnknown,
-    RegistryError,
-    TooManyRequests,
-    Unauthorized,
-    UpstreamInvalid,
-    UpstreamOffline,
-    UpstreamUnavailable,
-)
+from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
-from proxy.model import Kind
-from proxy.upstream.auth import Authenticator, pull_scope
+from proxy.model import Descriptor, Kind, StoredManifest
+from proxy.oci.digest import Digest, InvalidDigest
+from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
+from proxy.upstream.blobstream import OCTET_STREAM, BlobStream
 from proxy.upstream.body import read_at_most
+from proxy.upstream.failures import TRANSPORT_ERRORS, error_from, unavailable
 from proxy.upstream.health import UpstreamHealth
-from proxy.upstream.timeouts import timeout_for
+from proxy.upstream.transport import Transport, api_path
+from proxy.upstream.transport import namespace_for as namespace_for
 
-MAX_REDIRECTS = 5
-MAX_ERROR_BODY = 64 * 1024
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# Docker Hub's own hosts answer for docker.io (containerd makes the same exception).
-_DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io"})
+MAX_TAG_LIST_BYTES = 16 * 1024 * 1024
+DEFAULT_TAG_LIST_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class TagList:
+    """The upstream's answer, passed on as it is; ``link`` points at the next page."""
+
+    body: bytes
+    content_type: str
+    link: str | None
 
 
 class UpstreamClient:
@@ -52,172 +46,140 @@ class UpstreamClient:
         offline: bool = False,
     ) -> None:
         self.upstream = upstream
-        self._offline = offline
-        self._session = session
         self._metrics = metrics
-        self._auth = Authenticator(upstream, session, metrics)
-        self._origin = URL(upstream.url).origin()
-        self._timeout = timeout_for(upstream)
-        self._namespace = namespace_for(upstream)
-        self.health = UpstreamHealth()
+        self._transport = Transport(upstream, session, metrics, offline=offline)
 
-    async def request(
+    @property
+    def health(self) -> UpstreamHealth:
+        return self._transport.health
+
+    async def ping(self) -> None:
+        """Raises unless the upstream answers ``GET /v2/`` (with our credentials) with 200."""
+        response = await self._expect_ok("GET", api_path(None), None, None)
+        response.release()
+
+    async def head_manifest(
+        self, repository: str, reference: str, accept: tuple[str, ...]
+    ) -> Descriptor:
+        """What ``reference`` is now, without its body; a HEAD costs no Docker Hub pull."""
+        path = api_path(repository, f"manifests/{reference}")
+        response = await self._expect_ok("HEAD", path, repository, Kind.MANIFEST, accept)
+        response.release()
+        headers = response.headers
+        try:
+            size: int | None = int(headers.get("Content-Length", ""))
+        except ValueError:
+            size = None
+        media_type = headers.get("Content-Type", OCTET_STREAM)
+        return Descriptor(_claimed_digest(headers.get("Docker-Content-Digest")), media_type, size)
+
+    async def get_manifest(
+        self,
+        repository: str,
+        reference: str,
+        accept: tuple[str, ...],
+        expected_digest: Digest | None = None,
+    ) -> StoredManifest:
+        """The manifest, its body checked against ``expected_digest`` and the upstream's claim.
+
+        Its descriptor is (digest, media type without parameters, length of the body).
+        """
+        path = api_path(repository, f"manifests/{reference}")
+        response = await self._expect_ok("GET", path, repository, Kind.MANIFEST, accept)
+        try:
+            declared = response.content_length
+            if declared is not None and declared > MAX_MANIFEST_BYTES:
+                raise UpstreamInvalid(
+                    "upstream manifest is larger than 4 MiB", detail={"size": declared}
+                )
+            body = await self._read(response, MAX_MANIFEST_BYTES)
+        finally:
+            response.release()
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise UpstreamInvalid("upstream manifest is larger than 4 MiB")
+        return self._verified(response, body, expected_digest)
+
+    async def head_blob(self, repository: str, digest: Digest) -> Descriptor:
+        """The blob's size as the upstream states it, None if it does not."""
+        path = api_path(repository, f"blobs/{digest}")
+        response = await self._expect_ok("HEAD", path, repository, Kind.BLOB)
+        response.release()
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed is not None and claimed != str(digest):
+            self._metrics.digest_mismatch.labels(self.upstream.name, "blob").inc()
+            raise UpstreamInvalid("upstream answered for another digest", detail=claimed)
+        media_type = response.headers.get("Content-Type", OCTET_STREAM)
+        return Descriptor(digest, media_type, response.content_length)
+
+    def open_blob(self, repository: str, digest: Digest, offset: int = 0) -> BlobStream:
+        """The blob's bytes from ``offset``: ``async with`` it, then iterate its chunks.
+
+        The bytes are not verified here: the digest covers the whole blob, which only the
+        reader ever sees.
+        """
+        return BlobStream(self._transport, repository, digest, offset, self._metrics)
+
+    async def list_tags(
+        self, repository: str, n: str | None = None, last: str | None = None
+    ) -> TagList:
+        """One page of tags. ``n`` and ``last`` go upstream as the client sent them."""
+        query = {key: value for key, value in (("n", n), ("last", last)) if value is not None}
+        path = api_path(repository, "tags/list", query)
+        response = await self._expect_ok("GET", path, repository, None)
+        try:
+            body = await self._read(response, MAX_TAG_LIST_BYTES)
+        finally:
+            response.release()
+        if len(body) > MAX_TAG_LIST_BYTES:
+            raise UpstreamInvalid("upstream tag list is larger than 16 MiB")
+        headers = response.headers
+        content_type = headers.get("Content-Type", DEFAULT_TAG_LIST_TYPE)
+        return TagList(body, content_type, headers.get("Link") or None)
+
+    async def _expect_ok(
         self,
         method: str,
         path: str,
-        repository: str,
-        headers: Iterable[tuple[str, str]] = (),
+        repository: str | None,
+        kind: Kind | None,
+        accept: tuple[str, ...] = (),
     ) -> aiohttp.ClientResponse:
-        """Send with credentials, retrying once after a 401 taught us the challenge.
-
-        The caller owns the response and must release it.
-        """
-        if self._offline:
-            raise UpstreamOffline(
-                "regcache is offline and this is not in its cache",
-                detail={"upstream": self.upstream.name, "path": path},
-            )
-        scope = pull_scope(repository)
-        url = URL(self.upstream.url + _with_namespace(path, self._namespace), encoded=True)
-        header_list = list(headers)
-        for attempt in (1, 2):
-            authorization = await self._auth.header(scope)
-            response = await self._send(method, url, header_list, authorization)
-            if response.status == 401 and attempt == 1:
-                challenge = response.headers.get("WWW-Authenticate")
-                if self._auth.on_unauthorized(challenge, scope, authorization is not None):
-                    response.release()
-                    continue
-            return response
-        raise AssertionError("unreachable")
-
-    async def _send(
-        self,
-        method: str,
-        url: URL,
-        headers: list[tuple[str, str]],
-        authorization: str | None,
-    ) -> aiohttp.ClientResponse:
-        for _ in range(MAX_REDIRECTS + 1):
-            request_headers: CIMultiDict[str] = CIMultiDict(headers)
-            # Content is verified byte for byte, so no transfer compression may touch it.
-            request_headers["Accept-Encoding"] = "identity"
-            if authorization and url.origin() == self._origin:
-                request_headers["Authorization"] = authorization
-            response = await self._timed(method, url, request_headers)
-            location = response.headers.get("Location")
-            if response.status not in _REDIRECTS or not location:
-                return response
-            response.release()
-            # encoded=True keeps presigned URLs byte-exact; re-quoting breaks their signature.
-            target = URL(location, encoded=True)
-            url = target if target.is_absolute() else response.url.join(target)
-            if response.status == 303:
-                method = "GET"
-        raise UpstreamInvalid("upstream redirected too many times", detail={"url": str(url)})
-
-    async def _timed(
-        self, method: str, url: URL, headers: CIMultiDict[str]
-    ) -> aiohttp.ClientResponse:
-        name = self.upstream.name
-        started = time.monotonic()
-        try:
-            response = await self._session.request(
-                method,
-                url,
-                headers=headers,
-                allow_redirects=False,
-                ssl=self.upstream.tls_verify,
-                timeout=self._timeout,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._metrics.upstream_requests.labels(name, method, "error").inc()
-            self.health.failed(str(exc) or type(exc).__name__)
-            raise UpstreamUnavailable(
-                f"upstream {name} unreachable", detail={"error": str(exc) or type(exc).__name__}
-            ) from exc
-        self._metrics.upstream_requests.labels(name, method, str(response.status)).inc()
-        self.health.answered(response.status)
-        self._metrics.upstream_duration.labels(name).observe(time.monotonic() - started)
-        if (remaining := _ratelimit_remaining(response)) is not None:
-            self._metrics.ratelimit_remaining.labels(name).set(remaining)
+        """A 200 answer, which the caller must release; any other status raises."""
+        headers = [("Accept", media_type) for media_type in accept]
+        response = await self._transport.request(method, path, repository, headers)
+        if response.status != 200:
+            raise await error_from(response, kind)
         return response
 
+    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        try:
+            return await read_at_most(response, limit)
+        except TRANSPORT_ERRORS as exc:
+            raise unavailable(exc, f"upstream {self.upstream.name} broke off its answer") from exc
 
-def namespace_for(upstream: UpstreamConfig) -> str | None:
-    """The ``ns=`` sent upstream: the registry's name, when its URL is some other host.
-
-    containerd tells a mirror which registry a request is for the same way. regcache routes
-    by it, so an edge regcache can name a central regcache as the URL of several upstreams.
-    A registry's own host is told nothing: some registries refuse unknown query parameters.
-    """
-    parts = urlsplit(upstream.url)
-    name, host = upstream.name.lower(), (parts.hostname or "").lower()
-    if name in (host, parts.netloc.lower()):
-        return None
-    if name == "docker.io" and host in _DOCKER_HUB_HOSTS:
-        return None
-    return upstream.name
-
-
-def _with_namespace(path: str, namespace: str | None) -> str:
-    if namespace is None:
-        return path
-    return f"{path}{'&' if '?' in path else '?'}ns={quote(namespace, safe='')}"
+    def _verified(
+        self, response: aiohttp.ClientResponse, body: bytes, expected: Digest | None
+    ) -> StoredManifest:
+        header = response.headers.get("Docker-Content-Digest")
+        claimed = _claimed_digest(header)
+        digest = expected or claimed or Digest.of(body)
+        if (claimed is not None and claimed != digest) or not digest.matches(body):
+            self._metrics.digest_mismatch.labels(self.upstream.name, "manifest").inc()
+            raise UpstreamInvalid(
+                "upstream manifest does not match its digest",
+                detail={
+                    "expected": str(digest),
+                    "header": header,
+                    "actual": str(Digest.of(body, digest.algorithm)),
+                },
+            )
+        media_type = response.headers.get("Content-Type", OCTET_STREAM)
+        return StoredManifest(digest, media_type.split(";")[0].strip(), body)
 
 
-def _ratelimit_remaining(response: aiohttp.ClientResponse) -> int | None:
-    """Docker Hub's ``ratelimit-remaining: 76;w=21600``: pulls left in the window."""
-    header = response.headers.get("ratelimit-remaining")
-    if header is None:
-        return None
+def _claimed_digest(header: str | None) -> Digest | None:
+    """The upstream's Docker-Content-Digest, if it sent one regcache can verify."""
     try:
-        return int(header.split(";", 1)[0])
-    except ValueError:
+        return Digest.parse(header) if header else None
+    except InvalidDigest:
         return None
-
-
-_NOT_FOUND: dict[Kind | None, type[RegistryError]] = {
-    Kind.MANIFEST: ManifestUnknown,
-    Kind.BLOB: BlobUnknown,
-    None: NameUnknown,
-}
-
-
-async def error_from(response: aiohttp.ClientResponse, kind: Kind | None) -> RegistryError:
-    """The client-facing error for an upstream answer that is not a success.
-
-    4xx answers keep the upstream's own code and message; the upstream knows best why.
-    """
-    status = response.status
-    code, message, detail = await _upstream_error(response)
-    base_detail = {"upstream_status": status, **({"upstream": detail} if detail else {})}
-    if status == 404:
-        error_class = _NOT_FOUND[kind]
-        if code in ("NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"):
-            return error_class(message, base_detail, code=code)
-        return error_class(message, base_detail)
-    if status == 401:
-        return Unauthorized(message or "upstream refused regcache's credentials", base_detail)
-    if status == 403:
-        return Denied(message, base_detail)
-    if status == 429:
-        retry_after = response.headers.get("Retry-After")
-        headers = {"Retry-After": retry_after} if retry_after else {}
-        return TooManyRequests(message, base_detail, headers=headers)
-    if 400 <= status < 500:
-        return RegistryError(message, base_detail, status=status, code=code or "UNKNOWN")
-    return UpstreamUnavailable(f"upstream answered {status}", base_detail)
-
-
-async def _upstream_error(
-    response: aiohttp.ClientResponse,
-) -> tuple[str | None, str | None, object]:
-    try:
-        body = await read_at_most(response, MAX_ERROR_BODY)
-        first = json.loads(body)["errors"][0]
-        return str(first.get("code")), str(first.get("message") or "") or None, first.get("detail")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, aiohttp.ClientError):
-        return None, None, None
-    finally:
-        response.release()
