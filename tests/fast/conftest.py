@@ -1,0 +1,88 @@
+"""The fast suite: regcache's application in the test's event loop, in front of the fake
+registry of tests.support.fakeregistry, both on 127.0.0.1 and started in milliseconds.
+
+Tests here drive regcache through its HTTP API only. The few internals they must touch (a
+backoff constant, the point where ENOSPC is injected) are patched in fixtures below and
+nowhere else, so that a refactor of the internals means repointing one fixture.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import proxy.cache.transfer
+from proxy.store.fsblobs import FsBlobWriter
+from tests.support.fakeregistry import FakeImage, FakeRegistry
+from tests.support.inproxy import InProcessRegcache, make_config
+
+KIB = 1024
+ProxyFactory = Callable[..., Awaitable[InProcessRegcache]]
+
+
+@pytest.fixture(autouse=True)
+def quick_resume_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production waits 0.1 s, 0.5 s and 2 s between resumes; the count of attempts is what
+    # the tests check, not the waits. Internal seam: repoint when the blob reader replaces
+    # proxy.cache.transfer.
+    monkeypatch.setattr(proxy.cache.transfer, "RESUME_BACKOFF", (0.01, 0.01, 0.01))
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[FakeRegistry]:
+    async with FakeRegistry() as fake:
+        yield fake
+
+
+@pytest.fixture
+def image(registry: FakeRegistry) -> FakeImage:
+    """``library/app:1.0``: a 64 KiB and a 300 KiB layer (more than one upstream read)."""
+    return registry.push_image("library/app", "1.0", layer_sizes=(64 * KIB, 300 * KIB))
+
+
+@pytest.fixture
+async def make_proxy(tmp_path: Path, registry: FakeRegistry) -> AsyncIterator[ProxyFactory]:
+    """``await make_proxy(**settings)``: a started regcache whose one upstream, docker.io, is
+    the fake registry; ``settings`` are Config and UpstreamConfig fields (see make_config)."""
+    started: list[InProcessRegcache] = []
+
+    async def make(**settings: Any) -> InProcessRegcache:
+        cache_dir = settings.pop("cache_dir", tmp_path / f"cache{len(started)}")
+        regcache = InProcessRegcache(make_config(cache_dir, registry.url, **settings))
+        started.append(regcache)
+        await regcache.start()
+        return regcache
+
+    yield make
+    for regcache in started:
+        await regcache.stop()
+
+
+@pytest.fixture
+async def regcache(make_proxy: ProxyFactory) -> InProcessRegcache:
+    return await make_proxy()
+
+
+@pytest.fixture
+def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``disk_full_after(n)``: blob files cannot grow past ``n`` bytes (ENOSPC).
+
+    Patched at the file store writer's ``write``, the narrowest point where bytes meet the
+    disk. Internal seam: repoint when the store interfaces are refactored.
+    """
+
+    def arm(limit: int) -> None:
+        original = FsBlobWriter.write
+
+        async def write(self: FsBlobWriter, chunk: bytes) -> None:
+            if self.written + len(chunk) > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            await original(self, chunk)
+
+        monkeypatch.setattr(FsBlobWriter, "write", write)
+
+    return arm
