@@ -17,11 +17,22 @@ import pytest
 
 import proxy.cache.transfer
 from proxy.store.fsblobs import FsBlobWriter
+from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache, make_config
 
 KIB = 1024
 ProxyFactory = Callable[..., Awaitable[InProcessRegcache]]
+
+
+def blob_path(digest: str, repository: str = "library/app") -> str:
+    return f"/v2/{repository}/blobs/{digest}"
+
+
+def stall_once(digest: str, after: int = 64 * KIB, seconds: float = 0.3) -> Fault:
+    """The first download of ``digest`` goes silent for a while after ``after`` bytes, so
+    that requests made meanwhile find it under way."""
+    return Fault(path=blob_path(digest), method="GET", stall=(after, seconds), times=1)
 
 
 @pytest.fixture(autouse=True)

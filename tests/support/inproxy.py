@@ -7,6 +7,7 @@ the process around it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -112,8 +113,21 @@ class InProcessRegcache:
     async def head(self, path: str, headers: Mapping[str, str] | None = None) -> Answer:
         return await self.request("HEAD", path, headers)
 
+    def files(self, area: str) -> list[Path]:
+        """Files under ``<cache_dir>/<area>``: ``blobs`` (verified) or ``tmp`` (being written)."""
+        return [path for path in (self.config.cache_dir / area).rglob("*") if path.is_file()]
+
     async def metric(self, name: str, **labels: str) -> float:
         """Sum of the /metrics samples called ``name`` (``_total`` optional) with ``labels``."""
         answer = await self.get("/metrics")
         assert answer.status == 200, answer
         return sum_samples(parse_metrics(answer.body.decode()), name, labels)
+
+    async def settled(self, name: str, value: float, **labels: str) -> None:
+        """Wait (5 s at most) until a metric reads ``value``: for work that goes on after a
+        response was sent, such as a download finishing or eviction."""
+        for _ in range(250):
+            if (seen := await self.metric(name, **labels)) == value:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{name}{labels} stayed at {seen}, not {value}")
