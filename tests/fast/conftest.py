@@ -78,22 +78,40 @@ async def regcache(make_proxy: ProxyFactory) -> InProcessRegcache:
     return await make_proxy()
 
 
+class _FullDisk:
+    """A blob file that refuses to grow past ``limit`` bytes, as a full disk does."""
+
+    def __init__(self, file: Any, limit: int) -> None:
+        self._file = file
+        self._room = limit
+
+    async def write(self, chunk: bytes) -> int:
+        if len(chunk) > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(chunk)
+        written: int = await self._file.write(chunk)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
 @pytest.fixture
 def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """``disk_full_after(n)``: blob files cannot grow past ``n`` bytes (ENOSPC).
 
-    Patched at the file store writer's ``write``, the narrowest point where bytes meet the
-    disk. Internal seam: repoint when the store interfaces are refactored.
+    Injected into the file the file store's writer opens, so that the writer's own bookkeeping
+    (hash, byte count) runs as on a real full disk. Internal seam: repoint when the store
+    interfaces are refactored.
     """
 
     def arm(limit: int) -> None:
-        original = FsBlobWriter.write
+        original = FsBlobWriter.open
 
-        async def write(self: FsBlobWriter, chunk: bytes) -> None:
-            if self.written + len(chunk) > limit:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            await original(self, chunk)
+        async def open_on_full_disk(self: FsBlobWriter) -> None:
+            await original(self)
+            self._file = _FullDisk(self._file, limit)
 
-        monkeypatch.setattr(FsBlobWriter, "write", write)
+        monkeypatch.setattr(FsBlobWriter, "open", open_on_full_disk)
 
     return arm
