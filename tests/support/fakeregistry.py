@@ -140,6 +140,10 @@ class FakeRegistry:
         """Requests with this method whose path matches the regex ``path`` whole."""
         return sum(1 for s in self.seen if s.method == method and re.fullmatch(path, s.path))
 
+    def revoke_tokens(self) -> None:
+        """Every token handed out so far stops working, as after a key rotation."""
+        self._granted.clear()
+
     def ranges(self) -> list[str]:
         return [s.headers["Range"] for s in self.seen if "Range" in s.headers]
 
@@ -202,7 +206,9 @@ class FakeRegistry:
         return self._tag_list(request, repository)
 
     def _record(self, request: web.Request) -> None:
-        self.seen.append(Seen(request.method, request.path, request.query_string, request.headers))
+        self.seen.append(
+            Seen(request.method, request.path, request.rel_url.raw_query_string, request.headers)
+        )
 
     async def _manifest(
         self, request: web.Request, repository: str, ref: str, fault: Fault | None
