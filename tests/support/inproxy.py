@@ -1,8 +1,8 @@
 """regcache's own application in the test's event loop, driven through its HTTP API.
 
-Built with ``proxy.server.app.build_app`` from a ``Config`` and served by aiohttp's TestServer
-with the access logger ``run_server`` uses, so a test exercises what production serves minus
-the process around it.
+Built with ``proxy.server.app.build_app`` from a ``Config`` and served with aiohttp's runner and
+the access logger, as ``run_server`` serves it, so a test exercises what production serves
+minus the process around it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiohttp import test_utils
+import aiohttp
+from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from proxy.config import Config, UpstreamConfig
@@ -22,11 +23,6 @@ from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.app import build_app
 
 from .regcache import parse_metrics, sum_samples
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    Client = test_utils.TestClient[web.Request, web.Application]
 
 _UPSTREAM_FIELDS = frozenset(f.name for f in fields(UpstreamConfig))
 # Short enough that a silent upstream fails a test in seconds, long enough for a loaded CI.
@@ -65,31 +61,37 @@ def make_config(cache_dir: Path, upstream_url: str, **settings: Any) -> Config:
 class InProcessRegcache:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._client: Client | None = None
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     @property
-    def client(self) -> Client:
-        assert self._client is not None, "not started"
-        return self._client
-
-    @property
-    def url(self) -> str:
-        return str(self.client.make_url("")).rstrip("/")
+    def client(self) -> aiohttp.ClientSession:
+        """A session whose relative URLs (``client.get("/v2/...")``) go to this regcache."""
+        assert self._session is not None, "not started"
+        return self._session
 
     async def start(self) -> None:
-        server = test_utils.TestServer(
+        # As run_server serves it, but with a shorter wait for responses still under way.
+        runner = web.AppRunner(
             build_app(self.config),
             access_log_class=AccessLogger,
             access_log=ACCESS_LOGGER,
             shutdown_timeout=2.0,
         )
-        self._client = test_utils.TestClient(server)
-        await self._client.start_server()
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._runner = runner
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._session = aiohttp.ClientSession(base_url=self.url, auto_decompress=False)
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     async def restart(self, **changes: Any) -> None:
         """Stop, and start again on the same cache with these ``Config`` fields changed."""
