@@ -9,6 +9,7 @@ nowhere else, so that a refactor of the internals means repointing one fixture.
 from __future__ import annotations
 
 import errno
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 import proxy.cache.transfer
+from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobWriter
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
@@ -115,3 +117,17 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
         monkeypatch.setattr(FsBlobWriter, "open", open_on_full_disk)
 
     return arm
+
+
+@pytest.fixture
+def index_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write to the index fails as SQLite fails on a full disk.
+
+    Internal seam: the disk index's write methods; repoint when the store interfaces change.
+    """
+
+    async def fail(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    for method in ("put_manifest", "put_tag", "record_use"):
+        monkeypatch.setattr(DiskIndex, method, fail)

@@ -179,3 +179,17 @@ async def test_disk_full_on_a_blob_without_a_length_is_503(
     assert answer.status == 503
     assert answer.error_code == "UNAVAILABLE"
     await assert_nothing_cached(regcache)
+
+
+@pytest.mark.usefixtures("index_full")
+async def test_a_full_index_costs_caching_never_the_pull(
+    regcache: InProcessRegcache, registry: FakeRegistry, image: FakeImage
+) -> None:
+    for _ in range(2):
+        answer = await regcache.get(TAG, {"Accept": OCI_MANIFEST})
+        assert answer.status == 200
+        assert answer.body == image.manifest
+    assert registry.count("GET", r"/v2/library/app/manifests/.*") == 2
+    # A manifest and a tag answer per pull could not be written.
+    assert await regcache.metric("regcache_cache_write_failures_total", reason="index") == 4
+    assert (await regcache.get(blob_path(image.layer_digests[0]))).body == image.layers[0]
