@@ -20,6 +20,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import pytest
+from hypothesis import settings
 
 from tests.support.faults import FaultyUpstream
 from tests.support.regcache import RegcacheProcess
@@ -40,6 +41,10 @@ from tests.support.upstreams import (
 
 # Test modules import these from here too; tests.support.upstreams is their home.
 __all__ = ["BASIC_CREDS", "TOKEN_CREDS", "TOKEN_USERS", "RegcacheFactory", "RegistryFactory"]
+
+# scripts/test.sh runs the fast suite under coverage, whose tracing can push an example past
+# Hypothesis' per-example deadline on a busy machine: a failure that says nothing of the code.
+settings.register_profile("coverage", deadline=None)
 
 INTEGRATION_FIXTURES = frozenset(
     {
