@@ -45,6 +45,23 @@ async def test_cached_blob_is_served_without_the_upstream(
     )
 
 
+@pytest.fixture(params=["cached", "downloading"])
+async def layer(
+    request: pytest.FixtureRequest,
+    regcache: InProcessRegcache,
+    registry: FakeRegistry,
+    image: FakeImage,
+) -> tuple[str, bytes]:
+    """The 300 KiB layer's digest and bytes, either cached or such that the next request
+    finds it downloading."""
+    digest = image.layer_digests[1]
+    if request.param == "cached":
+        assert (await regcache.get(blob_path(digest))).status == 200
+    else:
+        registry.faults.append(stall_once(digest))
+    return digest, image.layers[1]
+
+
 LAYER_SIZE = 300 * KIB  # the image fixture's second layer
 # Range header -> [start, end) of the answer.
 RANGES = {
@@ -56,47 +73,29 @@ RANGES = {
 
 
 @pytest.mark.parametrize("header", RANGES.keys())
-@pytest.mark.parametrize("state", ["cached", "downloading"])
 async def test_range_requests_get_206_and_the_right_bytes(
-    regcache: InProcessRegcache,
-    registry: FakeRegistry,
-    image: FakeImage,
-    header: str,
-    state: str,
+    regcache: InProcessRegcache, layer: tuple[str, bytes], header: str
 ) -> None:
-    digest, layer = image.layer_digests[1], image.layers[1]
-    if state == "cached":
-        assert (await regcache.get(blob_path(digest))).status == 200
-    else:
-        registry.faults.append(stall_once(digest))
+    digest, data = layer
     answer = await regcache.get(blob_path(digest), {"Range": header})
     start, end = RANGES[header]
     assert answer.status == 206
-    assert answer.body == layer[start:end]
+    assert answer.body == data[start:end]
     assert answer.headers["Content-Range"] == f"bytes {start}-{end - 1}/{LAYER_SIZE}"
     # A range answered mid-download still leaves the whole blob in the cache.
     await regcache.settled("regcache_inflight_downloads", 0)
-    assert await regcache.metric("regcache_cache_size_bytes") == len(layer)
+    assert await regcache.metric("regcache_cache_size_bytes") == len(data)
 
 
 @pytest.mark.parametrize("header", [f"bytes={LAYER_SIZE}-", "bytes=5-2", "bytes=a-b"])
-@pytest.mark.parametrize("state", ["cached", "downloading"])
 async def test_unsatisfiable_ranges_get_416_with_an_oci_body(
-    regcache: InProcessRegcache,
-    registry: FakeRegistry,
-    image: FakeImage,
-    header: str,
-    state: str,
+    regcache: InProcessRegcache, layer: tuple[str, bytes], header: str
 ) -> None:
-    digest, layer = image.layer_digests[1], image.layers[1]
-    if state == "cached":
-        assert (await regcache.get(blob_path(digest))).status == 200
-    else:
-        registry.faults.append(stall_once(digest))
+    digest, _ = layer
     answer = await regcache.get(blob_path(digest), {"Range": header})
     assert answer.status == 416
     assert answer.error_code == "RANGE_INVALID"
-    assert answer.headers["Content-Range"] == f"bytes */{len(layer)}"
+    assert answer.headers["Content-Range"] == f"bytes */{LAYER_SIZE}"
 
 
 async def test_head_of_a_blob_cold_downloading_and_cached(

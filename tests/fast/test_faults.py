@@ -37,6 +37,12 @@ async def assert_nothing_cached(regcache: InProcessRegcache) -> None:
     assert await regcache.metric("regcache_cache_size_bytes") == 0
 
 
+@pytest.fixture
+def full_disk(disk_full_after: Callable[[int], None]) -> None:
+    """Room for the 64 KiB layer, not for the 300 KiB one."""
+    disk_full_after(100 * KIB)
+
+
 async def test_a_dropped_download_is_resumed_with_a_range_request(
     regcache: InProcessRegcache, registry: FakeRegistry, image: FakeImage
 ) -> None:
@@ -150,12 +156,8 @@ async def test_a_blob_head_answered_for_another_digest_is_502(
 
 
 async def test_disk_full_mid_blob_still_serves_every_client_and_caches_nothing(
-    regcache: InProcessRegcache,
-    registry: FakeRegistry,
-    image: FakeImage,
-    disk_full_after: Callable[[int], None],
+    regcache: InProcessRegcache, registry: FakeRegistry, image: FakeImage, full_disk: None
 ) -> None:
-    disk_full_after(100 * KIB)
     path = blob_path(image.layer_digests[1])
     registry.faults.append(blob_fault(image, stall=(150 * KIB, 0.2), times=1))
     answers = await asyncio.gather(*(regcache.get(path) for _ in range(3)))
@@ -168,12 +170,8 @@ async def test_disk_full_mid_blob_still_serves_every_client_and_caches_nothing(
 
 
 async def test_disk_full_on_a_blob_without_a_length_is_503(
-    regcache: InProcessRegcache,
-    registry: FakeRegistry,
-    image: FakeImage,
-    disk_full_after: Callable[[int], None],
+    regcache: InProcessRegcache, registry: FakeRegistry, image: FakeImage, full_disk: None
 ) -> None:
-    disk_full_after(100 * KIB)
     registry.faults.append(blob_fault(image, chunked=True))
     answer = await regcache.get(blob_path(image.layer_digests[1]))
     assert answer.status == 503

@@ -186,11 +186,18 @@ class FakeRegistry:
 
     # -- the API ---------------------------------------------------------------------------
 
-    async def _v2(self, request: web.Request) -> web.StreamResponse:
-        self._record(request)
+    def _arrived(self, request: web.Request) -> tuple[Fault | None, web.Response | None]:
+        """Record the request; its fault, and the answer that fault gives instead, if any."""
+        self.seen.append(
+            Seen(request.method, request.path, request.rel_url.raw_query_string, request.headers)
+        )
         fault = take_fault(self.faults, request.method, request.path)
-        if fault is not None and fault.status is not None:
-            return fault_answer(fault)
+        return fault, fault_answer(fault) if fault and fault.status is not None else None
+
+    async def _v2(self, request: web.Request) -> web.StreamResponse:
+        fault, spoilt = self._arrived(request)
+        if spoilt is not None:
+            return spoilt
         match = _V2.fullmatch(request.path)
         repository = match["name"] if match else ""
         if (refusal := self._refusal(request, repository)) is not None:
@@ -204,11 +211,6 @@ class FakeRegistry:
         if match["kind"] == "manifests":
             return await self._manifest(request, repository, match["ref"], fault)
         return self._tag_list(request, repository)
-
-    def _record(self, request: web.Request) -> None:
-        self.seen.append(
-            Seen(request.method, request.path, request.rel_url.raw_query_string, request.headers)
-        )
 
     async def _manifest(
         self, request: web.Request, repository: str, ref: str, fault: Fault | None
@@ -249,7 +251,7 @@ class FakeRegistry:
 
     async def _storage(self, request: web.Request) -> web.StreamResponse:
         """Where redirected blobs are fetched from: no credentials wanted, nor welcome."""
-        self._record(request)
+        self._arrived(request)
         body = self.blobs.get(request.match_info["digest"])
         if body is None or "Authorization" in request.headers:
             return web.Response(status=403 if body else 404)
@@ -287,10 +289,9 @@ class FakeRegistry:
         return None
 
     async def _token(self, request: web.Request) -> web.Response:
-        self._record(request)
-        fault = take_fault(self.faults, request.method, request.path)
-        if fault is not None and fault.status is not None:
-            return fault_answer(fault)
+        _, spoilt = self._arrived(request)
+        if spoilt is not None:
+            return spoilt
         auth = self.token
         assert auth is not None, "no token auth configured"
         if auth.body is not None:
