@@ -12,9 +12,10 @@ import errno
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 import proxy.cache.transfer
 from proxy.store.diskindex import DiskIndex
@@ -112,7 +113,7 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
 
         async def open_on_full_disk(self: FsBlobWriter) -> None:
             await original(self)
-            self._file = _FullDisk(self._file, limit)
+            self._file = cast(AsyncBufferedIOBase, _FullDisk(self._file, limit))
 
         monkeypatch.setattr(FsBlobWriter, "open", open_on_full_disk)
 

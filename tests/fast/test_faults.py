@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,9 +18,9 @@ from tests.support.inproxy import InProcessRegcache
 TAG = "/v2/library/app/manifests/1.0"
 
 
-def blob_fault(image: FakeImage, **knobs: object) -> Fault:
+def blob_fault(image: FakeImage, **knobs: Any) -> Fault:
     """A fault on GETs of the image's 300 KiB layer."""
-    return Fault(path=blob_path(image.layer_digests[1]), method="GET", **knobs)  # type: ignore[arg-type]
+    return Fault(path=blob_path(image.layer_digests[1]), method="GET", **knobs)
 
 
 async def fetch_short(regcache: InProcessRegcache, path: str) -> None:
