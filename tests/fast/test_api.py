@@ -137,7 +137,7 @@ async def test_status_page_and_its_json(
     for _ in range(3):
         assert (await regcache.get(TAG, {"Accept": OCI_MANIFEST})).status == 200
     digest = image.layer_digests[1]
-    registry.faults.append(stall_once(digest, seconds=0.5))
+    registry.faults.append(stall_once(digest, seconds=1.0))
     async with regcache.client.get(blob_path(digest)) as downloading:
         await downloading.content.readexactly(1024)
         status = await regcache.get("/status.json")

@@ -84,8 +84,8 @@ async def test_a_failed_resume_is_retried(
 async def test_a_stalled_download_is_resumed(
     make_proxy: ProxyFactory, registry: FakeRegistry, image: FakeImage
 ) -> None:
-    regcache = await make_proxy(read_timeout=0.2)
-    registry.faults.append(blob_fault(image, stall=(100 * KIB, 2.0), times=1))
+    regcache = await make_proxy(read_timeout=0.5)
+    registry.faults.append(blob_fault(image, stall=(100 * KIB, 5.0), times=1))
     assert (await regcache.get(blob_path(image.layer_digests[1]))).body == image.layers[1]
     assert await regcache.metric("regcache_upstream_resumes_total") == 1
 

@@ -35,9 +35,9 @@ async def test_cold_tag_is_one_get_and_then_a_hit_within_the_ttl(
 async def test_expired_tag_is_revalidated_by_one_head_and_no_get(
     make_proxy: ProxyFactory, registry: FakeRegistry, image: FakeImage
 ) -> None:
-    regcache = await make_proxy(tag_ttl=0.2)
+    regcache = await make_proxy(tag_ttl=1.0)
     assert (await regcache.get(TAG, ACCEPT)).body == image.manifest
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     answer = await regcache.get(TAG, ACCEPT)
     assert answer.body == image.manifest
     assert manifest_requests(registry, "HEAD") == 1
