@@ -42,9 +42,11 @@ from tests.support.upstreams import (
 # Test modules import these from here too; tests.support.upstreams is their home.
 __all__ = ["BASIC_CREDS", "TOKEN_CREDS", "TOKEN_USERS", "RegcacheFactory", "RegistryFactory"]
 
-# scripts/test.sh runs the fast suite under coverage, whose tracing can push an example past
-# Hypothesis' per-example deadline on a busy machine: a failure that says nothing of the code.
-settings.register_profile("coverage", deadline=None)
+# Coverage tracing (scripts/test.sh's fast run), a first import inside an example or a busy
+# machine push single examples past Hypothesis' 200 ms deadline now and then (a config fuzz
+# example took 723 ms under coverage): failures that say nothing about the code under test.
+settings.register_profile("regcache", deadline=None)
+settings.load_profile("regcache")
 
 INTEGRATION_FIXTURES = frozenset(
     {
