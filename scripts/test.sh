@@ -1,6 +1,21 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, then runs lint, types and tests.
-# Arguments go to pytest: `scripts/test.sh -m "not runtimes"` runs the fast tests alone.
+#
+# The tests run in two pytest runs:
+#   1. the fast suite, tests/unit, tests/store and tests/fast (in-process, about a minute),
+#      with line coverage of proxy/ reported, failing under 90%;
+#   2. everything else under tests/ (integration, runtimes, image, deploy), without coverage.
+# The run that fails makes the script fail; both run either way, so one CI run shows every
+# failure.
+#
+# Arguments go to pytest, in both runs: `scripts/test.sh -m "not runtimes"` leaves out the
+# runtimes tests, `-m "not integration and not runtimes and not image"` runs the unmarked ones
+# (the fast suite, tests/deploy, a few harness tests), `-x` stops each run at its first failure.
+# A run whose tests the arguments filter out entirely (pytest's exit code 5) is no failure,
+# unless both are.
+# With -k, --deselect, --lf or --sw only part of the fast suite runs, so its coverage is
+# reported but not held to 90%. Arguments naming test files or directories run one plain
+# pytest on just those: `scripts/test.sh tests/fast/test_tags.py -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +43,49 @@ python3 -m tests.support.helm install >/dev/null || echo "test.sh: no helm: the 
 ruff check .
 ruff format --check .
 mypy --strict proxy
-exec python3 -m pytest "$@"
+
+for arg in "$@"; do
+    if [[ $arg != -* && -e ${arg%%::*} ]]; then
+        exec python3 -m pytest "$@"
+    fi
+done
+
+fast=(tests/unit tests/store tests/fast)
+coverage=(--cov=proxy --cov-report=term-missing:skip-covered)
+gate=(--cov-fail-under=90)
+for arg in "$@"; do
+    case $arg in
+    -k* | --deselect* | --lf | --last-failed | --sw | --stepwise) gate=() ;;
+    esac
+done
+
+# pytest's exit status, without set -e ending the script on a failure.
+run_pytest() {
+    local status=0
+    python3 -m pytest "$@" || status=$?
+    return "$status"
+}
+
+fast_status=0
+# A coverage gate fails a run that collected nothing: find out first, and skip such a run.
+run_pytest --collect-only -q "$@" "${fast[@]}" >/dev/null || fast_status=$?
+if ((fast_status == 0)); then
+    echo "test.sh: the fast suite, with coverage of proxy/" >&2
+    run_pytest "${coverage[@]}" "${gate[@]}" "$@" "${fast[@]}" || fast_status=$?
+elif ((fast_status != 5)); then
+    run_pytest "$@" "${fast[@]}" || fast_status=$?
+fi
+
+echo "test.sh: everything else" >&2
+rest_status=0
+run_pytest "$@" tests "${fast[@]/#/--ignore=}" || rest_status=$?
+
+if ((fast_status == 5 && rest_status == 5)); then
+    echo "test.sh: the arguments selected no tests" >&2
+    exit 5
+fi
+for status in "$fast_status" "$rest_status"; do
+    if ((status != 0 && status != 5)); then
+        exit "$status"
+    fi
+done

@@ -20,6 +20,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import pytest
+from hypothesis import settings
 
 from tests.support.faults import FaultyUpstream
 from tests.support.regcache import RegcacheProcess
@@ -40,6 +41,12 @@ from tests.support.upstreams import (
 
 # Test modules import these from here too; tests.support.upstreams is their home.
 __all__ = ["BASIC_CREDS", "TOKEN_CREDS", "TOKEN_USERS", "RegcacheFactory", "RegistryFactory"]
+
+# Coverage tracing (scripts/test.sh's fast run), a first import inside an example or a busy
+# machine push single examples past Hypothesis' 200 ms deadline now and then (a config fuzz
+# example took 723 ms under coverage): failures that say nothing about the code under test.
+settings.register_profile("regcache", deadline=None)
+settings.load_profile("regcache")
 
 INTEGRATION_FIXTURES = frozenset(
     {

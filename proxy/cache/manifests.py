@@ -103,6 +103,8 @@ class ManifestCache:
                 raise
             if not target.upstream.serve_stale_on_not_found:
                 await self._index.delete_tag(key)
+                # Else an outage would serve the deleted tag to any client from this copy.
+                await self._index.delete_tag(replace(key, accept=ANY_ACCEPT))
                 raise
             return await self._stale(target, entry, head, error)
 

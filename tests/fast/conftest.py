@@ -1,0 +1,134 @@
+"""The fast suite: regcache's application in the test's event loop, in front of the fake
+registry of tests.support.fakeregistry, both on 127.0.0.1 and started in milliseconds.
+
+Tests here drive regcache through its HTTP API only. The few internals they must touch (a
+backoff constant, the point where ENOSPC is injected) are patched in fixtures below and
+nowhere else, so that a refactor of the internals means repointing one fixture.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+
+import proxy.cache.transfer
+from proxy.store.diskindex import DiskIndex
+from proxy.store.fsblobs import FsBlobWriter
+from tests.support.fakefaults import Fault
+from tests.support.fakeregistry import FakeImage, FakeRegistry
+from tests.support.inproxy import InProcessRegcache, make_config
+
+KIB = 1024
+ProxyFactory = Callable[..., Awaitable[InProcessRegcache]]
+
+
+def blob_path(digest: str, repository: str = "library/app") -> str:
+    return f"/v2/{repository}/blobs/{digest}"
+
+
+def stall_once(digest: str, after: int = 64 * KIB, seconds: float = 0.3) -> Fault:
+    """The first download of ``digest`` goes silent for a while after ``after`` bytes, so
+    that requests made meanwhile find it under way."""
+    return Fault(path=blob_path(digest), method="GET", stall=(after, seconds), times=1)
+
+
+@pytest.fixture(autouse=True)
+def quick_resume_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production waits 0.1 s, 0.5 s and 2 s between resumes; the count of attempts is what
+    # the tests check, not the waits. Internal seam: repoint when the blob reader replaces
+    # proxy.cache.transfer.
+    monkeypatch.setattr(proxy.cache.transfer, "RESUME_BACKOFF", (0.01, 0.01, 0.01))
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[FakeRegistry]:
+    async with FakeRegistry() as fake:
+        yield fake
+
+
+@pytest.fixture
+def image(registry: FakeRegistry) -> FakeImage:
+    """``library/app:1.0``: a 64 KiB and a 300 KiB layer (more than one upstream read)."""
+    return registry.push_image("library/app", "1.0", layer_sizes=(64 * KIB, 300 * KIB))
+
+
+@pytest.fixture
+async def make_proxy(tmp_path: Path, registry: FakeRegistry) -> AsyncIterator[ProxyFactory]:
+    """``await make_proxy(**settings)``: a started regcache whose one upstream, docker.io, is
+    the fake registry; ``settings`` are Config and UpstreamConfig fields (see make_config)."""
+    started: list[InProcessRegcache] = []
+
+    async def make(**settings: Any) -> InProcessRegcache:
+        cache_dir = settings.pop("cache_dir", tmp_path / f"cache{len(started)}")
+        regcache = InProcessRegcache(make_config(cache_dir, registry.url, **settings))
+        started.append(regcache)
+        await regcache.start()
+        return regcache
+
+    yield make
+    for regcache in started:
+        await regcache.stop()
+
+
+@pytest.fixture
+async def regcache(make_proxy: ProxyFactory) -> InProcessRegcache:
+    return await make_proxy()
+
+
+class _FullDisk:
+    """A blob file that refuses to grow past ``limit`` bytes, as a full disk does."""
+
+    def __init__(self, file: Any, limit: int) -> None:
+        self._file = file
+        self._room = limit
+
+    async def write(self, chunk: bytes) -> int:
+        if len(chunk) > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(chunk)
+        written: int = await self._file.write(chunk)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+@pytest.fixture
+def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``disk_full_after(n)``: blob files cannot grow past ``n`` bytes (ENOSPC).
+
+    Injected into the file the file store's writer opens, so that the writer's own bookkeeping
+    (hash, byte count) runs as on a real full disk. Internal seam: repoint when the store
+    interfaces are refactored.
+    """
+
+    def arm(limit: int) -> None:
+        original = FsBlobWriter.open
+
+        async def open_on_full_disk(self: FsBlobWriter) -> None:
+            await original(self)
+            self._file = cast(AsyncBufferedIOBase, _FullDisk(self._file, limit))
+
+        monkeypatch.setattr(FsBlobWriter, "open", open_on_full_disk)
+
+    return arm
+
+
+@pytest.fixture
+def index_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write to the index fails as SQLite fails on a full disk.
+
+    Internal seam: the disk index's write methods; repoint when the store interfaces change.
+    """
+
+    async def fail(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    for method in ("put_manifest", "put_tag", "record_use"):
+        monkeypatch.setattr(DiskIndex, method, fail)
