@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-import proxy.cache.transfer
+import proxy.upstream.blobstream
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobWriter
 from tests.support.fakefaults import Fault
@@ -41,9 +41,8 @@ def stall_once(digest: str, after: int = 64 * KIB, seconds: float = 0.3) -> Faul
 @pytest.fixture(autouse=True)
 def quick_resume_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # Production waits 0.1 s, 0.5 s and 2 s between resumes; the count of attempts is what
-    # the tests check, not the waits. Internal seam: repoint when the blob reader replaces
-    # proxy.cache.transfer.
-    monkeypatch.setattr(proxy.cache.transfer, "RESUME_BACKOFF", (0.01, 0.01, 0.01))
+    # the tests check, not the waits.
+    monkeypatch.setattr(proxy.upstream.blobstream, "RESUME_BACKOFF", (0.01, 0.01, 0.01))
 
 
 @pytest.fixture

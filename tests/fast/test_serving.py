@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 import proxy
-from proxy.config import Config
+from proxy.config import Config, Listen
 from proxy.logs import JsonFormatter
 from proxy.server.accesslog import AccessLogger
 from proxy.server.app import new_event_loop, run_server
@@ -134,7 +134,7 @@ def test_run_server_serves_the_app_on_the_configured_address(
 ) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(web, "run_app", lambda **kwargs: calls.append(kwargs))
-    config = Config(listen_host="127.0.0.2", listen_port=5999, cache_dir=tmp_path)
+    config = Config(listen=Listen("127.0.0.2", 5999), cache_dir=tmp_path)
     run_server(config)
     [call] = calls
     call["loop"].close()
