@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from proxy.oci.digest import Digest
 
@@ -49,3 +50,13 @@ class StoredManifest:
     digest: Digest
     media_type: str
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """``count`` bytes of ``file`` from ``offset``, all of them on disk already: what the
+    server hands to the kernel's sendfile."""
+
+    file: BinaryIO
+    offset: int
+    count: int

@@ -23,7 +23,6 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,7 +30,7 @@ from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
 from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
-from proxy.model import Kind
+from proxy.model import FileSpan, Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
 from proxy.store import BlobStore, BlobWriter
@@ -46,15 +45,6 @@ MAX_SPAN = 8 * 1024 * 1024
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
 TAIL_READER_PATIENCE = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class FileSpan:
-    """``count`` bytes of ``file`` from ``offset``, all of them on disk already."""
-
-    file: BinaryIO
-    offset: int
-    count: int
 
 
 class _Tail:

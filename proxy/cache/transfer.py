@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import logging
 import re
 from typing import Protocol
@@ -23,7 +22,7 @@ import aiohttp
 from proxy.errors import UpstreamInvalid, UpstreamUnavailable
 from proxy.metrics import Metrics
 from proxy.model import Kind
-from proxy.oci.digest import Digest
+from proxy.oci.digest import Digest, Hasher
 from proxy.routing import Target
 from proxy.store import BlobStore, BlobWriter, DigestMismatch
 from proxy.upstream.client import UpstreamClient, error_from
@@ -70,7 +69,7 @@ class BlobTransfer:
         self._upstream_bytes = metrics.upstream_bytes.labels(target.upstream.name)
         self._received = 0
         # Set when the disk filled up: the hash goes on here, the writer writes no more.
-        self._hasher: hashlib._Hash | None = None
+        self._hasher: Hasher | None = None
 
     async def run(self, sink: TransferSink) -> bool:
         """Copy the blob. True when it is now in the store, False when the disk was full.

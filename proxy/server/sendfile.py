@@ -11,7 +11,7 @@ import os
 
 from aiohttp import web
 
-from proxy.cache.downloads import FileSpan
+from proxy.model import FileSpan
 
 FALLBACK_CHUNK = 256 * 1024
 

@@ -16,13 +16,12 @@ must pass.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
-from proxy.oci.digest import Digest
+from proxy.oci.digest import Digest, Hasher
 
 
 class DigestMismatch(Exception):
@@ -56,7 +55,7 @@ class BlobWriter(ABC):
     async def abort(self) -> None: ...
 
     @abstractmethod
-    async def detach(self) -> hashlib._Hash:
+    async def detach(self) -> Hasher:
         """Stop writing (the disk is full) and hand over the running hash.
 
         The bytes written so far stay readable at ``path`` until ``abort``; ``commit`` is no

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from proxy.oci.digest import Digest, InvalidDigest
+from proxy.oci.digest import Digest, Hasher, InvalidDigest
 from proxy.store import BlobStore, BlobWriter, DigestMismatch
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ class FsBlobWriter(BlobWriter):
     def __init__(self, store: FsBlobStore, digest: Digest, path: Path) -> None:
         self._store = store
         self._digest = digest
-        self._hasher = hashlib.new(digest.algorithm)
+        self._hasher: Hasher = digest.hasher()
         self._file: AsyncBufferedIOBase | None = None
         self.path = path
         self.written = 0
@@ -69,7 +68,7 @@ class FsBlobWriter(BlobWriter):
             self._store.added(self.written)
         await self._discard()
 
-    async def detach(self) -> hashlib._Hash:
+    async def detach(self) -> Hasher:
         if self._file is not None:
             # Closing flushes what is buffered, which fails again on a full disk; the file is
             # closed all the same, and what it holds up to ``written`` stays readable.
