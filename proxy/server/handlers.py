@@ -22,7 +22,6 @@ from proxy.errors import (
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
-    RangeInvalid,
     RegistryError,
     Unsupported,
     UpstreamInvalid,
@@ -37,6 +36,7 @@ from proxy.oci.paths import UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
 from proxy.server.accesslog import RECORD, RequestRecord
+from proxy.server.ranges import byte_range
 from proxy.server.sendfile import send_span
 from proxy.upstream.body import read_at_most
 from proxy.upstream.client import UpstreamClient, error_from
@@ -152,7 +152,7 @@ class V2Handlers:
                 await found.wait_done()
             else:
                 # FileResponse answers a bad Range with a bare 416; this gives the OCI body.
-                _byte_range(request, found.size)
+                byte_range(request.headers.get("Range"), found.size)
             file = found.path if isinstance(found, CachedBlob) else found.stored_path
             handed_to_response = True
             return _CountedFileResponse(file, self._s.metrics, headers, self._s.pins, pin)
@@ -163,19 +163,15 @@ class V2Handlers:
     async def _follow(
         self, request: web.Request, download: Download, size: int, headers: dict[str, str]
     ) -> web.StreamResponse:
-        start, end, status = 0, size, 200
-        if (requested := _byte_range(request, size)) is not None:
-            start, end = requested
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Accept-Ranges"] = "bytes"
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = end - start
+        part = byte_range(request.headers.get("Range"), size)
+        headers.update(part.headers())
+        response = web.StreamResponse(status=part.status, headers=headers)
+        response.content_length = part.length
         await response.prepare(request)
         served = self._s.metrics.served_bytes.labels("upstream")
         sent = 0
         try:
-            async for piece in download.follow(start, end):
+            async for piece in download.follow(part.start, part.end):
                 if isinstance(piece, bytes):
                     await response.write(piece)
                     count = len(piece)
@@ -296,28 +292,6 @@ def _head_response(size: int | None, headers: dict[str, str]) -> web.Response:
         # A HEAD carries the length of the body a GET would send.
         response.headers["Content-Length"] = str(size)
     return response
-
-
-def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """``[start, end)`` of a single Range header, like FileResponse reads it."""
-    try:
-        requested = request.http_range
-    except ValueError:
-        raise _unsatisfiable(size) from None
-    start, stop = requested.start, requested.stop
-    if start is None:
-        return None
-    if start < 0 and stop is None:
-        start = max(size + start, 0)
-        stop = size
-    end = min(stop if stop is not None else size, size)
-    if start >= size or end <= start:
-        raise _unsatisfiable(size)
-    return start, end
-
-
-def _unsatisfiable(size: int) -> RangeInvalid:
-    return RangeInvalid(headers={"Content-Range": f"bytes */{size}"})
 
 
 def _client_link(link: str, target: Target, client_name: str) -> str:
