@@ -76,13 +76,11 @@ class Download:
     def __init__(
         self,
         digest: Digest,
-        store: BlobStore,
         on_spill: Callable[[Download], None],
         target: Target,
     ) -> None:
         self.digest = digest
         self.target = target  # the first request's; joiners may name other repositories
-        self._store = store
         self._on_spill = on_spill
         self.size: int | None = None
         self.written = 0
@@ -265,7 +263,7 @@ class Downloads:
         if download is not None:
             self._metrics.dedup_joins.labels("blob").inc()
         else:
-            download = Download(digest, self._store, self._leave, target)
+            download = Download(digest, self._leave, target)
             self._active[digest] = download
             self._metrics.inflight_downloads.inc()
             download.task = asyncio.create_task(self._run(download, target))

@@ -60,7 +60,7 @@ class Cache:
 
     async def download(self, size: int | None) -> tuple[Download, BlobWriter]:
         """A download the upstream answered, with nothing written yet."""
-        download = Download(DIGEST, self.store, lambda _: None, TARGET)
+        download = Download(DIGEST, lambda _: None, TARGET)
         self.blobs.downloads = Joined(download)  # type: ignore[assignment]
         writer = await self.store.writer(DIGEST)
         download.started(size, writer)
@@ -146,7 +146,7 @@ async def send_to_a_client_that_leaves(cache: Cache) -> None:
 
 
 async def test_a_failed_lookup_leaves_no_pin(cache: Cache) -> None:
-    download = Download(DIGEST, cache.store, lambda _: None, TARGET)
+    download = Download(DIGEST, lambda _: None, TARGET)
     cache.blobs.downloads = Joined(download)  # type: ignore[assignment]
     download.finish(UpstreamUnavailable("the upstream is down"))
     with pytest.raises(UpstreamUnavailable):
