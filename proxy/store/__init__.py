@@ -115,7 +115,12 @@ class BlobWriter(ABC):
     @abstractmethod
     async def reader(self) -> BlobReader | None:
         """The bytes written so far, and the later ones as ``written`` grows; once committed,
-        the stored blob. None when there is nothing left to read (aborted)."""
+        the stored blob. None when there is nothing left to read (aborted).
+
+        Downloads are followed through this; an object store, whose upload parts cannot be
+        read before the object is complete, keeps the bytes for its followers elsewhere
+        meanwhile (a local spool, say).
+        """
 
 
 class BlobStore(ABC):
