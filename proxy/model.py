@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from proxy.oci.digest import Digest
 
@@ -62,3 +63,13 @@ class Descriptor:
     digest: Digest | None
     media_type: str
     size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """``count`` bytes of ``file`` from ``offset``, all of them on disk already: what the
+    server hands to the kernel's sendfile."""
+
+    file: BinaryIO
+    offset: int
+    count: int

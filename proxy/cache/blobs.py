@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from proxy.cache.downloads import Download, Downloads
+from proxy.cache.downloads import Downloads
+from proxy.cache.lru import Pins
+from proxy.cache.reader import OpenBlob, open_blob
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
 from proxy.model import Kind
@@ -13,12 +16,6 @@ from proxy.oci.digest import Digest
 from proxy.routing import Target
 from proxy.store import BlobStore
 from proxy.upstream.client import UpstreamClient
-
-
-@dataclass(frozen=True, slots=True)
-class CachedBlob:
-    path: Path
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,23 +31,29 @@ class BlobCache:
         clients: dict[str, UpstreamClient],
         metrics: Metrics,
         usage: Usage,
+        pins: Pins,
     ) -> None:
         self._store = store
         self._clients = clients
         self._metrics = metrics
         self._usage = usage
+        self._pins = pins
         self.downloads = Downloads(store, clients, metrics, usage)
 
-    async def get(self, target: Target, digest: Digest) -> CachedBlob | Download:
-        """The cached file, or the download to follow. Raises the upstream's error."""
-        size = await self._store.size(digest)
-        found: CachedBlob | Download
-        if size is not None:
-            found = CachedBlob(self._store.path(digest), size)
-        else:
-            found = await self.downloads.join(target, digest)
-        self._usage.served(Kind.BLOB, digest, target.ref)
-        return found
+    @contextlib.asynccontextmanager
+    async def open(self, target: Target, digest: Digest) -> AsyncIterator[OpenBlob]:
+        """The blob for one response, cached or downloading. Raises the upstream's error.
+
+        Pinned from before the lookup until the block ends, however it ends: eviction
+        passes it over while its bytes are being sent.
+        """
+        with self._pins.hold((Kind.BLOB, digest)):
+            blob = await open_blob(self._store, self.downloads, target, digest)
+            self._usage.served(Kind.BLOB, digest, target.ref)
+            try:
+                yield blob
+            finally:
+                await blob.close()
 
     async def head(self, target: Target, digest: Digest) -> BlobHead:
         size = await self._store.size(digest)

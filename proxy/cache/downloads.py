@@ -22,19 +22,16 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
 from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
-from proxy.model import Kind
+from proxy.model import FileSpan, Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, BlobWriter
+from proxy.store import BlobReader, BlobStore, BlobWriter, pieces
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -46,15 +43,6 @@ MAX_SPAN = 8 * 1024 * 1024
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
 TAIL_READER_PATIENCE = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class FileSpan:
-    """``count`` bytes of ``file`` from ``offset``, all of them on disk already."""
-
-    file: BinaryIO
-    offset: int
-    count: int
 
 
 class _Tail:
@@ -88,13 +76,11 @@ class Download:
     def __init__(
         self,
         digest: Digest,
-        store: BlobStore,
         on_spill: Callable[[Download], None],
         target: Target,
     ) -> None:
         self.digest = digest
         self.target = target  # the first request's; joiners may name other repositories
-        self._store = store
         self._on_spill = on_spill
         self.size: int | None = None
         self.written = 0
@@ -112,10 +98,6 @@ class Download:
     async def wait_started(self) -> None:
         """Return once the upstream answered with the blob; raise its error otherwise."""
         await asyncio.shield(self._started)
-
-    @property
-    def stored_path(self) -> Path:
-        return self._store.path(self.digest)
 
     async def wait_done(self) -> None:
         """Return once the blob is verified and in the store; raise the failure otherwise."""
@@ -203,48 +185,54 @@ class Download:
                 return min(limit, end)
             await self._changed.wait()
 
-    async def follow(self, start: int, end: int) -> AsyncIterator[bytes | FileSpan]:
+    async def follow(self, start: int, end: int) -> AsyncGenerator[bytes | FileSpan, None]:
         """Bytes ``[start, end)`` of the blob as they become available and safe to send:
-        spans of the growing file (for sendfile), and past a full disk, bytes from memory."""
+        what the writer has written (spans of its file, for sendfile, where the store has
+        one), and past a full disk, bytes from memory."""
         reader = next(self._reader_ids)
         self._cursors[reader] = start
-        file = await self._open()
         try:
-            offset = start
-            while offset < end:
-                limit = await self._readable(offset, end)
-                while offset < limit:
-                    piece = self._piece(file, offset, limit)
-                    yield piece
-                    offset += len(piece) if isinstance(piece, bytes) else piece.count
-                    self._cursors[reader] = offset
-                    if self._tail is not None:
-                        self._notify()  # the relay may be waiting for this reader
+            written = await self._open()
+            try:
+                offset = start
+                while offset < end:
+                    limit = await self._readable(offset, end)
+                    while offset < limit:
+                        async for piece in self._pieces(written, offset, limit):
+                            yield piece
+                            offset += len(piece) if isinstance(piece, bytes) else piece.count
+                            self._cursors[reader] = offset
+                            if self._tail is not None:
+                                self._notify()  # the relay may be waiting for this reader
+            finally:
+                await written.close()
         finally:
             del self._cursors[reader]
             self._notify()
-            await asyncio.to_thread(file.close)
 
-    def _piece(self, file: BinaryIO, offset: int, limit: int) -> bytes | FileSpan:
+    def _pieces(
+        self, written: BlobReader, offset: int, limit: int
+    ) -> AsyncIterator[bytes | FileSpan]:
         spilled_at = self.spilled_at
         if spilled_at is not None and offset >= spilled_at:
             assert self._tail is not None
-            return self._tail.read(offset, min(limit, offset + CHUNK_SIZE))
+            return _one(self._tail.read(offset, min(limit, offset + CHUNK_SIZE)))
         stop = limit if spilled_at is None else min(limit, spilled_at)
-        return FileSpan(file, offset, min(stop - offset, MAX_SPAN))
+        return pieces(written, offset, min(stop, offset + MAX_SPAN))
 
-    async def _open(self) -> BinaryIO:
+    async def _open(self) -> BlobReader:
         assert self._writer is not None
-        try:
-            return await asyncio.to_thread(open, self._writer.path, "rb")
-        except FileNotFoundError:
-            # Committed (linked into place) or discarded since we looked.
+        written = await self._writer.reader()
+        if written is None:
+            # Discarded since the download began.
             if self.error is not None:
-                raise self.error from None
-            try:
-                return await asyncio.to_thread(open, self.stored_path, "rb")
-            except FileNotFoundError:
-                raise UpstreamUnavailable("the blob is neither downloading nor cached") from None
+                raise self.error
+            raise UpstreamUnavailable("the blob is neither downloading nor cached")
+        return written
+
+
+async def _one(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 class Downloads:
@@ -275,7 +263,7 @@ class Downloads:
         if download is not None:
             self._metrics.dedup_joins.labels("blob").inc()
         else:
-            download = Download(digest, self._store, self._leave, target)
+            download = Download(digest, self._leave, target)
             self._active[digest] = download
             self._metrics.inflight_downloads.inc()
             download.task = asyncio.create_task(self._run(download, target))

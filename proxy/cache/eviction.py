@@ -2,9 +2,9 @@
 
 Each pass takes victims from the cold end of the LRU order until the cache fits, passing
 over what is pinned (being served or downloaded), so its cost grows with what it evicts,
-not with the size of the cache. At start the order is rebuilt from the blob files and the
+not with the size of the cache. At start the order is rebuilt from the blob store and the
 usage records; blobs found without a record are adopted (a crash can leave those), with
-their file time as their last use.
+the time they were stored as their last use.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 
 from proxy.cache.lru import Key, Lru, Pins
@@ -50,16 +49,16 @@ class Evictor:
     async def rebuild(self) -> None:
         adopted = 0
         async for digest in self._store.digests():
-            size = await self._store.size(digest)
-            if size is None:
+            info = await self._store.stat(digest)
+            if info is None:
                 continue
             uses = await self._index.references(Kind.BLOB, digest)
             if uses:
                 last = max(uses.values())
             else:
                 adopted += 1
-                last = os.stat(self._store.path(digest)).st_mtime
-            self._lru.add((Kind.BLOB, digest), size, last)
+                last = info.modified
+            self._lru.add((Kind.BLOB, digest), info.size, last)
         async for digest, size in self._index.manifest_sizes():
             uses = await self._index.references(Kind.MANIFEST, digest)
             self._lru.add((Kind.MANIFEST, digest), size, max(uses.values(), default=time.time()))

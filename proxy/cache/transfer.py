@@ -11,14 +11,13 @@ upstream stream, and nothing half-written ever becomes visible.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 from collections.abc import AsyncIterable
 from typing import Protocol
 
 from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
-from proxy.oci.digest import Digest
+from proxy.oci.digest import Digest, Hasher
 from proxy.routing import Target
 from proxy.store import BlobStore, BlobWriter, DigestMismatch
 from proxy.upstream.blobstream import CHUNK_SIZE as CHUNK_SIZE
@@ -60,7 +59,7 @@ class BlobTransfer:
         self._store = store
         self._metrics = metrics
         # Set when the disk filled up: the hash goes on here, the writer writes no more.
-        self._hasher: hashlib._Hash | None = None
+        self._hasher: Hasher | None = None
 
     async def run(self, sink: TransferSink) -> bool:
         """Copy the blob. True when it is now in the store, False when the disk was full.

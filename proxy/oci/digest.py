@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 # Only algorithms we can verify are accepted: a digest we cannot check would let
 # unverified bytes into the cache.
@@ -14,6 +15,15 @@ _ENCODED = re.compile(r"[a-f0-9]+")
 
 class InvalidDigest(ValueError):
     """The text is not a digest regcache can verify."""
+
+
+class Hasher(Protocol):
+    """A running hash over bytes given piece by piece; hashlib's objects are ones. Named here
+    so that interfaces can hand one over without naming hashlib's private type."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +47,7 @@ class Digest:
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-    def hasher(self) -> hashlib._Hash:
+    def hasher(self) -> Hasher:
         return hashlib.new(self.algorithm)
 
     def matches(self, data: bytes) -> bool:

@@ -106,7 +106,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await evictor.rebuild()
         await evictor.evict()
         evictor.start()
-    blobs = BlobCache(store, clients, metrics, usage)
+    blobs = BlobCache(store, clients, metrics, usage, pins)
     app[STORE] = store
     app[SERVICES] = Services(
         router=app[ROUTER],
@@ -114,7 +114,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         blobs=blobs,
         clients=clients,
         metrics=metrics,
-        pins=pins,
         pulls=PullCounter(),
     )
     app[HISTORY] = History()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
-from proxy.cache.blobs import BlobCache, CachedBlob
-from proxy.cache.downloads import Download
-from proxy.cache.lru import Key, Pins
+from proxy.cache.blobs import BlobCache
 from proxy.cache.manifests import ManifestCache
+from proxy.cache.reader import OpenBlob
 from proxy.cache.usage import PullCounter
 from proxy.errors import (
     BlobUnknown,
@@ -21,7 +18,6 @@ from proxy.errors import (
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
-    RangeInvalid,
     RegistryError,
     Unsupported,
     UpstreamOffline,
@@ -35,6 +31,7 @@ from proxy.oci.paths import UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
 from proxy.server.accesslog import RECORD, RequestRecord
+from proxy.server.ranges import byte_range
 from proxy.server.sendfile import send_span
 from proxy.upstream.client import UpstreamClient
 
@@ -60,7 +57,6 @@ class Services:
     blobs: BlobCache
     clients: dict[str, UpstreamClient]
     metrics: Metrics
-    pins: Pins
     pulls: PullCounter
 
 
@@ -134,44 +130,23 @@ class V2Handlers:
             head = await self._s.blobs.head(target, digest)
             self._count(request, target, "blob", "hit" if head.cached else "miss")
             return _head_response(head.size, headers)
-        # Pinned from before the lookup until the last byte is sent: eviction passes it over.
-        pin = (Kind.BLOB, digest)
-        self._s.pins.acquire(pin)
-        handed_to_response = False
-        try:
-            found = await self._s.blobs.get(target, digest)
-            self._count(request, target, "blob", "hit" if isinstance(found, CachedBlob) else "miss")
-            if isinstance(found, Download) and found.size is not None:
-                return await self._follow(request, found, found.size, headers)
-            if isinstance(found, Download):
-                # No length to hold the last byte back against: wait for the verified blob.
-                await found.wait_done()
-            else:
-                # FileResponse answers a bad Range with a bare 416; this gives the OCI body.
-                _byte_range(request, found.size)
-            file = found.path if isinstance(found, CachedBlob) else found.stored_path
-            handed_to_response = True
-            return _CountedFileResponse(file, self._s.metrics, headers, self._s.pins, pin)
-        finally:
-            if not handed_to_response:
-                self._s.pins.release(pin)
+        async with self._s.blobs.open(target, digest) as blob:
+            self._count(request, target, "blob", "hit" if blob.hit else "miss")
+            return await self._send(request, blob, headers)
 
-    async def _follow(
-        self, request: web.Request, download: Download, size: int, headers: dict[str, str]
+    async def _send(
+        self, request: web.Request, blob: OpenBlob, headers: dict[str, str]
     ) -> web.StreamResponse:
-        start, end, status = 0, size, 200
-        if (requested := _byte_range(request, size)) is not None:
-            start, end = requested
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Accept-Ranges"] = "bytes"
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = end - start
-        await response.prepare(request)
-        served = self._s.metrics.served_bytes.labels("upstream")
+        part = byte_range(request.headers.get("Range"), blob.size)
+        headers.update(part.headers())
+        response = web.StreamResponse(status=part.status, headers=headers)
+        response.content_length = part.length
+        served = self._s.metrics.served_bytes.labels(blob.source)
+        record = request[RECORD]
         sent = 0
         try:
-            async for piece in download.follow(start, end):
+            await response.prepare(request)
+            async for piece in blob.pieces(part.start, part.end):
                 if isinstance(piece, bytes):
                     await response.write(piece)
                     count = len(piece)
@@ -180,14 +155,16 @@ class V2Handlers:
                     count = piece.count
                 sent += count
                 served.inc(count)
-                request[RECORD].bytes_sent = sent
-        except RegistryError as error:
+                record.bytes_sent = sent
+        except (RegistryError, ConnectionError) as error:
+            if isinstance(error, RegistryError):
+                log.warning("aborting %s for %s: %s", blob.digest, request.remote, error.message)
             # Headers are gone; the only honest signal left is a connection closed short.
-            log.warning("aborting %s for %s: %s", download.digest, request.remote, error.message)
             response.force_close()
             if request.transport is not None:
                 request.transport.close()
             return response
+        record.bytes_sent = sent
         await response.write_eof()
         return response
 
@@ -204,41 +181,6 @@ class V2Handlers:
     def _count(self, request: web.Request, target: Target, kind: str, result: str) -> None:
         self._s.metrics.cache_requests.labels(target.upstream.name, kind, result).inc()
         request[RECORD].cache = result
-
-
-class _CountedFileResponse(web.FileResponse):
-    """aiohttp's FileResponse (sendfile, Range, 206/416), counting the bytes it sent and
-    releasing the blob's pin once they are sent."""
-
-    def __init__(
-        self, path: Path, metrics: Metrics, headers: dict[str, str], pins: Pins, pin: Key
-    ) -> None:
-        super().__init__(path, headers=headers)
-        self._served = metrics.served_bytes.labels("cache")
-        self._pins: Pins | None = pins
-        self._pin = pin
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            writer = await super().prepare(request)
-        finally:
-            self._unpin()
-        sent = 0
-        if request.method == "GET" and self.status in (200, 206) and self.content_length:
-            sent = self.content_length
-            self._served.inc(sent)
-        if isinstance(request, web.Request) and RECORD in request:
-            request[RECORD].bytes_sent = sent
-        return writer
-
-    def _unpin(self) -> None:
-        if self._pins is not None:
-            self._pins.release(self._pin)
-            self._pins = None
-
-    def __del__(self) -> None:
-        # A response aiohttp never prepared (the client left first) must not pin forever.
-        self._unpin()
 
 
 def _offline_miss(endpoint: Kind, offline: UpstreamOffline) -> RegistryError:
@@ -281,28 +223,6 @@ def _head_response(size: int | None, headers: dict[str, str]) -> web.Response:
         # A HEAD carries the length of the body a GET would send.
         response.headers["Content-Length"] = str(size)
     return response
-
-
-def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """``[start, end)`` of a single Range header, like FileResponse reads it."""
-    try:
-        requested = request.http_range
-    except ValueError:
-        raise _unsatisfiable(size) from None
-    start, stop = requested.start, requested.stop
-    if start is None:
-        return None
-    if start < 0 and stop is None:
-        start = max(size + start, 0)
-        stop = size
-    end = min(stop if stop is not None else size, size)
-    if start >= size or end <= start:
-        raise _unsatisfiable(size)
-    return start, end
-
-
-def _unsatisfiable(size: int) -> RangeInvalid:
-    return RangeInvalid(headers={"Content-Range": f"bytes */{size}"})
 
 
 def _client_link(link: str, target: Target, client_name: str) -> str:

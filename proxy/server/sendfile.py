@@ -1,7 +1,8 @@
 """Sending part of a file on an aiohttp response with the kernel's sendfile.
 
-Following a download means sending spans of a file that is still growing, which aiohttp's
-FileResponse cannot do; this is its sendfile path for a span, with the same fallback.
+Every blob goes out as spans: a cached one in one span, a download in spans of a file that
+is still growing, which aiohttp's FileResponse cannot do. This is FileResponse's sendfile
+path for a span, with the same fallback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from aiohttp import web
 
-from proxy.cache.downloads import FileSpan
+from proxy.model import FileSpan
 
 FALLBACK_CHUNK = 256 * 1024
 
@@ -19,7 +20,9 @@ FALLBACK_CHUNK = 256 * 1024
 async def send_span(request: web.Request, response: web.StreamResponse, span: FileSpan) -> None:
     """The headers must be out already (a prepared StreamResponse sends them at once)."""
     transport = request.transport
-    if transport is None:
+    # loop.sendfile refuses a closing transport with a RuntimeError; a client that left is
+    # a ConnectionError everywhere else.
+    if transport is None or transport.is_closing():
         raise ConnectionResetError("connection lost")
     try:
         await asyncio.get_running_loop().sendfile(transport, span.file, span.offset, span.count)

@@ -5,7 +5,10 @@ The handlers and the cache logic see only these interfaces, so that a shared bac
 touching them. ``tests/store/`` holds the one conformance suite every implementation
 must pass.
 
-- ``BlobStore``: content-addressed blob files, written through a verifying ``BlobWriter``.
+- ``BlobStore``: content-addressed blobs, written as a stream through a verifying
+  ``BlobWriter`` and read as streams, from any offset. An object store would upload the
+  writer's stream in parts and complete the object only once the digest checks, and read
+  with ``Range``; a file store can offer a local file to send with sendfile (``LocalFile``).
 - ``ManifestStore``: manifest bytes by digest, byte-identical, with their media type.
 - ``TagIndex``: (upstream, repository, tag, accepted types) -> digest, with when the
   upstream last confirmed it.
@@ -16,13 +19,12 @@ must pass.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
-from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
-from proxy.oci.digest import Digest
+from proxy.model import FileSpan, Kind, RepoRef, StoredManifest, TagEntry, TagKey
+from proxy.oci.digest import Digest, Hasher
 
 
 class DigestMismatch(Exception):
@@ -35,14 +37,61 @@ class DigestMismatch(Exception):
         self.size = size
 
 
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    size: int
+    modified: float  # unix time it was stored; eviction's last use for a blob without records
+
+
+class BlobReader(ABC):
+    """A blob open for reading: a stored one, or what a writer has written so far."""
+
+    @abstractmethod
+    def read(self, offset: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[offset, end)``, in pieces. Of a blob being written, only bytes the
+        writer has counted in ``written`` may be asked for."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class StoredBlob(BlobReader):
+    """A stored blob, open: ``size`` is its length."""
+
+    size: int
+
+
+class LocalFile(ABC):
+    """What a reader offers when its bytes are in a local file: spans of it, which the
+    server sends with the kernel's sendfile instead of reading them into memory. Optional;
+    callers check for it with isinstance, and read bytes otherwise."""
+
+    @abstractmethod
+    def span(self, offset: int, count: int) -> FileSpan:
+        """``count`` bytes from ``offset``; they must be readable, as for ``read``."""
+
+
+async def pieces(
+    reader: BlobReader, offset: int, end: int
+) -> AsyncGenerator[bytes | FileSpan, None]:
+    """Bytes ``[offset, end)`` of the reader as pieces to send: one span of its local file
+    when it has one, its bytes otherwise."""
+    if offset >= end:
+        return
+    if isinstance(reader, LocalFile):
+        yield reader.span(offset, end - offset)
+    else:
+        async for chunk in reader.read(offset, end):
+            yield chunk
+
+
 class BlobWriter(ABC):
-    """A blob being written. Readers may follow ``path`` while it grows.
+    """A blob being written. Readers may follow it while it grows (``reader``).
 
     ``commit`` verifies the digest and makes the blob visible atomically; until then no
     reader of the store can see it.
     """
 
-    path: Path
     written: int
 
     @abstractmethod
@@ -56,22 +105,37 @@ class BlobWriter(ABC):
     async def abort(self) -> None: ...
 
     @abstractmethod
-    async def detach(self) -> hashlib._Hash:
+    async def detach(self) -> Hasher:
         """Stop writing (the disk is full) and hand over the running hash.
 
-        The bytes written so far stay readable at ``path`` until ``abort``; ``commit`` is no
-        longer allowed. The hash covers every byte given to ``write``, stored or not.
+        The bytes written so far stay readable until ``abort``; ``commit`` is no longer
+        allowed. The hash covers every byte given to ``write``, stored or not.
+        """
+
+    @abstractmethod
+    async def reader(self) -> BlobReader | None:
+        """The bytes written so far, and the later ones as ``written`` grows; once committed,
+        the stored blob. None when there is nothing left to read (aborted).
+
+        Downloads are followed through this; an object store, whose upload parts cannot be
+        read before the object is complete, keeps the bytes for its followers elsewhere
+        meanwhile (a local spool, say).
         """
 
 
 class BlobStore(ABC):
     @abstractmethod
+    async def stat(self, digest: Digest) -> BlobInfo | None:
+        """The stored blob's size and time, or None when it is not stored."""
+
     async def size(self, digest: Digest) -> int | None:
         """The stored blob's size, or None when it is not stored."""
+        info = await self.stat(digest)
+        return None if info is None else info.size
 
     @abstractmethod
-    def path(self, digest: Digest) -> Path:
-        """The local file to serve with sendfile; only meaningful after size() found it."""
+    async def reader(self, digest: Digest) -> StoredBlob | None:
+        """The stored blob, open, or None when it is not stored."""
 
     @abstractmethod
     async def writer(self, digest: Digest) -> BlobWriter: ...

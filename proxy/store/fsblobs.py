@@ -9,29 +9,90 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from proxy.oci.digest import Digest, InvalidDigest
-from proxy.store import BlobStore, BlobWriter, DigestMismatch
+from proxy.model import FileSpan
+from proxy.oci.digest import Digest, Hasher, InvalidDigest
+from proxy.store import (
+    BlobInfo,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    DigestMismatch,
+    LocalFile,
+    StoredBlob,
+)
 
 log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+# Closes not waited for; held here so that they are not collected half-way.
+_closing: set[asyncio.Future[None]] = set()
+
+
+class FsFileReader(BlobReader, LocalFile):
+    """An open file of the store: spans of it for sendfile, or its bytes."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    def span(self, offset: int, count: int) -> FileSpan:
+        return FileSpan(self._file, offset, count)
+
+    async def read(self, offset: int, end: int) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        fd = self._file.fileno()
+        while offset < end:
+            size = min(READ_CHUNK, end - offset)
+            chunk = await loop.run_in_executor(None, os.pread, fd, size, offset)
+            if not chunk:
+                raise EOFError(f"blob file ends at byte {offset}, before {end}")
+            offset += len(chunk)
+            yield chunk
+
+    async def close(self) -> None:
+        # The last close of an evicted blob frees its blocks, which takes a while for a
+        # large one; the response is done by then and need not wait for it.
+        closing = asyncio.get_running_loop().run_in_executor(None, self._file.close)
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
+
+class FsStoredBlob(FsFileReader, StoredBlob):
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        super().__init__(file)
+        self.size = size
+
+
+def _open_stored(path: Path) -> FsStoredBlob | None:
+    """Open and size in one go, so that serving a cached blob costs one trip to a thread."""
+    try:
+        # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader)
+    except FileNotFoundError:
+        return None
+    try:
+        return FsStoredBlob(file, os.fstat(file.fileno()).st_size)
+    except BaseException:
+        file.close()
+        raise
 
 
 class FsBlobWriter(BlobWriter):
     def __init__(self, store: FsBlobStore, digest: Digest, path: Path) -> None:
         self._store = store
         self._digest = digest
-        self._hasher = hashlib.new(digest.algorithm)
+        self._hasher: Hasher = digest.hasher()
         self._file: AsyncBufferedIOBase | None = None
         self.path = path
         self.written = 0
@@ -69,7 +130,7 @@ class FsBlobWriter(BlobWriter):
             self._store.added(self.written)
         await self._discard()
 
-    async def detach(self) -> hashlib._Hash:
+    async def detach(self) -> Hasher:
         if self._file is not None:
             # Closing flushes what is buffered, which fails again on a full disk; the file is
             # closed all the same, and what it holds up to ``written`` stays readable.
@@ -77,6 +138,16 @@ class FsBlobWriter(BlobWriter):
                 await self._file.close()
             self._file = None
         return self._hasher
+
+    async def reader(self) -> BlobReader | None:
+        return await asyncio.get_running_loop().run_in_executor(None, self._open_written)
+
+    def _open_written(self) -> BlobReader | None:
+        try:
+            return FsFileReader(open(self.path, "rb", buffering=0))
+        except FileNotFoundError:
+            # Committed (linked into place and removed here) or discarded since it began.
+            return _open_stored(self._store.path(self._digest))
 
     async def abort(self) -> None:
         if self._file is not None and not self._file.closed:
@@ -126,11 +197,17 @@ class FsBlobStore(BlobStore):
     def path(self, digest: Digest) -> Path:
         return self._blobs / digest.algorithm / digest.hex[:2] / digest.hex
 
-    async def size(self, digest: Digest) -> int | None:
+    async def stat(self, digest: Digest) -> BlobInfo | None:
         try:
-            return (await aiofiles.os.stat(self.path(digest))).st_size
+            found = await aiofiles.os.stat(self.path(digest))
         except FileNotFoundError:
             return None
+        return BlobInfo(found.st_size, found.st_mtime)
+
+    async def reader(self, digest: Digest) -> StoredBlob | None:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, _open_stored, self.path(digest)
+        )
 
     async def writer(self, digest: Digest) -> BlobWriter:
         writer = FsBlobWriter(self, digest, self._tmp / f"{digest.hex[:16]}-{uuid.uuid4().hex}")

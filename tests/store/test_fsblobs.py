@@ -1,0 +1,107 @@
+"""What only the file store promises, beyond the conformance suite: where its files are, and
+the local files it offers for sendfile."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.oci.digest import Digest
+from proxy.store import LocalFile
+from proxy.store.fsblobs import FsBlobStore
+from tests.store.test_blobstore_conformance import CONFIG, LAYER, files_under, put
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> FsBlobStore:
+    opened = FsBlobStore(tmp_path)
+    await opened.open()
+    return opened
+
+
+def span_bytes(local: LocalFile, offset: int, count: int) -> bytes:
+    span = local.span(offset, count)
+    assert (span.offset, span.count) == (offset, count)
+    return os.pread(span.file.fileno(), span.count, span.offset)
+
+
+async def test_a_stored_blob_is_one_file_at_its_path(store: FsBlobStore, tmp_path: Path) -> None:
+    digest = await put(store, LAYER)
+    assert files_under(tmp_path) == [store.path(digest)]
+    assert await asyncio.to_thread(store.path(digest).read_bytes) == LAYER
+
+
+async def test_reopening_removes_the_files_of_interrupted_writes(
+    store: FsBlobStore, tmp_path: Path
+) -> None:
+    kept = await put(store, CONFIG)
+    interrupted = await store.writer(Digest.of(LAYER))
+    await interrupted.write(LAYER[:500])
+    reopened = FsBlobStore(tmp_path)
+    await reopened.open()
+    assert files_under(tmp_path) == [reopened.path(kept)]
+    await interrupted.abort()
+    assert files_under(tmp_path) == [reopened.path(kept)]
+
+
+async def test_readers_offer_spans_of_their_file(store: FsBlobStore) -> None:
+    digest = Digest.of(LAYER)
+    writer = await store.writer(digest)
+    await writer.write(LAYER[:4000])
+    follower = await writer.reader()
+    assert isinstance(follower, LocalFile)
+    assert await asyncio.to_thread(span_bytes, follower, 1000, 3000) == LAYER[1000:4000]
+    await writer.write(LAYER[4000:])
+    await writer.commit()
+    assert await asyncio.to_thread(span_bytes, follower, 0, len(LAYER)) == LAYER
+    await follower.close()
+    stored = await store.reader(digest)
+    assert isinstance(stored, LocalFile)
+    assert await asyncio.to_thread(span_bytes, stored, 5, 10) == LAYER[5:15]
+    await stored.close()
+
+
+async def test_an_open_blob_stays_readable_after_it_is_deleted(store: FsBlobStore) -> None:
+    """Eviction passes pinned blobs over; if one goes anyway, its readers are not cut off."""
+    digest = await put(store, LAYER)
+    blob = await store.reader(digest)
+    assert blob is not None
+    assert await store.delete(digest) is True
+    assert isinstance(blob, LocalFile)
+    assert await asyncio.to_thread(span_bytes, blob, 0, len(LAYER)) == LAYER
+    await blob.close()
+
+
+# --- paths ----------------------------------------------------------------------------
+
+digest_texts = st.one_of(
+    st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map("sha256:{}".format),
+    st.text(alphabet="0123456789abcdef", min_size=128, max_size=128).map("sha512:{}".format),
+)
+
+
+async def test_paths_stay_inside_the_store(store: FsBlobStore, tmp_path: Path) -> None:
+    root = await asyncio.to_thread(tmp_path.resolve)
+    seen: dict[Path, Digest] = {}
+
+    @settings(max_examples=200)
+    @given(digest_texts)
+    def check(text: str) -> None:
+        digest = Digest.parse(text)
+        path = store.path(digest).resolve()
+        assert path.is_relative_to(root)
+        assert path != root
+        # One file per digest.
+        assert seen.setdefault(path, digest) == digest
+
+    check()
+
+
+async def test_path_of_a_stored_blob_is_stable(store: FsBlobStore) -> None:
+    digest = await put(store, CONFIG)
+    assert store.path(digest) == store.path(Digest.parse(str(digest)))
