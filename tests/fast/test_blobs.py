@@ -98,6 +98,25 @@ async def test_unsatisfiable_ranges_get_416_with_an_oci_body(
     assert answer.headers["Content-Range"] == f"bytes */{LAYER_SIZE}"
 
 
+async def test_the_digest_is_the_etag_and_conditional_requests_honour_it(
+    regcache: InProcessRegcache, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    first = await regcache.get(blob_path(digest))
+    etag = f'"{digest}"'
+    assert first.headers["ETag"] == etag
+    unchanged = await regcache.get(blob_path(digest), {"If-None-Match": f'"other", {etag}'})
+    assert unchanged.status == 304
+    assert unchanged.body == b""
+    changed = await regcache.get(blob_path(digest), {"If-None-Match": '"other"'})
+    assert changed.status == 200
+    assert changed.body == data
+    same = await regcache.get(blob_path(digest), {"Range": "bytes=0-9", "If-Range": etag})
+    assert (same.status, same.body) == (206, data[:10])
+    other = await regcache.get(blob_path(digest), {"Range": "bytes=0-9", "If-Range": '"x"'})
+    assert (other.status, other.body) == (200, data)
+
+
 async def test_head_of_a_blob_cold_downloading_and_cached(
     regcache: InProcessRegcache, registry: FakeRegistry, image: FakeImage
 ) -> None:
