@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from proxy.config.access import AccessRule
 from proxy.config.declare import Setting
 from proxy.config.errors import DEFAULTS, Origin
 from proxy.config.model import Config, UpstreamConfig
@@ -71,6 +72,8 @@ class _Draft:
         self.origins: dict[str, Origin] = {entry.name: DEFAULTS for entry in SETTINGS}
         self.upstreams = list(Config().upstreams)
         self.upstreams_origin = DEFAULTS
+        self.access: tuple[AccessRule, ...] | None = None
+        self.access_origin = DEFAULTS
 
     def set(self, setting: Setting[Any], value: Any, origin: Origin) -> None:
         self.values[setting.name] = value
@@ -84,6 +87,8 @@ class _Draft:
             self.set(*assigned)
         if found.upstreams is not None:
             self.upstreams, self.upstreams_origin = found.upstreams
+        if found.access is not None and found.access_origin is not None:
+            self.access, self.access_origin = found.access, found.access_origin
 
     def set_upstream_url(self, name: str, url: str) -> None:
         """Replace the URL of the upstream called ``name`` (or aliased so), else add one."""
@@ -95,7 +100,20 @@ class _Draft:
 
     def finish(self) -> Config:
         values = {**self.values, "default_upstream": self._resolve_default()}
-        return Config(**values, upstreams=tuple(self.upstreams))
+        self._check_auth()
+        return Config(**values, upstreams=tuple(self.upstreams), access=self.access)
+
+    def _check_auth(self) -> None:
+        """Logins need the htpasswd file; without it, rules and auth keys would be ignored."""
+        if self.values["auth_htpasswd"] is not None:
+            return
+        if self.access is not None:
+            reason = "access rules need logins: set auth.htpasswd"
+            raise self.access_origin.error("access", reason)
+        for entry in SETTINGS:
+            if entry.section == "auth" and self.origins[entry.name] is not DEFAULTS:
+                reason = "is set but auth.htpasswd is not; logins are on only with it"
+                raise self.origins[entry.name].error(entry.key, reason)
 
     def _resolve_default(self) -> str:
         """The canonical name of the default upstream, so consumers can compare names."""

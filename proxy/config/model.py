@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.config.access import AccessRule
+from proxy.config.authfiles import Htpasswd, TokenKey, parse_htpasswd, parse_token_key_file
 from proxy.config.declare import setting, upstream_option
 from proxy.config.nodes import node_bool, node_seconds, node_timeout
 from proxy.config.parsers import (
@@ -155,6 +157,34 @@ class Config:
         section="cache",
         help="content not served for this long is evicted; empty to keep it",
     )
+    # Client authentication is on when, and only when, an htpasswd file is given.
+    auth_htpasswd: Htpasswd | None = setting(
+        None,
+        parse_htpasswd,
+        section="auth",
+        help="htpasswd file of bcrypt entries (htpasswd -B); setting it turns logins on",
+    )
+    auth_anonymous: bool = setting(
+        False,
+        parse_bool,
+        section="auth",
+        help="requests without credentials act as the user anonymous",
+    )
+    auth_token_ttl: float = setting(
+        300.0,
+        parse_duration,
+        section="auth",
+        help="how long a bearer token issued by regcache's /token lives",
+    )
+    auth_token_key_file: TokenKey | None = setting(
+        None,
+        parse_token_key_file,
+        section="auth",
+        help="the key that signs tokens (32+ bytes); random at each start when unset, so "
+        "replicas behind one address must share a file",
+    )
+    # Not a setting: the file's access: list; None means the default rule (README, Security).
+    access: tuple[AccessRule, ...] | None = None
     # Not a setting: the file's upstreams: list replaces it and --upstream edits it.
     upstreams: tuple[UpstreamConfig, ...] = tuple(
         UpstreamConfig(name=n, url=u) for n, u in BUILTIN_UPSTREAMS
@@ -167,6 +197,10 @@ class Config:
     @property
     def listen_port(self) -> int:
         return self.listen.port
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_htpasswd is not None
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         for up in self.upstreams:

@@ -35,6 +35,7 @@ SECTIONS: Mapping[str, tuple[str, ...]] = _sections()
 CACHE_KEYS: tuple[str, ...] = SECTIONS["cache"]
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     *dict.fromkeys(entry.section or entry.key for entry in SETTINGS),
+    "access",
     "upstreams",
 )
 

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple, TypeVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from proxy.config.access import AccessRule, read_access
 from proxy.config.declare import Setting
 from proxy.config.errors import ConfigError, Origin
 from proxy.config.model import UpstreamConfig
@@ -44,6 +45,8 @@ class FileSettings:
 
     values: list[Assigned] = field(default_factory=list)
     upstreams: UpstreamList | None = None
+    access: tuple[AccessRule, ...] | None = None
+    access_origin: Origin | None = None
 
 
 def read_file(path: Path, env: Mapping[str, str]) -> FileSettings:
@@ -110,6 +113,9 @@ class _FileReader:
             if key == "upstreams":
                 origin = Origin(self.source, line(entry.key))
                 found.upstreams = UpstreamList(self.upstreams(entry.value), origin)
+            elif key == "access":
+                found.access = read_access(self.source, entry.value)
+                found.access_origin = Origin(self.source, line(entry.key))
             elif key in SECTIONS:
                 found.values += self.section(key, entry.value)
             else:
