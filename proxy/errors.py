@@ -11,9 +11,11 @@ them as ``{"errors": [{"code", "message", "detail"}]}`` in one place.
     ├── BlobUnknown          404 BLOB_UNKNOWN
     ├── RangeInvalid         416 RANGE_INVALID
     ├── Unsupported          405 UNSUPPORTED (push, unknown methods) / 404 (unknown paths)
-    ├── Unauthorized         401 UNAUTHORIZED   (upstream refused our credentials)
-    ├── Denied               403 DENIED
-    ├── TooManyRequests      429 TOOMANYREQUESTS (carries the upstream's Retry-After)
+    ├── Unauthorized         401 UNAUTHORIZED   (upstream refused our credentials, or the
+    │                                          client's: then with a WWW-Authenticate challenge)
+    ├── Denied               403 DENIED         (the upstream refused, or an access rule did)
+    ├── TooManyRequests      429 TOOMANYREQUESTS (carries the upstream's Retry-After, or
+    │                                          regcache's own after too many failed logins)
     └── UpstreamError        the upstream failed us rather than the client's request
         ├── UpstreamUnavailable   503 UNAVAILABLE (unreachable, timed out, 5xx)
         ├── UpstreamInvalid       502 UNKNOWN (bytes that fail their digest, bad manifests)

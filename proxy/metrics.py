@@ -17,6 +17,7 @@ class Metrics:
         self._declare_serving(self.registry)
         self._declare_upstream(self.registry)
         self._declare_cache(self.registry)
+        self._declare_auth(self.registry)
 
     def _declare_serving(self, r: CollectorRegistry) -> None:
         self.cache_requests = counter(
@@ -98,6 +99,17 @@ class Metrics:
             "regcache_cache_write_failures",
             "Content served without being cached because writing it failed",
             ("reason",),
+        )
+
+    def _declare_auth(self, r: CollectorRegistry) -> None:
+        self.auth_logins = counter(
+            r,
+            "regcache_auth_logins",
+            "Requests let in by a password (basic) and tokens issued for one (token)",
+            ("method",),
+        )
+        self.auth_denied = counter(
+            r, "regcache_auth_denied", "Requests refused by client auth, by reason", ("reason",)
         )
 
     def total(self, name: str, **labels: str) -> float:

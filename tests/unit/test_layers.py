@@ -24,6 +24,7 @@ RANKS: dict[str, int] = {
     "upstream": 3,
     "routing": 3,
     "store": 2,
+    "auth": 2,
     "config": 1,
     "errors": 1,
     "metrics": 1,

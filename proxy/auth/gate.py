@@ -1,0 +1,214 @@
+"""Who a request acts as, and whether it may pull what it names. Every denial is counted in
+``regcache_auth_denied_total{reason}`` and logged for audit, never with a password or token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from proxy.auth.passwords import PasswordChecker
+from proxy.auth.ratelimit import FailureLimiter
+from proxy.auth.rules import ANONYMOUS_PRINCIPAL, AccessPolicy, Principal
+from proxy.auth.tokens import SERVICE, IssuedToken, TokenAuthority, TokenRejected
+from proxy.config import Config
+from proxy.errors import Denied, RegistryError, TooManyRequests, Unauthorized
+from proxy.metrics import Metrics
+
+audit = logging.getLogger("proxy.auth.audit")
+
+MAX_SCOPES = 32
+BASIC_CHALLENGE = f'Basic realm="{SERVICE}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A request as the gate sees it. ``realm``: regcache's own /token URL, for challenges;
+    ``asked``: what the request wants, in words, for the audit log."""
+
+    address: str
+    authorization: str | None
+    realm: str
+    asked: str
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The canonical upstream and repository after routing, and the name the client used
+    (which is what its token's scopes name)."""
+
+    upstream: str
+    repository: str
+    client_name: str
+
+
+class Gate:
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        assert config.auth_htpasswd is not None
+        self.anonymous = config.auth_anonymous
+        self.passwords = PasswordChecker(config.auth_htpasswd)
+        self.tokens = TokenAuthority(config.auth_token_key_file, config.auth_token_ttl)
+        self.policy = AccessPolicy(config.access)
+        self.limiter = FailureLimiter()
+        self._metrics = metrics
+
+    async def authenticate(self, caller: Caller) -> Principal:
+        """The principal of a /v2 request: anonymous, Basic, or one of regcache's tokens."""
+        header = caller.authorization
+        if header is None:
+            if self.anonymous:
+                return ANONYMOUS_PRINCIPAL
+            raise self._unauthorized(caller, "no_credentials", "authentication required")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "basic":
+            principal = await self._basic(caller, value, self._challenge(caller))
+            self._metrics.auth_logins.labels("basic").inc()
+            return principal
+        if scheme.lower() == "bearer":
+            return self._bearer(caller, value.strip())
+        raise self._unauthorized(caller, "malformed", "unsupported authorization scheme")
+
+    def authorize(self, principal: Principal, caller: Caller, target: Target) -> None:
+        """The one access check of a pull request, on the canonical name after routing."""
+        if principal.scopes is not None and target.client_name not in principal.scopes:
+            challenge = self._challenge(caller, target.client_name, "insufficient_scope")
+            raise self._deny(
+                Unauthorized("the token does not grant this repository", headers=challenge),
+                "wrong_scope",
+                caller,
+                principal.name,
+                target,
+            )
+        if self.policy.allows(principal, target.upstream, target.repository):
+            return
+        if principal.authenticated:
+            error: RegistryError = Denied(detail={"repository": target.client_name})
+        else:
+            challenge = self._challenge(caller, target.client_name)
+            error = Unauthorized("authentication required", headers=challenge)
+        raise self._deny(error, "rule", caller, principal.name, target)
+
+    async def issue(
+        self,
+        caller: Caller,
+        scopes: Iterable[str],
+        account: str | None,
+        allowed: Callable[[Principal, str], bool],
+    ) -> IssuedToken:
+        """A token for /token: the user's, or anonymous's, with the scopes the rules allow."""
+        challenge = {"WWW-Authenticate": BASIC_CHALLENGE}
+        error: RegistryError
+        header = caller.authorization
+        if header is None and self.anonymous:
+            principal = ANONYMOUS_PRINCIPAL
+        elif header is None or header.strip().partition(" ")[0].lower() != "basic":
+            reason = "no_credentials" if header is None else "malformed"
+            error = Unauthorized("Basic credentials required", headers=challenge)
+            raise self._deny(error, reason, caller, "-")
+        else:
+            principal = await self._basic(caller, header.strip().partition(" ")[2], challenge)
+        if account is not None and account != principal.name:
+            error = Denied("account does not match the credentials")
+            raise self._deny(error, "account_mismatch", caller, principal.name)
+        names = self._granted(principal, scopes, allowed)
+        if principal.authenticated:
+            self._metrics.auth_logins.labels("token").inc()
+        return self.tokens.issue(principal.name, names)
+
+    @staticmethod
+    def _granted(
+        principal: Principal, scopes: Iterable[str], allowed: Callable[[Principal, str], bool]
+    ) -> list[str]:
+        # Distribution's token servers grant the allowed subset and drop the rest silently.
+        names = []
+        for index, scope in enumerate(scopes):
+            if index >= MAX_SCOPES:
+                break
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            if kind == "repository" and "pull" in actions.split(",") and allowed(principal, name):
+                names.append(name)
+        return names
+
+    async def _basic(self, caller: Caller, value: str, challenge: dict[str, str]) -> Principal:
+        error: RegistryError
+        retry = self.limiter.retry_after(caller.address)
+        if retry is not None:
+            error = TooManyRequests(
+                "too many failed logins; try again later", headers={"Retry-After": str(retry)}
+            )
+            raise self._deny(error, "rate_limited", caller, "-")
+        try:
+            text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            text = ""
+        user, sep, password = text.partition(":")
+        if not sep or not user:
+            self.limiter.failed(caller.address)
+            error = Unauthorized("malformed Basic credentials", headers=challenge)
+            raise self._deny(error, "malformed", caller, "-")
+        if not await self.passwords.check(user, password):
+            self.limiter.failed(caller.address)
+            error = Unauthorized("wrong user name or password", headers=challenge)
+            raise self._deny(error, "bad_credentials", caller, user)
+        return Principal(user, authenticated=True)
+
+    def _bearer(self, caller: Caller, token: str) -> Principal:
+        try:
+            principal = self.tokens.verify(token)
+        except TokenRejected as rejected:
+            challenge = self._challenge(caller, error="invalid_token")
+            error = Unauthorized(rejected.message, headers=challenge)
+            raise self._deny(error, rejected.reason, caller, "-") from None
+        # Tokens outlive neither the user's htpasswd entry nor anonymous access.
+        still_valid = (
+            self.passwords.knows(principal.name) if principal.authenticated else self.anonymous
+        )
+        if not still_valid:
+            challenge = self._challenge(caller, error="invalid_token")
+            error = Unauthorized("the token's user may no longer log in", headers=challenge)
+            raise self._deny(error, "bad_token", caller, principal.name)
+        return principal
+
+    def _unauthorized(self, caller: Caller, reason: str, message: str) -> RegistryError:
+        error = Unauthorized(message, headers=self._challenge(caller))
+        return self._deny(error, reason, caller, "-")
+
+    @staticmethod
+    def _challenge(caller: Caller, name: str | None = None, error: str = "") -> dict[str, str]:
+        value = f'Bearer realm="{caller.realm}",service="{SERVICE}"'
+        if name is not None:
+            value += f',scope="repository:{name}:pull"'
+        if error:
+            value += f',error="{error}"'
+        return {"WWW-Authenticate": value}
+
+    def _deny(
+        self,
+        error: RegistryError,
+        reason: str,
+        caller: Caller,
+        user: str,
+        target: Target | None = None,
+    ) -> RegistryError:
+        self._metrics.auth_denied.labels(reason).inc()
+        audit.warning(
+            "denied %s: user=%s client=%s upstream=%s repository=%s asked=%s -> %d %s",
+            reason,
+            _shown(user),
+            caller.address,
+            target.upstream if target else "-",
+            target.repository if target else "-",
+            caller.asked,
+            error.http_status,
+            error.error_code,
+        )
+        return error
+
+
+def _shown(user: str) -> str:
+    # A user name as typed, cut short and quoted: a client chooses it.
+    return repr(user[:64])
