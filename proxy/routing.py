@@ -60,5 +60,8 @@ class Router:
             raise NameInvalid("repository name is empty")
         return name
 
+    def upstream_names(self) -> tuple[str, ...]:
+        return tuple(up.name for up in self._config.upstreams)
+
     def _known(self) -> list[str]:
         return [name for up in self._config.upstreams for name in (up.name, *up.aliases)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from proxy.auth.gate import Gate
 from proxy.cache.blobs import BlobCache
 from proxy.cache.eviction import Evictor
 from proxy.cache.lru import Lru, Pins
@@ -24,6 +25,7 @@ from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router
 from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.handlers import Services, V2Handlers
+from proxy.server.login import token_endpoint
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
 from proxy.server.status import History, status_document
 from proxy.store.diskindex import DiskIndex
@@ -54,6 +56,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", _status_page)
     app.router.add_get("/status.json", _status)
+    app.router.add_get("/token", _token)
     app.router.add_route("*", "/v2", _dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
     return app
@@ -115,6 +118,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         clients=clients,
         metrics=metrics,
         pulls=PullCounter(),
+        gate=Gate(config, metrics) if config.auth_enabled else None,
     )
     app[HISTORY] = History()
     sampler = asyncio.create_task(app[HISTORY].run(metrics))
@@ -135,6 +139,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     return await V2Handlers(request.app[SERVICES]).dispatch(request)
+
+
+async def _token(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return await token_endpoint(request, services.gate, services.router)
 
 
 async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy.auth.gate import Gate
+from proxy.auth.gate import Target as AccessTarget
 from proxy.cache.blobs import BlobCache
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.reader import OpenBlob
@@ -30,6 +32,7 @@ from proxy.oci.names import InvalidName, InvalidTag
 from proxy.oci.paths import UnknownEndpoint, V2Path, parse_v2_path
 from proxy.oci.reference import Reference
 from proxy.routing import Router, Target
+from proxy.server import login
 from proxy.server.accesslog import RECORD, RequestRecord
 from proxy.server.ranges import byte_range
 from proxy.server.sendfile import send_span
@@ -58,6 +61,7 @@ class Services:
     clients: dict[str, UpstreamClient]
     metrics: Metrics
     pulls: PullCounter
+    gate: Gate | None = None  # None: logins are off and every request is let in
 
 
 class V2Handlers:
@@ -71,9 +75,16 @@ class V2Handlers:
                 "regcache is a read-only pull-through cache; push to the upstream registry",
                 detail={"method": request.method},
             )
+        gate = self._s.gate
+        if gate is not None:
+            caller = login.caller(request, _asked(request, path))
+            principal = await gate.authenticate(caller)
         if path.kind is Kind.BASE:
             return web.json_response({})
         target = self._s.router.route(path.name, request.query.get("ns"))
+        if gate is not None:
+            names = AccessTarget(target.upstream.name, target.repository, path.name)
+            gate.authorize(principal, caller, names)
         request[RECORD] = RequestRecord(
             upstream=target.upstream.name,
             repository=target.repository,
@@ -189,6 +200,13 @@ class V2Handlers:
     def _count(self, request: web.Request, target: Target, kind: str, result: str) -> None:
         self._s.metrics.cache_requests.labels(target.upstream.name, kind, result).inc()
         request[RECORD].cache = result
+
+
+def _asked(request: web.Request, path: V2Path) -> str:
+    """What a request wants, for the audit log; the client chose every part of it."""
+    ns = request.query.get("ns")
+    asked = f"{request.method} {path.kind.value} {path.name!r} {path.reference[:80]!r}"
+    return asked + (f" ns={ns[:64]!r}" if ns is not None else "")
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:
