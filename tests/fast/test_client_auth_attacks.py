@@ -184,3 +184,29 @@ async def test_eleventh_failed_login_in_a_minute_is_rate_limited(
     assert await secured.metric("regcache_auth_denied_total", reason="rate_limited") == 3
     assert SECRET_PASSWORD not in caplog.text
     no_exception_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    ("headers", "realm"),
+    [
+        ({"Host": "cache.example.com:5000"}, "http://cache.example.com:5000/token"),
+        (
+            {"Host": "cache.example.com", "X-Forwarded-Proto": "https"},
+            "https://cache.example.com/token",
+        ),
+        # Only an upgrade is honoured: a forged header never sends credentials over http.
+        (
+            {"Host": "cache.example.com", "X-Forwarded-Proto": "gopher"},
+            "http://cache.example.com/token",
+        ),
+        # A Host that could close the quoted realm is not used at all.
+        ({"Host": 'evil",service="x'}, None),
+    ],
+)
+async def test_the_realm_comes_from_a_checked_host(
+    secured: InProcessRegcache, headers: dict[str, str], realm: str | None
+) -> None:
+    answer = await secured.get("/v2/", headers)
+    assert_oci_error(answer, 401, "UNAUTHORIZED")
+    expected = realm or f"{secured.url}/token"
+    assert answer.headers["WWW-Authenticate"] == (f'Bearer realm="{expected}",service="regcache"')
