@@ -82,15 +82,17 @@ class V2Handlers:
         if path.kind is Kind.BASE:
             return web.json_response({})
         target = self._s.router.route(path.name, request.query.get("ns"))
-        if gate is not None:
-            names = AccessTarget(target.upstream.name, target.repository, path.name)
-            gate.authorize(principal, caller, names)
         request[RECORD] = RequestRecord(
             upstream=target.upstream.name,
             repository=target.repository,
             reference=path.reference or None,
             kind=path.kind.value,
         )
+        # The one access check: after routing, so on the canonical name whatever form the
+        # client used, and before anything is resolved, cached or asked of an upstream.
+        if gate is not None:
+            names = AccessTarget(target.upstream.name, target.repository, path.name)
+            gate.authorize(principal, caller, names)
         try:
             if path.kind is Kind.MANIFEST:
                 response = await self._manifest(request, target, path)
