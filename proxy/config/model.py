@@ -66,6 +66,10 @@ class UpstreamConfig:
     # A 404 for a tag regcache has served before normally means it was deleted upstream;
     # some sites would rather keep serving the last known image.
     serve_stale_on_not_found: bool = upstream_option(False, node_bool)
+    # Redirects to loopback, link-local or private addresses are refused unless the upstream
+    # itself is in such a network (see proxy.upstream.redirects); a site whose public
+    # registry stores blobs on a private network can opt in.
+    allow_private_redirects: bool = upstream_option(False, node_bool)
 
     @property
     def is_docker_hub(self) -> bool:
