@@ -44,9 +44,10 @@ def make_resolver() -> AbstractResolver:
 
 @dataclass(frozen=True)
 class Hop:
-    """One redirect to follow: send to ``url`` (an address) with these extra settings."""
+    """Where to send a request: ``urls`` in turn until one connects (checked addresses of
+    one name, as a resolver's answers are tried), with these extra settings."""
 
-    url: URL
+    urls: tuple[URL, ...]
     host_header: str | None = None  # the name the address was resolved from, with its port
     server_hostname: str | None = None  # TLS: the name the certificate must carry
 
@@ -111,16 +112,18 @@ class RedirectGuard:
             raise self._refused(target, "the URL has no host")
         literal = ip_literal(host)
         addresses = [literal] if literal is not None else await self._resolve(target, host)
-        for address in addresses:
-            kind = address_kind(address)
-            if not refused(kind, await self.upstream_kinds(), self._allow):
-                return self._pinned(target, host, address, literal is None)
+        allowed = [address for address in addresses if await self._permitted(address)]
+        if allowed:
+            return self._pinned(target, host, allowed, literal is None)
         kinds = sorted({address_kind(a) or "global" for a in addresses})
         raise self._refused(target, f"{host} is at a {'/'.join(kinds)} address")
 
-    @property
-    def _allow(self) -> bool:
-        return self._upstream.allow_private_redirects
+    async def _permitted(self, address: IPAddress) -> bool:
+        kind = address_kind(address)
+        if kind is None:
+            return True  # a global address: the upstream's own need not be looked up
+        allow = self._upstream.allow_private_redirects
+        return not refused(kind, await self.upstream_kinds(), allow)
 
     async def upstream_kinds(self) -> frozenset[str]:
         """The kinds of non-global network the upstream's own host is in (empty: public)."""
@@ -151,10 +154,11 @@ class RedirectGuard:
         found = [ip_literal(answer["host"]) for answer in answers]
         return [address for address in found if address is not None]
 
-    def _pinned(self, target: URL, host: str, address: IPAddress, named: bool) -> Hop:
+    def _pinned(self, target: URL, host: str, addresses: list[IPAddress], named: bool) -> Hop:
         if not named:
-            return Hop(target)
-        pinned = target.with_host(str(address))
+            return Hop((target,))
+        # Only the addresses that passed: a refused one is never connected to.
+        pinned = tuple(target.with_host(str(address)) for address in addresses)
         host_header = host if target.is_default_port() else f"{host}:{target.port}"
         tls_name = host if target.scheme.lower() == "https" else None
         return Hop(pinned, host_header, tls_name)

@@ -104,7 +104,7 @@ class Transport:
         headers: list[tuple[str, str]],
         authorization: str | None,
     ) -> aiohttp.ClientResponse:
-        hop = Hop(url)
+        hop = Hop((url,))
         for _ in range(MAX_REDIRECTS + 1):
             request_headers: CIMultiDict[str] = CIMultiDict(headers)
             # Content is verified byte for byte, so no transfer compression may touch it.
@@ -142,15 +142,7 @@ class Transport:
         name = self.upstream.name
         started = time.monotonic()
         try:
-            response = await self._session.request(
-                method,
-                hop.url,
-                headers=headers,
-                allow_redirects=False,
-                ssl=self.upstream.tls_verify,
-                server_hostname=hop.server_hostname,
-                timeout=self._timeout,
-            )
+            response = await self._connect(method, hop, headers)
         except TRANSPORT_ERRORS as exc:
             self._metrics.upstream_requests.labels(name, method, "error").inc()
             self.health.failed(describe(exc))
@@ -161,6 +153,30 @@ class Transport:
         if (remaining := _ratelimit_remaining(response)) is not None:
             self._metrics.ratelimit_remaining.labels(name).set(remaining)
         return response
+
+    async def _connect(
+        self, method: str, hop: Hop, headers: CIMultiDict[str]
+    ) -> aiohttp.ClientResponse:
+        *others, last = hop.urls
+        for url in others:
+            try:
+                return await self._request(method, url, headers, hop.server_hostname)
+            except aiohttp.ClientConnectorError:
+                continue  # only a failed connection tries the name's next address
+        return await self._request(method, last, headers, hop.server_hostname)
+
+    async def _request(
+        self, method: str, url: URL, headers: CIMultiDict[str], server_hostname: str | None
+    ) -> aiohttp.ClientResponse:
+        return await self._session.request(
+            method,
+            url,
+            headers=headers,
+            allow_redirects=False,
+            ssl=self.upstream.tls_verify,
+            server_hostname=server_hostname,
+            timeout=self._timeout,
+        )
 
 
 def namespace_for(upstream: UpstreamConfig) -> str | None:

@@ -229,6 +229,9 @@ class FakeRegistry:
         body = self.blobs.get(digest)
         if body is None:
             return oci_error(404, "BLOB_UNKNOWN")
+        if fault is not None and fault.location and request.method == "GET":
+            location = fault.location.format(port=self.port, digest=digest)
+            return web.Response(status=307, headers={"Location": location})
         if fault is not None and fault.redirect and request.method == "GET":
             location = f"http://localhost:{self.port}/_storage/{digest}?sig=a%2Fb%3D%3D"
             return web.Response(status=307, headers={"Location": location})
