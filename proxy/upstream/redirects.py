@@ -23,13 +23,18 @@ import logging
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
+import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import UpstreamConfig
 from proxy.errors import UpstreamInvalid
+from proxy.metrics import Metrics
+from proxy.upstream.failures import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,28 @@ class Hop:
     urls: tuple[URL, ...]
     host_header: str | None = None  # the name the address was resolved from, with its port
     server_hostname: str | None = None  # TLS: the name the certificate must carry
+
+
+async def send(
+    session: aiohttp.ClientSession, method: str, hop: Hop, **options: Any
+) -> aiohttp.ClientResponse:
+    """Send to the hop's addresses in turn; only a failed connection tries the next one."""
+    server_hostname = hop.server_hostname
+    if hop.host_header is not None:
+        headers: CIMultiDict[str] = CIMultiDict(options.get("headers") or {})
+        headers["Host"] = hop.host_header
+        options["headers"] = headers
+    *others, last = hop.urls
+    for url in others:
+        try:
+            return await session.request(
+                method, url, server_hostname=server_hostname, allow_redirects=False, **options
+            )
+        except aiohttp.ClientConnectorError:
+            continue
+    return await session.request(
+        method, last, server_hostname=server_hostname, allow_redirects=False, **options
+    )
 
 
 def address_kind(address: IPAddress) -> str | None:
@@ -98,25 +125,30 @@ class RedirectRefused(UpstreamInvalid):
 class RedirectGuard:
     """The redirect policy of one upstream."""
 
-    def __init__(self, upstream: UpstreamConfig) -> None:
+    def __init__(self, upstream: UpstreamConfig, metrics: Metrics | None = None) -> None:
         self._upstream = upstream
+        self._metrics = metrics
         self._resolver: AbstractResolver | None = None
         self._upstream_kinds: frozenset[str] | None = None
 
-    async def hop(self, target: URL) -> Hop:
-        """Where to send a request redirected to ``target``; RedirectRefused if nowhere."""
+    async def hop(self, target: URL, method: str = "GET") -> Hop:
+        """Where to send a request redirected to ``target``; RedirectRefused if nowhere.
+
+        A refusal is counted as a ``method`` request with status ``refused``: one that was
+        never sent.
+        """
         scheme, host = target.scheme.lower(), target.raw_host
         if scheme not in _SCHEMES:
-            raise self._refused(target, f"scheme {scheme or '(none)'!r} is not http(s)")
+            raise self._refused(target, method, f"scheme {scheme or '(none)'!r} is not http(s)")
         if not host:
-            raise self._refused(target, "the URL has no host")
+            raise self._refused(target, method, "the URL has no host")
         literal = ip_literal(host)
-        addresses = [literal] if literal is not None else await self._resolve(target, host)
+        addresses = [literal] if literal is not None else await self._resolve(target, method, host)
         allowed = [address for address in addresses if await self._permitted(address)]
         if allowed:
             return self._pinned(target, host, allowed, literal is None)
         kinds = sorted({address_kind(a) or "global" for a in addresses})
-        raise self._refused(target, f"{host} is at a {'/'.join(kinds)} address")
+        raise self._refused(target, method, f"{host} is at a {'/'.join(kinds)} address")
 
     async def _permitted(self, address: IPAddress) -> bool:
         kind = address_kind(address)
@@ -133,17 +165,27 @@ class RedirectGuard:
             try:
                 found = [literal] if literal is not None else await self._lookup(host, 0)
             except (OSError, TimeoutError):
-                found = []  # unknown: treated as public, the stricter reading
+                # Unknown this time: judged as public, the stricter reading, and asked again
+                # next time rather than remembered.
+                return frozenset()
             self._upstream_kinds = frozenset(k for a in found if (k := address_kind(a)))
         return self._upstream_kinds
 
-    async def _resolve(self, target: URL, host: str) -> list[IPAddress]:
+    async def _resolve(self, target: URL, method: str, host: str) -> list[IPAddress]:
+        """The addresses of ``host``; a failed lookup is a failed connection, not a refusal."""
         try:
             found = await self._lookup(host, target.port or 0)
+            if not found:
+                raise OSError(f"no address for {host}")
         except (OSError, TimeoutError) as exc:
-            raise self._refused(target, f"{host} does not resolve ({exc or 'timeout'})") from None
-        if not found:
-            raise self._refused(target, f"{host} does not resolve")
+            if self._metrics is not None:
+                self._metrics.upstream_requests.labels(self._upstream.name, method, "error").inc()
+            where = f"{target.scheme}://{host}"
+            raise unavailable(
+                exc,
+                f"upstream {self._upstream.name} redirected to {where}, which does not resolve",
+                host=host,
+            ) from exc
         return found
 
     async def _lookup(self, host: str, port: int) -> list[IPAddress]:
@@ -163,12 +205,12 @@ class RedirectGuard:
         tls_name = host if target.scheme.lower() == "https" else None
         return Hop(pinned, host_header, tls_name)
 
-    def _refused(self, target: URL, why: str) -> RedirectRefused:
+    def _refused(self, target: URL, method: str, why: str) -> RedirectRefused:
         # The query is never logged nor shown: a presigned URL's query is a credential.
         where = f"{target.scheme}://{target.raw_host or ''}"
-        log.warning(
-            "refused a redirect from upstream %s to %s: %s", self._upstream.name, where, why
-        )
+        if self._metrics is not None:
+            self._metrics.upstream_requests.labels(self._upstream.name, method, "refused").inc()
+        log.warning("refused to follow upstream %s to %s: %s", self._upstream.name, where, why)
         return RedirectRefused(
             f"upstream redirected to a refused target: {why}",
             detail={"upstream": self._upstream.name, "scheme": target.scheme, "reason": why},

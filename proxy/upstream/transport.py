@@ -23,7 +23,7 @@ from proxy.metrics import Metrics
 from proxy.upstream.auth import Authenticator, pull_scope
 from proxy.upstream.failures import TRANSPORT_ERRORS, describe, unavailable
 from proxy.upstream.health import UpstreamHealth
-from proxy.upstream.redirects import Hop, RedirectGuard, RedirectRefused
+from proxy.upstream.redirects import Hop, RedirectGuard, send
 from proxy.upstream.timeouts import timeout_for
 
 MAX_REDIRECTS = 5
@@ -53,11 +53,11 @@ class Transport:
         self._offline = offline
         self._session = session
         self._metrics = metrics
-        self._auth = Authenticator(upstream, session, metrics)
+        self._guard = RedirectGuard(upstream, metrics)
+        self._auth = Authenticator(upstream, session, metrics, self._guard)
         self._origin = URL(upstream.url).origin()
         self._timeout = timeout_for(upstream)
         self._namespace = namespace_for(upstream)
-        self._guard = RedirectGuard(upstream)
         self.health = UpstreamHealth()
 
     def url(self, path: str) -> URL:
@@ -111,8 +111,6 @@ class Transport:
             request_headers["Accept-Encoding"] = "identity"
             if authorization and url.origin() == self._origin:
                 request_headers["Authorization"] = authorization
-            if hop.host_header is not None:
-                request_headers["Host"] = hop.host_header
             response = await self._timed(method, hop, request_headers)
             location = response.headers.get("Location")
             if response.status not in _REDIRECTS or not location:
@@ -122,19 +120,11 @@ class Transport:
             target = URL(location, encoded=True)
             # Joined to the URL as named, not to the pinned address it was sent to.
             url = target if target.is_absolute() else url.join(target)
-            hop = await self._checked(method, url)
+            hop = await self._guard.hop(url, method)
             if response.status == 303:
                 method = "GET"
         where = f"{url.scheme}://{url.raw_host or ''}"  # the query may be a credential
         raise UpstreamInvalid("upstream redirected too many times", detail={"url": where})
-
-    async def _checked(self, method: str, url: URL) -> Hop:
-        """The next hop, or the refusal, counted as a request that got no answer."""
-        try:
-            return await self._guard.hop(url)
-        except RedirectRefused:
-            self._metrics.upstream_requests.labels(self.upstream.name, method, "refused").inc()
-            raise
 
     async def _timed(
         self, method: str, hop: Hop, headers: CIMultiDict[str]
@@ -157,24 +147,12 @@ class Transport:
     async def _connect(
         self, method: str, hop: Hop, headers: CIMultiDict[str]
     ) -> aiohttp.ClientResponse:
-        *others, last = hop.urls
-        for url in others:
-            try:
-                return await self._request(method, url, headers, hop.server_hostname)
-            except aiohttp.ClientConnectorError:
-                continue  # only a failed connection tries the name's next address
-        return await self._request(method, last, headers, hop.server_hostname)
-
-    async def _request(
-        self, method: str, url: URL, headers: CIMultiDict[str], server_hostname: str | None
-    ) -> aiohttp.ClientResponse:
-        return await self._session.request(
+        return await send(
+            self._session,
             method,
-            url,
+            hop,
             headers=headers,
-            allow_redirects=False,
             ssl=self.upstream.tls_verify,
-            server_hostname=server_hostname,
             timeout=self._timeout,
         )
 

@@ -19,7 +19,7 @@ import proxy.upstream.redirects
 from proxy.upstream.redirects import RedirectGuard
 from tests.fast.conftest import ProxyFactory, blob_path
 from tests.support.fakefaults import Fault
-from tests.support.fakeregistry import FakeImage, FakeRegistry
+from tests.support.fakeregistry import FakeImage, FakeRegistry, TokenAuth
 
 STORAGE = "/_storage/{digest}?sig=a%2Fb%3D%3D"
 # Refused whatever the upstream's own address: not http(s), or the kernel's "this host".
@@ -217,3 +217,38 @@ async def test_credentials_never_follow_a_redirect_to_another_host(
         assert answer.status == 200
         (storage,) = [seen for seen in registry.seen if seen.path.startswith("/_storage/")]
         assert "Authorization" not in storage.headers
+
+
+@pytest.mark.parametrize(
+    "realm",
+    ["http://169.254.169.254/token", "file:///etc/passwd", "http://10.0.0.1/token"],
+    ids=["metadata", "file", "rfc1918"],
+)
+async def test_a_token_realm_is_checked_as_a_redirect_is(
+    make_proxy: ProxyFactory, realm: str
+) -> None:
+    # The realm is a URL the upstream chooses, and regcache's credentials go there.
+    async with FakeRegistry(token=TokenAuth(users={"alice": "s3cret"}, realm=realm)) as registry:
+        registry.push_image("library/app", "1.0")
+        regcache = await make_proxy(url=registry.url, username="alice", password="s3cret")
+        answer = await regcache.get("/v2/library/app/manifests/1.0")
+    assert answer.status == 502, answer.body
+    assert answer.error_code == "UNKNOWN"
+    assert await regcache.metric("regcache_upstream_requests_total", status="refused") == 1
+
+
+async def test_a_refusal_is_logged_without_the_query(
+    make_proxy: ProxyFactory,
+    registry: FakeRegistry,
+    image: FakeImage,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redirect_blobs(registry, "http://10.0.0.1/b?X-Amz-Signature=presigned-secret")
+    answer = await (await make_proxy()).get(blob_path(image.layer_digests[0]))
+    assert answer.status == 502
+    refusals = [r.getMessage() for r in caplog.records if "refused to follow" in r.getMessage()]
+    assert refusals == [
+        "refused to follow upstream docker.io to http://10.0.0.1: 10.0.0.1 is at a private address"
+    ]
+    assert "presigned-secret" not in caplog.text
+    assert b"presigned-secret" not in answer.body

@@ -77,6 +77,7 @@ class TokenAuth:
     anonymous: bool = True  # tokens for callers without credentials
     expires_in: int = 300
     body: bytes | None = None  # answer this instead of a token: a broken token server
+    realm: str | None = None  # challenge with this realm instead of the registry's /token
 
 
 class FakeRegistry:
@@ -284,9 +285,9 @@ class FakeRegistry:
         if self.token is not None and repository:
             if self._granted.get(sent.removeprefix("Bearer ")) == repository:
                 return None
+            realm = self.token.realm or f"{self.url}/token"
             challenge = (
-                f'Bearer realm="{self.url}/token",service="fake",'
-                f'scope="repository:{repository}:pull"'
+                f'Bearer realm="{realm}",service="fake",scope="repository:{repository}:pull"'
             )
             return oci_error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
         return None

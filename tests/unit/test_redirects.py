@@ -12,6 +12,7 @@ from yarl import URL
 
 import proxy.upstream.redirects
 from proxy.config import UpstreamConfig
+from proxy.errors import UpstreamUnavailable
 from proxy.upstream.redirects import (
     RedirectGuard,
     RedirectRefused,
@@ -156,7 +157,6 @@ async def test_an_address_is_not_resolved(resolver: FakeResolver) -> None:
         ("http://169.254.169.254/", "169.254.169.254 is at a link-local address"),
         ("http://192.0.2.1/", "192.0.2.1 is at a private address"),
         ("http://[fd00::1]/", "fd00::1 is at a private address"),
-        ("http://nowhere.example/", "nowhere.example does not resolve"),
     ],
 )
 async def test_refusals(target: str, reason: str, resolver: FakeResolver) -> None:
@@ -164,6 +164,13 @@ async def test_refusals(target: str, reason: str, resolver: FakeResolver) -> Non
         await guard().hop(URL(target))
     assert reason in refusal.value.detail["reason"]
     assert refusal.value.http_status == 502
+
+
+async def test_a_name_that_does_not_resolve_is_unavailable(resolver: FakeResolver) -> None:
+    with pytest.raises(UpstreamUnavailable) as failure:
+        await guard().hop(URL("http://nowhere.example/x?sig=secret"))
+    assert failure.value.http_status == 503
+    assert "secret" not in str(failure.value.to_json())
 
 
 async def test_a_lan_upstream_may_redirect_to_its_lan_only(resolver: FakeResolver) -> None:
