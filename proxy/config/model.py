@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config.declare import setting, upstream_option
+from proxy.config.declare import secret_field, setting, upstream_option
 from proxy.config.nodes import node_bool, node_seconds, node_timeout
 from proxy.config.parsers import (
     EVENT_LOOPS,
@@ -57,7 +57,8 @@ class UpstreamConfig:
     url: str  # scheme://host[:port], no trailing slash
     aliases: tuple[str, ...] = ()
     username: str | None = None
-    password: str | None = None  # already resolved from password_file / password_env
+    # Already resolved from password_file / password_env.
+    password: str | None = secret_field(None)
     tag_ttl: float = upstream_option(DEFAULT_TAG_TTL, node_seconds)
     tls_verify: bool = upstream_option(True, node_bool)
     connect_timeout: float = upstream_option(DEFAULT_CONNECT_TIMEOUT, node_timeout)
