@@ -212,6 +212,6 @@ class RedirectGuard:
             self._metrics.upstream_requests.labels(self._upstream.name, method, "refused").inc()
         log.warning("refused to follow upstream %s to %s: %s", self._upstream.name, where, why)
         return RedirectRefused(
-            f"upstream redirected to a refused target: {why}",
+            f"upstream {self._upstream.name} sent regcache to a URL it refuses: {why}",
             detail={"upstream": self._upstream.name, "scheme": target.scheme, "reason": why},
         )

@@ -132,7 +132,14 @@ class Transport:
         name = self.upstream.name
         started = time.monotonic()
         try:
-            response = await self._connect(method, hop, headers)
+            response = await send(
+                self._session,
+                method,
+                hop,
+                headers=headers,
+                ssl=self.upstream.tls_verify,
+                timeout=self._timeout,
+            )
         except TRANSPORT_ERRORS as exc:
             self._metrics.upstream_requests.labels(name, method, "error").inc()
             self.health.failed(describe(exc))
@@ -143,18 +150,6 @@ class Transport:
         if (remaining := _ratelimit_remaining(response)) is not None:
             self._metrics.ratelimit_remaining.labels(name).set(remaining)
         return response
-
-    async def _connect(
-        self, method: str, hop: Hop, headers: CIMultiDict[str]
-    ) -> aiohttp.ClientResponse:
-        return await send(
-            self._session,
-            method,
-            hop,
-            headers=headers,
-            ssl=self.upstream.tls_verify,
-            timeout=self._timeout,
-        )
 
 
 def namespace_for(upstream: UpstreamConfig) -> str | None:
