@@ -147,8 +147,9 @@ class RedirectGuard:
         allowed = [address for address in addresses if await self._permitted(address)]
         if allowed:
             return self._pinned(target, host, allowed, literal is None)
-        kinds = sorted({address_kind(a) or "global" for a in addresses})
-        raise self._refused(target, method, f"{host} is at a {'/'.join(kinds)} address")
+        kinds = "/".join(sorted({address_kind(a) or "global" for a in addresses}))
+        article = "an" if kinds[0] in "aeiou" else "a"
+        raise self._refused(target, method, f"{host} is at {article} {kinds} address")
 
     async def _permitted(self, address: IPAddress) -> bool:
         kind = address_kind(address)

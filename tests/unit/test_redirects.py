@@ -157,6 +157,7 @@ async def test_an_address_is_not_resolved(resolver: FakeResolver) -> None:
         ("http://169.254.169.254/", "169.254.169.254 is at a link-local address"),
         ("http://192.0.2.1/", "192.0.2.1 is at a private address"),
         ("http://[fd00::1]/", "fd00::1 is at a private address"),
+        ("http://0.0.0.0/", "0.0.0.0 is at an unspecified address"),
     ],
 )
 async def test_refusals(target: str, reason: str, resolver: FakeResolver) -> None:
