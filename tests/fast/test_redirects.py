@@ -189,7 +189,11 @@ async def test_allow_private_redirects_opts_in(
 
 
 async def test_a_checked_name_is_connected_to_at_the_checked_address(
-    make_proxy: ProxyFactory, registry: FakeRegistry, image: FakeImage, fake_dns: FakeResolver
+    make_proxy: ProxyFactory,
+    registry: FakeRegistry,
+    image: FakeImage,
+    fake_dns: FakeResolver,
+    loopback_only: list[Any],
 ) -> None:
     # blobs.example.test resolves nowhere but in regcache's redirect check: were the
     # connection to look the name up again (where a rebinding DNS server would now answer
@@ -199,6 +203,8 @@ async def test_a_checked_name_is_connected_to_at_the_checked_address(
     assert answer.status == 200
     assert answer.body == image.layers[0]
     assert fake_dns.asked == ["blobs.example.test"]
+    # The tripwire sees regcache's connections (so its silence elsewhere means something).
+    assert ("127.0.0.1", registry.port) in loopback_only
     (storage,) = [seen for seen in registry.seen if seen.path.startswith("/_storage/")]
     # The name, not the address, is what the storage host and a presigned signature see.
     assert storage.headers["Host"] == f"blobs.example.test:{registry.port}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import yaml
 
 from proxy.cli import main
 from proxy.config import REDACTED, CliOverrides, Config, UpstreamConfig, load_config
-from proxy.config.declare import is_secret
+from proxy.config.declare import declared_settings, is_secret, setting
 
 SECRET = "hunter2-Sup3r-secret"
 FILE = """\
@@ -126,6 +126,18 @@ def test_secrets_are_declared_once_on_the_model() -> None:
     # Declared secret, so out of repr too: a logged config never shows one.
     assert SECRET not in repr(upstream)
     assert SECRET not in repr(Config(upstreams=(upstream,)))
+
+
+def test_a_setting_declared_secret_is_redacted_by_that_mark() -> None:
+    @dataclass(frozen=True)
+    class Model:
+        token_key_file: str = setting("", str, section=None, help="a key", secret=True)
+        plain: str = setting("", str)
+
+    (token, plain) = declared_settings(Model)
+    assert (token.secret, plain.secret) == (True, False)
+    assert [is_secret(f) for f in fields(Model)] == [True, False]
+    assert "s3" not in repr(Model(token_key_file="s3", plain="x"))
 
 
 def test_help_lists_config_show(capsys: pytest.CaptureFixture[str]) -> None:
