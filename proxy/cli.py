@@ -14,10 +14,13 @@ from proxy.config import (
     BUILTIN_UPSTREAMS,
     ENV_VARS,
     FLAG_SETTINGS,
+    REDACTED,
     CliOverrides,
+    Config,
     ConfigError,
     Setting,
     load_config,
+    render,
 )
 from proxy.logs import configure_logging
 
@@ -61,7 +64,8 @@ Run `regcache serve --help` for the options, the configuration file, the environ
 variables and their precedence.
 
 example:
-  regcache serve --listen 0.0.0.0:5000 --cache-dir /var/lib/regcache"""
+  regcache serve --listen 0.0.0.0:5000 --cache-dir /var/lib/regcache
+  regcache config show --config /etc/regcache.yaml   # what serve would run with"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,7 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve_options(serve)
     serve.set_defaults(handler=_serve)
+    _add_config_command(commands)
     return parser
+
+
+def _add_config_command(commands: Any) -> None:
+    config = commands.add_parser(
+        "config",
+        help="show the configuration",
+        description="Inspect the configuration regcache would run with.",
+    )
+    actions = config.add_subparsers(dest="action", title="actions", metavar="ACTION")
+    actions.required = True
+    show = actions.add_parser(
+        "show",
+        help="print the effective configuration as YAML, secrets redacted",
+        description="Print, as a YAML file `regcache serve --config` accepts, the configuration "
+        "that `regcache serve` would run with given the same file, REGCACHE_* variables and "
+        f"options. Passwords (whether from password, password_file or password_env) and any "
+        f"other secret are shown as {REDACTED}.",
+    )
+    _add_serve_options(show)
+    show.set_defaults(handler=_config_show)
 
 
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
@@ -129,7 +154,8 @@ def _add_setting_flag(serve: argparse.ArgumentParser, setting: Setting[Any]) -> 
         notes = [f"env {setting.env}=true"] if setting.env else []
         options: dict[str, Any] = {"action": "store_true"}
     else:
-        notes = [] if setting.default is None else [f"default: {setting.default}"]
+        shown = setting.default is not None and not setting.secret
+        notes = [f"default: {setting.default}"] if shown else []
         notes += [f"env {setting.env}"] if setting.env else []
         options = {"metavar": setting.metavar}
     help_text = f"{setting.help} ({'; '.join(notes)})" if notes else setting.help
@@ -146,15 +172,30 @@ def _upstream_arg(text: str) -> tuple[str, str]:
     return name, url
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Config | None:
+    """The configuration the options name, or None after printing the one-line error."""
     overrides = CliOverrides(
         upstreams=args.upstreams or (),
         **{setting.name: getattr(args, setting.name) for setting in FLAG_SETTINGS},
     )
     try:
-        config = load_config(args.config, os.environ, overrides)
+        return load_config(args.config, os.environ, overrides)
     except ConfigError as exc:
         print(f"regcache: {exc}", file=sys.stderr)
+        return None
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    sys.stdout.write(render(config))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
         return 2
     configure_logging(config.log_level, config.log_format)
     # Imported here so that --help and configuration errors do not pay for loading the server.

@@ -11,9 +11,10 @@ the ``REGCACHE_*`` variables, the ``regcache serve`` flags and their help are re
 - errors: ``ConfigError``, and where a value came from
 - yamlfile: the YAML file, read with a line number for every error
 - loader: precedence (defaults < file < environment < flags) and ``load_config``
+- render: a ``Config`` as YAML, secrets redacted (``regcache config show``)
 """
 
-from proxy.config.declare import Setting
+from proxy.config.declare import REDACTED, Setting
 from proxy.config.errors import ConfigError
 from proxy.config.loader import CliOverrides, load_config
 from proxy.config.model import (
@@ -25,6 +26,7 @@ from proxy.config.model import (
     UpstreamConfig,
 )
 from proxy.config.parsers import EVENT_LOOPS, LOG_LEVELS, Listen
+from proxy.config.render import render
 from proxy.config.table import (
     CACHE_KEYS,
     ENV_VARS,
@@ -45,6 +47,7 @@ __all__ = [
     "FLAG_SETTINGS",
     "LOG_LEVELS",
     "PASSWORD_KEYS",
+    "REDACTED",
     "TOP_LEVEL_KEYS",
     "UPSTREAM_KEYS",
     "CliOverrides",
@@ -54,4 +57,5 @@ __all__ = [
     "Setting",
     "UpstreamConfig",
     "load_config",
+    "render",
 ]

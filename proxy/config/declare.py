@@ -5,12 +5,16 @@
 ``REGCACHE_*`` variable, the ``regcache serve`` flag and its help line are all read back from
 the field (see proxy.config.table). Keys of ``upstreams:`` entries work the same way with
 ``upstream_option``.
+
+A secret (a password, a key) says so with ``secret=True`` on its declaration, or with
+``secret_field`` for a field with rules of its own: whatever shows configuration
+(``regcache config show``, ``--help``) redacts it from that mark, and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Generic, TypeVar
 
 from yaml.nodes import Node
@@ -19,6 +23,8 @@ T = TypeVar("T")
 
 _SETTING = "regcache.setting"
 _UPSTREAM_OPTION = "regcache.upstream_option"
+_SECRET = "regcache.secret"
+REDACTED = "<redacted>"
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Setting(Generic[T]):
     flag: str | None = None
     metavar: str | None = None
     help: str = ""
+    secret: bool = False
     name: str = ""  # of the model field; filled in by declared_settings
 
     @property
@@ -57,13 +64,15 @@ def setting(
     flag: str | None = None,
     metavar: str | None = None,
     help: str = "",
+    secret: bool = False,
 ) -> T:
     """Declare a model field as a setting; ``section`` puts it under that mapping in the file.
 
     A field in a section is named ``<section>_<key>``, so the model stays flat for its users.
     """
-    declared = Setting(default, parse, section, env, flag, metavar, help)
-    return field(default=default, metadata={_SETTING: declared})
+    declared = Setting(default, parse, section, env, flag, metavar, help, secret)
+    # Out of repr too, so that logging a Config never prints one.
+    return field(default=default, repr=not secret, metadata={_SETTING: declared, _SECRET: secret})
 
 
 def declared_settings(model: type) -> tuple[Setting[Any], ...]:
@@ -90,9 +99,19 @@ class UpstreamOption(Generic[T]):
     read: Callable[[Node], T]
 
 
-def upstream_option(default: T, read: Callable[[Node], T]) -> T:
+def upstream_option(default: T, read: Callable[[Node], T], *, secret: bool = False) -> T:
     """Declare a field of an upstream entry that the file sets with a key of the same name."""
-    return field(default=default, metadata={_UPSTREAM_OPTION: UpstreamOption(read)})
+    metadata = {_UPSTREAM_OPTION: UpstreamOption(read), _SECRET: secret}
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+def secret_field(default: T) -> T:
+    """A secret model field that is neither a setting nor an option (the upstream password)."""
+    return field(default=default, repr=False, metadata={_SECRET: True})
+
+
+def is_secret(model_field: Field[Any]) -> bool:
+    return bool(model_field.metadata.get(_SECRET, False))
 
 
 def declared_upstream_options(model: type) -> dict[str, UpstreamOption[Any]]:

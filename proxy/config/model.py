@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.config.access import AccessRule
 from proxy.config.authfiles import Htpasswd, TokenKey, parse_htpasswd, parse_token_key_file
-from proxy.config.declare import setting, upstream_option
+from proxy.config.declare import secret_field, setting, upstream_option
 from proxy.config.nodes import node_bool, node_seconds, node_timeout
 from proxy.config.parsers import (
     EVENT_LOOPS,
@@ -59,7 +59,8 @@ class UpstreamConfig:
     url: str  # scheme://host[:port], no trailing slash
     aliases: tuple[str, ...] = ()
     username: str | None = None
-    password: str | None = None  # already resolved from password_file / password_env
+    # Already resolved from password_file / password_env.
+    password: str | None = secret_field(None)
     tag_ttl: float = upstream_option(DEFAULT_TAG_TTL, node_seconds)
     tls_verify: bool = upstream_option(True, node_bool)
     connect_timeout: float = upstream_option(DEFAULT_CONNECT_TIMEOUT, node_timeout)
@@ -68,6 +69,10 @@ class UpstreamConfig:
     # A 404 for a tag regcache has served before normally means it was deleted upstream;
     # some sites would rather keep serving the last known image.
     serve_stale_on_not_found: bool = upstream_option(False, node_bool)
+    # Redirects to loopback, link-local or private addresses are refused unless the upstream
+    # itself is in such a network (see proxy.upstream.redirects); a site whose public
+    # registry stores blobs on a private network can opt in.
+    allow_private_redirects: bool = upstream_option(False, node_bool)
 
     @property
     def is_docker_hub(self) -> bool:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from proxy.config import UpstreamConfig
 from proxy.errors import Unauthorized, UpstreamInvalid, UpstreamUnavailable
@@ -23,6 +24,7 @@ from proxy.metrics import Metrics
 from proxy.upstream.body import read_at_most
 from proxy.upstream.challenge import Challenge, parse_challenge
 from proxy.upstream.failures import TRANSPORT_ERRORS, unavailable
+from proxy.upstream.redirects import RedirectGuard, send
 from proxy.upstream.timeouts import timeout_for
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,16 @@ def pull_scope(repository: str) -> str:
 
 class Authenticator:
     def __init__(
-        self, upstream: UpstreamConfig, session: aiohttp.ClientSession, metrics: Metrics
+        self,
+        upstream: UpstreamConfig,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        guard: RedirectGuard,
     ) -> None:
         self._upstream = upstream
+        # The challenge's realm is a URL the upstream chose, like a redirect's, and the
+        # Basic credentials go there: it gets the same checks and pinning.
+        self._guard = guard
         self._session = session
         self._metrics = metrics
         self._challenge: Challenge | None = None
@@ -107,16 +116,17 @@ class Authenticator:
         if not realm:
             raise UpstreamInvalid("upstream sent a Bearer challenge without a realm")
         # No scope asks for a token good for /v2/ alone.
-        params = {"scope": scope} if scope else {}
+        params: dict[str, str] = {"scope": scope} if scope else {}
         if service := self._challenge.params.get("service"):
             params["service"] = service
         headers = {}
         if basic := self._basic:
             headers["Authorization"] = basic
+        hop = await self._guard.hop(URL(realm).update_query(params))
         started = time.monotonic()
         try:
-            async with self._session.get(
-                realm, params=params, headers=headers, timeout=timeout_for(self._upstream)
+            async with await send(
+                self._session, "GET", hop, headers=headers, timeout=timeout_for(self._upstream)
             ) as resp:
                 self._count(resp.status, started)
                 body = await read_at_most(resp, MAX_TOKEN_RESPONSE)

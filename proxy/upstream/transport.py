@@ -1,7 +1,8 @@
 """HTTP to one upstream registry: its URLs, credentials, redirects and bookkeeping.
 
 Redirects are followed by hand: Docker Hub and S3-backed registries send blobs to
-another host, and the upstream's credentials must never travel there.
+another host, and the upstream's credentials must never travel there; where a redirect may
+lead at all is proxy.upstream.redirects' decision.
 
 Answers come back as raw aiohttp responses; only ``proxy.upstream`` ever sees one.
 """
@@ -22,6 +23,7 @@ from proxy.metrics import Metrics
 from proxy.upstream.auth import Authenticator, pull_scope
 from proxy.upstream.failures import TRANSPORT_ERRORS, describe, unavailable
 from proxy.upstream.health import UpstreamHealth
+from proxy.upstream.redirects import Hop, RedirectGuard, send
 from proxy.upstream.timeouts import timeout_for
 
 MAX_REDIRECTS = 5
@@ -51,7 +53,8 @@ class Transport:
         self._offline = offline
         self._session = session
         self._metrics = metrics
-        self._auth = Authenticator(upstream, session, metrics)
+        self._guard = RedirectGuard(upstream, metrics)
+        self._auth = Authenticator(upstream, session, metrics, self._guard)
         self._origin = URL(upstream.url).origin()
         self._timeout = timeout_for(upstream)
         self._namespace = namespace_for(upstream)
@@ -101,35 +104,39 @@ class Transport:
         headers: list[tuple[str, str]],
         authorization: str | None,
     ) -> aiohttp.ClientResponse:
+        hop = Hop((url,))
         for _ in range(MAX_REDIRECTS + 1):
             request_headers: CIMultiDict[str] = CIMultiDict(headers)
             # Content is verified byte for byte, so no transfer compression may touch it.
             request_headers["Accept-Encoding"] = "identity"
             if authorization and url.origin() == self._origin:
                 request_headers["Authorization"] = authorization
-            response = await self._timed(method, url, request_headers)
+            response = await self._timed(method, hop, request_headers)
             location = response.headers.get("Location")
             if response.status not in _REDIRECTS or not location:
                 return response
             response.release()
             # encoded=True keeps presigned URLs byte-exact; re-quoting breaks their signature.
             target = URL(location, encoded=True)
-            url = target if target.is_absolute() else response.url.join(target)
+            # Joined to the URL as named, not to the pinned address it was sent to.
+            url = target if target.is_absolute() else url.join(target)
+            hop = await self._guard.hop(url, method)
             if response.status == 303:
                 method = "GET"
-        raise UpstreamInvalid("upstream redirected too many times", detail={"url": str(url)})
+        where = f"{url.scheme}://{url.raw_host or ''}"  # the query may be a credential
+        raise UpstreamInvalid("upstream redirected too many times", detail={"url": where})
 
     async def _timed(
-        self, method: str, url: URL, headers: CIMultiDict[str]
+        self, method: str, hop: Hop, headers: CIMultiDict[str]
     ) -> aiohttp.ClientResponse:
         name = self.upstream.name
         started = time.monotonic()
         try:
-            response = await self._session.request(
+            response = await send(
+                self._session,
                 method,
-                url,
+                hop,
                 headers=headers,
-                allow_redirects=False,
                 ssl=self.upstream.tls_verify,
                 timeout=self._timeout,
             )

@@ -103,6 +103,7 @@ def test_every_upstream_setting_reaches_regcache(chart: Chart, tmp_path: Path) -
         "connect_timeout": 2.5,
         "read_timeout": 1000000,
         "serve_stale_on_not_found": True,
+        "allow_private_redirects": True,
     }
     values = with_upstreams(
         upstream,
@@ -126,6 +127,7 @@ def test_every_upstream_setting_reaches_regcache(chart: Chart, tmp_path: Path) -
     assert (private.tag_ttl, private.tls_verify) == (86400, False)
     assert (private.connect_timeout, private.read_timeout) == (2.5, 1000000)
     assert private.serve_stale_on_not_found is True
+    assert private.allow_private_redirects is True
     assert config.default_upstream == "docker.io"  # the alias, resolved by regcache
     assert (config.log_level, config.log_format, config.event_loop) == ("debug", "json", "asyncio")
     assert config.offline is True

@@ -38,6 +38,7 @@ class Fault:
     wrong_digest: bool = False  # claim another Docker-Content-Digest
     chunked: bool = False  # send no Content-Length
     redirect: bool = False  # blobs: 307 to the same bytes on another origin (localhost)
+    location: str | None = None  # blobs: 307 to this URL; {port} is the registry's port
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.times <= 0:

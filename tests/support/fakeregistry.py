@@ -77,6 +77,7 @@ class TokenAuth:
     anonymous: bool = True  # tokens for callers without credentials
     expires_in: int = 300
     body: bytes | None = None  # answer this instead of a token: a broken token server
+    realm: str | None = None  # challenge with this realm instead of the registry's /token
 
 
 class FakeRegistry:
@@ -229,6 +230,9 @@ class FakeRegistry:
         body = self.blobs.get(digest)
         if body is None:
             return oci_error(404, "BLOB_UNKNOWN")
+        if fault is not None and fault.location and request.method == "GET":
+            location = fault.location.format(port=self.port, digest=digest)
+            return web.Response(status=307, headers={"Location": location})
         if fault is not None and fault.redirect and request.method == "GET":
             location = f"http://localhost:{self.port}/_storage/{digest}?sig=a%2Fb%3D%3D"
             return web.Response(status=307, headers={"Location": location})
@@ -281,9 +285,9 @@ class FakeRegistry:
         if self.token is not None and repository:
             if self._granted.get(sent.removeprefix("Bearer ")) == repository:
                 return None
+            realm = self.token.realm or f"{self.url}/token"
             challenge = (
-                f'Bearer realm="{self.url}/token",service="fake",'
-                f'scope="repository:{repository}:pull"'
+                f'Bearer realm="{realm}",service="fake",scope="repository:{repository}:pull"'
             )
             return oci_error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
         return None

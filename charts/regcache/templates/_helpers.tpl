@@ -183,7 +183,7 @@ upstreams:
     aliases: {{ . | toJson }}
     {{- end }}
     {{- $up := . }}
-    {{- range $key := list "tag_ttl" "tls_verify" "connect_timeout" "read_timeout" "serve_stale_on_not_found" }}
+    {{- range $key := list "tag_ttl" "tls_verify" "connect_timeout" "read_timeout" "serve_stale_on_not_found" "allow_private_redirects" }}
     {{- if hasKey $up $key }}
     {{ $key }}: {{ index $up $key | toJson }}
     {{- end }}
