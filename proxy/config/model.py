@@ -22,6 +22,7 @@ from proxy.config.parsers import (
     parse_cache_dir,
     parse_duration,
     parse_event_loop,
+    parse_file,
     parse_listen,
     parse_log_format,
     parse_log_level,
@@ -154,6 +155,30 @@ class Config:
         parse_duration,
         section="cache",
         help="content not served for this long is evicted; empty to keep it",
+    )
+    # HTTPS on the listen address when both are set; re-read on SIGHUP (proxy.server.tls).
+    tls_cert_file: Path | None = setting(
+        None,
+        parse_file,
+        section="tls",
+        env="REGCACHE_TLS_CERT_FILE",
+        help="PEM certificate chain, the server's certificate first; with tls.key_file, "
+        "regcache serves HTTPS only",
+    )
+    tls_key_file: Path | None = setting(
+        None,
+        parse_file,
+        section="tls",
+        env="REGCACHE_TLS_KEY_FILE",
+        help="PEM private key of tls.cert_file, without a passphrase",
+    )
+    tls_client_ca_file: Path | None = setting(
+        None,
+        parse_file,
+        section="tls",
+        env="REGCACHE_TLS_CLIENT_CA_FILE",
+        help="PEM CA certificates; when set, clients must present a certificate one of them "
+        "signed (mutual TLS)",
     )
     # Not a setting: the file's upstreams: list replaces it and --upstream edits it.
     upstreams: tuple[UpstreamConfig, ...] = tuple(

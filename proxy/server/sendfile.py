@@ -24,6 +24,11 @@ async def send_span(request: web.Request, response: web.StreamResponse, span: Fi
     # a ConnectionError everywhere else.
     if transport is None or transport.is_closing():
         raise ConnectionResetError("connection lost")
+    if transport.get_extra_info("sslcontext") is not None:
+        # The kernel cannot encrypt: asyncio would fall back to copying 16 KiB at a time
+        # through a seek on the shared file position; the copy below reads at an offset.
+        await _copy(response, span)
+        return
     try:
         await asyncio.get_running_loop().sendfile(transport, span.file, span.offset, span.count)
     except NotImplementedError:
