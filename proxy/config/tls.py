@@ -49,6 +49,11 @@ def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None)
             reason = f"{str(client_ca_file)!r} holds no usable CA certificate ({_reason(exc)})"
             raise TlsFileError("tls.client_ca_file", reason) from None
         context.verify_mode = ssl.CERT_REQUIRED
+        # A resumed session skips the client certificate, and ticket keys outlive a reload:
+        # without tickets a client whose CA was taken out of the file cannot come back in
+        # on an old session. Registry clients keep connections alive, so this costs little.
+        context.num_tickets = 0
+        context.options |= ssl.OP_NO_TICKET
     return context
 
 
