@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from proxy.config import Config, ConfigError
+from proxy.server.app import run_server
 from proxy.server.reload import RELOADERS, reload_all
 from tests.fast.conftest import blob_path, stall_once
 from tests.support.certs import CertificateAuthority
@@ -175,3 +180,30 @@ async def test_mutual_tls_and_reloading_the_client_ca(
             await status_with(regcache.url, trusting(ca, member))
     finally:
         await regcache.stop()
+
+
+def test_run_server_listens_with_tls_and_reloads_on_sighup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pair: tuple[Path, Path]
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(web, "run_app", lambda **kwargs: calls.append(kwargs))
+    run_server(Config(cache_dir=tmp_path, tls_cert_file=pair[0], tls_key_file=pair[1]))
+    [call] = calls
+    assert isinstance(call["ssl_context"], ssl.SSLContext)
+    assert call["ssl_context"].minimum_version == ssl.TLSVersion.TLSv1_2
+    assert len(call["app"][RELOADERS]) == 1
+    loop: asyncio.AbstractEventLoop = call["loop"]
+    try:
+        assert loop.remove_signal_handler(signal.SIGHUP)
+    finally:
+        loop.close()
+
+
+def test_files_broken_between_loading_and_serving_are_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pair: tuple[Path, Path]
+) -> None:
+    monkeypatch.setattr(web, "run_app", lambda **kwargs: pytest.fail("served"))
+    config = Config(cache_dir=tmp_path, tls_cert_file=pair[0], tls_key_file=pair[1])
+    pair[1].write_text("gone\n")
+    with pytest.raises(ConfigError, match=r"TLS files at start: tls\.key_file: .* no PEM"):
+        run_server(config)
