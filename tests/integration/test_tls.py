@@ -61,6 +61,18 @@ def https(pki: Pki, upstream: Upstream, regcache_factory: RegcacheFactory) -> Re
     return regcache_factory(pki.config(upstream), client_ssl=trusting(pki.ca_file))
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def https_on_each_loop(
+    request: pytest.FixtureRequest,
+    pki: Pki,
+    upstream: Upstream,
+    regcache_factory: RegcacheFactory,
+) -> RegcacheProcess:
+    """Both loops' SSL transports: asyncio's falls back from sendfile, uvloop has none."""
+    config = {**pki.config(upstream), "event_loop": request.param}
+    return regcache_factory(config, client_ssl=trusting(pki.ca_file))
+
+
 @pytest.fixture(scope="module")
 def big(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> ImageInfo:
     """A 24 MiB layer: more than the socket buffers hold, so a reader that pauses really
@@ -79,8 +91,9 @@ def sighup(proxy: RegcacheProcess, expect_in_log: str) -> None:
 
 
 def test_skopeo_pulls_over_https_with_the_ca(
-    https: RegcacheProcess, pki: Pki, upstream: Upstream, tmp_path: Path
+    https_on_each_loop: RegcacheProcess, pki: Pki, upstream: Upstream, tmp_path: Path
 ) -> None:
+    https = https_on_each_loop
     image = upstream.images.small
     cold = skopeo.pull(https.ref("small", "1.0"), tmp_path / "cold", cert_dir=pki.cert_dir)
     warm = skopeo.pull(https.ref("small", "1.0"), tmp_path / "warm", cert_dir=pki.cert_dir)
