@@ -4,6 +4,7 @@ that name the key, where it was set and what is wrong, in one line, before anyth
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from proxy.config import CliOverrides, Config, ConfigError, load_config
+from proxy.config.tls import server_context
 from tests.support.certs import CertificateAuthority
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +177,15 @@ def test_serve_exits_2_with_one_line(
         f"regcache: config error: {path} line 4: tls.key_file: "
         "does not match the certificate in tls.cert_file\n"
     )
+
+
+def test_a_client_ca_is_the_only_trusted_one(
+    tmp_path: Path, pair: tuple[Path, Path], ca: CertificateAuthority
+) -> None:
+    # Not the system's CAs as well: a certificate from any public CA would get in then.
+    clients = CertificateAuthority("clients")
+    context = server_context(*pair, clients.write(tmp_path / "clients.crt"))
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "clients"),),)]
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert server_context(*pair, None).verify_mode == ssl.CERT_NONE
