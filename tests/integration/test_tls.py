@@ -157,6 +157,8 @@ def test_sighup_reload_keeps_a_download_going_and_new_connections_see_the_new_ce
             assert fresh.serial_number != old_serial
             with pytest.raises(ssl.SSLCertVerificationError):
                 peer_certificate("127.0.0.1", https.port, pki.ca_file)
+            # Still under way: its access record is written when the response ends.
+            assert https.log_text().count(f'"GET {path}"') == int(warm)
             headers, body = _read_body(conn, head)
         assert len(body) == len(layer), headers
         assert hashlib.sha256(body).hexdigest() == digest[7:]
