@@ -203,6 +203,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         run_server(config)
+    except ConfigError as exc:
+        print(f"regcache: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # Ctrl-C before the server installed its signal handlers: a clean exit, not a traceback.
         return 130

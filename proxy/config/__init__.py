@@ -10,6 +10,7 @@ the ``REGCACHE_*`` variables, the ``regcache serve`` flags and their help are re
 - table: that table indexed for the loader and the command line (ENV_VARS, TOP_LEVEL_KEYS...)
 - errors: ``ConfigError``, and where a value came from
 - yamlfile: the YAML file, read with a line number for every error
+- tls: the ``tls:`` files -> a server SSL context, or which file is wrong
 - loader: precedence (defaults < file < environment < flags) and ``load_config``
 - render: a ``Config`` as YAML, secrets redacted (``regcache config show``)
 """

@@ -15,8 +15,10 @@ from proxy.config.errors import DEFAULTS, Origin
 from proxy.config.model import Config, UpstreamConfig
 from proxy.config.parsers import did_you_mean, parse_name, parse_url
 from proxy.config.table import FLAG_SETTINGS, SETTINGS
+from proxy.config.tls import TlsFileError, server_context
 from proxy.config.yamlfile import FileSettings, read_file
 
+_TLS_FILES = ("cert_file", "key_file", "client_ca_file")
 _FLAG_NAMES = frozenset(entry.name for entry in FLAG_SETTINGS)
 
 
@@ -101,6 +103,7 @@ class _Draft:
     def finish(self) -> Config:
         values = {**self.values, "default_upstream": self._resolve_default()}
         self._check_auth()
+        self._check_tls()
         return Config(**values, upstreams=tuple(self.upstreams), access=self.access)
 
     def _check_auth(self) -> None:
@@ -114,6 +117,23 @@ class _Draft:
             if entry.section == "auth" and self.origins[entry.name] is not DEFAULTS:
                 reason = "is set but auth.htpasswd is not; logins are on only with it"
                 raise self.origins[entry.name].error(entry.key, reason)
+
+    def _check_tls(self) -> None:
+        """Both halves of the pair or neither, and files that make a working context now,
+        so that a bad certificate stops regcache at start rather than at the first client."""
+        cert, key, client_ca = (self.values[f"tls_{name}"] for name in _TLS_FILES)
+        given = [name for name in _TLS_FILES if self.values[f"tls_{name}"] is not None]
+        if not given:
+            return
+        if cert is None or key is None:
+            missing = "tls.key_file" if cert is not None else "tls.cert_file"
+            reason = f"is set but {missing} is not; give both to serve HTTPS"
+            raise self.origins[f"tls_{given[0]}"].error(f"tls.{given[0]}", reason)
+        try:
+            server_context(cert, key, client_ca)
+        except TlsFileError as exc:
+            origin = self.origins["tls_" + exc.key.partition(".")[2]]
+            raise origin.error(exc.key, str(exc)) from None
 
     def _resolve_default(self) -> str:
         """The canonical name of the default upstream, so consumers can compare names."""

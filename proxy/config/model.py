@@ -24,6 +24,7 @@ from proxy.config.parsers import (
     parse_cache_dir,
     parse_duration,
     parse_event_loop,
+    parse_file,
     parse_listen,
     parse_log_format,
     parse_log_level,
@@ -190,6 +191,30 @@ class Config:
     )
     # Not a setting: the file's access: list; None means the default rule (README, Security).
     access: tuple[AccessRule, ...] | None = None
+    # HTTPS on the listen address when both are set; re-read on SIGHUP (proxy.server.tls).
+    tls_cert_file: Path | None = setting(
+        None,
+        parse_file,
+        section="tls",
+        env="REGCACHE_TLS_CERT_FILE",
+        help="PEM certificate chain, the server's certificate first; with tls.key_file, "
+        "regcache serves HTTPS only",
+    )
+    tls_key_file: Path | None = setting(
+        None,
+        parse_file,
+        section="tls",
+        env="REGCACHE_TLS_KEY_FILE",
+        help="PEM private key of tls.cert_file, without a passphrase",
+    )
+    tls_client_ca_file: Path | None = setting(
+        None,
+        parse_file,
+        section="tls",
+        env="REGCACHE_TLS_CLIENT_CA_FILE",
+        help="PEM CA certificates; when set, clients must present a certificate one of them "
+        "signed (mutual TLS)",
+    )
     # Not a setting: the file's upstreams: list replaces it and --upstream edits it.
     upstreams: tuple[UpstreamConfig, ...] = tuple(
         UpstreamConfig(name=n, url=u) for n, u in BUILTIN_UPSTREAMS

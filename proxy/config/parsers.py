@@ -116,6 +116,16 @@ def parse_cache_dir(text: str) -> Path:
         raise Invalid(str(exc)) from None
 
 
+def parse_file(text: str) -> Path:
+    """A path to a file regcache reads; whether it is readable is checked where it is used."""
+    if not text.strip():
+        raise Invalid("must not be empty")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:
+        raise Invalid(str(exc)) from None
+
+
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 

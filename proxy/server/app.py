@@ -27,7 +27,9 @@ from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.handlers import Services, V2Handlers
 from proxy.server.login import token_endpoint
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
+from proxy.server.reload import RELOADERS, reload_on_sighup
 from proxy.server.status import History, status_document
+from proxy.server.tls import listening_context
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 from proxy.upstream.client import UpstreamClient
@@ -50,6 +52,7 @@ def build_app(config: Config) -> web.Application:
     # Built here so a missing default upstream fails at start, not at the first request.
     app[ROUTER] = Router(config)
     app.cleanup_ctx.append(_lifecycle)
+    app[RELOADERS] = []
     app.on_response_prepare.append(_api_version_header)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -191,14 +194,21 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def run_server(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM. Blocks."""
+    """Serve until SIGINT/SIGTERM, reloading on SIGHUP. Blocks.
+
+    Raises ConfigError when a TLS file broke between loading the config and now.
+    """
+    app = build_app(config)
+    ssl_context = listening_context(app, config)
     loop = new_event_loop(config.event_loop)
     log.info("event loop: %s", type(loop).__module__.split(".")[0])
+    reload_on_sighup(loop, app)
     web.run_app(
         loop=loop,
-        app=build_app(config),
+        app=app,
         host=config.listen_host,
         port=config.listen_port,
+        ssl_context=ssl_context,
         print=lambda message: log.info("%s", message),
         shutdown_timeout=30,
         access_log=ACCESS_LOGGER,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -43,14 +44,23 @@ def http_request(
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
     timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """Send one request; error statuses are returned, not raised.
+    """Send one request; error statuses are returned, not raised. ``ssl_context`` is what an
+    https:// request trusts (and the client certificate it shows).
 
     Connection failures raise the underlying OSError (e.g. ConnectionRefusedError).
     """
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    opener = _opener
+    if ssl_context is not None:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            _NoRedirect(),
+            urllib.request.HTTPSHandler(context=ssl_context),
+        )
     try:
-        with _opener.open(req, timeout=timeout) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             return HttpResponse(int(resp.status), resp.headers, resp.read())
     except urllib.error.HTTPError as exc:
         with exc:

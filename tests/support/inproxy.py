@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from multidict import CIMultiDictProxy
 from proxy.config import Config, UpstreamConfig
 from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.app import build_app
+from proxy.server.tls import listening_context
 
 from .regcache import parse_metrics, sum_samples
 
@@ -59,8 +61,12 @@ def make_config(cache_dir: Path, upstream_url: str, **settings: Any) -> Config:
 
 
 class InProcessRegcache:
-    def __init__(self, config: Config) -> None:
+    """``client_ssl`` is what the test's client trusts when the config has ``tls:`` files."""
+
+    def __init__(self, config: Config, client_ssl: ssl.SSLContext | None = None) -> None:
         self.config = config
+        self.client_ssl = client_ssl
+        self.app: web.Application | None = None
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -73,17 +79,24 @@ class InProcessRegcache:
 
     async def start(self) -> None:
         # As run_server serves it, but with a shorter wait for responses still under way.
+        app = build_app(self.config)
+        server_ssl = listening_context(app, self.config)
         runner = web.AppRunner(
-            build_app(self.config),
+            app,
             access_log_class=AccessLogger,
             access_log=ACCESS_LOGGER,
             shutdown_timeout=2.0,
         )
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl).start()
         self._runner = runner
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        self._session = aiohttp.ClientSession(base_url=self.url, auto_decompress=False)
+        self.app = app
+        scheme = "http" if server_ssl is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
+        connector = aiohttp.TCPConnector(ssl=self.client_ssl or True)
+        self._session = aiohttp.ClientSession(
+            base_url=self.url, auto_decompress=False, connector=connector
+        )
 
     async def stop(self) -> None:
         if self._session is not None:

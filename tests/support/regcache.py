@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,8 +63,14 @@ class RegcacheProcess(ServerProcess):
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 20.0,
         command: Sequence[str] | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
-        """``command`` replaces ``python -m proxy`` (the harness's own tests use a stand-in)."""
+        """``command`` replaces ``python -m proxy`` (the harness's own tests use a stand-in).
+
+        ``client_ssl``: the proxy serves HTTPS (its config has ``tls:``), and the driver's own
+        requests trust this context and show its client certificate, if any.
+        """
+        self.client_ssl = client_ssl
         super().__init__(
             work_dir=work_dir, port=port, startup_timeout=startup_timeout, log_name="regcache.log"
         )
@@ -110,6 +117,10 @@ class RegcacheProcess(ServerProcess):
     def before_start(self) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.client_ssl is None else 'https'}://{self.host}"
+
     def ready(self) -> bool:
         try:
             return self.get("/healthz", timeout=2).status == 200
@@ -119,7 +130,9 @@ class RegcacheProcess(ServerProcess):
     def get(
         self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0
     ) -> HttpResponse:
-        return http_request("GET", self.url + path, headers, timeout=timeout)
+        return http_request(
+            "GET", self.url + path, headers, timeout=timeout, ssl_context=self.client_ssl
+        )
 
     def request(
         self,
@@ -129,7 +142,7 @@ class RegcacheProcess(ServerProcess):
         body: bytes | None = None,
         timeout: float = 10.0,
     ) -> HttpResponse:
-        return http_request(method, self.url + path, headers, body, timeout)
+        return http_request(method, self.url + path, headers, body, timeout, self.client_ssl)
 
     def metrics_text(self) -> str:
         resp = self.get("/metrics")

@@ -184,13 +184,20 @@ def pull_argv(
     all_images: bool = False,
     by_digest: str | None = None,
     platform: tuple[str, str] | None = None,
+    cert_dir: Path | None = None,
 ) -> list[str]:
     if by_digest is not None:
         src = _with_digest(src, by_digest)
     argv = [*_global_args()]
     if platform is not None:
         argv += ["--override-os", platform[0], "--override-arch", platform[1]]
-    argv += ["copy", "--retry-times", "0", "--src-tls-verify=false", "--preserve-digests"]
+    argv += ["copy", "--retry-times", "0", "--preserve-digests"]
+    # With a cert dir the registry is verified against its *.crt CAs (and is shown the
+    # *.cert/*.key client pair there); without one it is a plain-HTTP test registry.
+    if cert_dir is None:
+        argv.append("--src-tls-verify=false")
+    else:
+        argv += ["--src-tls-verify=true", "--src-cert-dir", str(cert_dir)]
     if all_images:
         argv.append("--all")
     argv += _creds_args("src", creds)
@@ -241,13 +248,15 @@ def pull(
     by_digest: str | None = None,
     platform: tuple[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    cert_dir: Path | None = None,
 ) -> PulledImage:
     """Copy ``docker://src`` (or ``src``'s repository at ``by_digest``) into ``dir:out_dir``.
 
     ``platform`` is ``(os, arch)``; it picks the instance of a multi-platform image.
+    ``cert_dir`` makes it an HTTPS pull, verified with the CAs there (see pull_argv).
     """
     out_dir = Path(out_dir)
-    _run(pull_argv(src, out_dir, creds, all_images, by_digest, platform), timeout)
+    _run(pull_argv(src, out_dir, creds, all_images, by_digest, platform, cert_dir), timeout)
     return PulledImage(out_dir)
 
 
