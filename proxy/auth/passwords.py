@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 
 import bcrypt
 
-from proxy.config.authfiles import Htpasswd
+from proxy.config.authfiles import Htpasswd, parse_htpasswd
+from proxy.config.parsers import Invalid
+
+log = logging.getLogger(__name__)
 
 REMEMBER_SECONDS = 60.0
 MAX_REMEMBERED = 10_000
@@ -23,8 +27,21 @@ _DUMMY_HASH = bcrypt.hashpw(b"regcache", bcrypt.gensalt(rounds=10))
 
 class PasswordChecker:
     def __init__(self, htpasswd: Htpasswd) -> None:
+        self._path = htpasswd.path
         self._hashes = htpasswd.hashes
         self._remembered: dict[bytes, float] = {}
+
+    def reload(self) -> None:
+        """Re-read the htpasswd file (SIGHUP); a file that no longer parses keeps the old one."""
+        try:
+            hashes = parse_htpasswd(str(self._path)).hashes
+        except Invalid as exc:
+            log.error("htpasswd not reloaded, the previous users stay: %s", exc)
+            return
+        self._hashes = hashes
+        # A removed user or a changed password must not live on as a remembered success.
+        self._remembered.clear()
+        log.info("htpasswd reloaded: %d users", len(hashes))
 
     def knows(self, user: str) -> bool:
         return user in self._hashes

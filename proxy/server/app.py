@@ -65,6 +65,15 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+def _gate(app: web.Application, metrics: Metrics) -> Gate | None:
+    """The login check, with its htpasswd file re-read on SIGHUP; None with logins off."""
+    if not app[CONFIG].auth_enabled:
+        return None
+    gate = Gate(app[CONFIG], metrics)
+    app[RELOADERS].append(gate.passwords.reload)
+    return gate
+
+
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     """uvloop when asked for, or when ``auto`` finds it installed; asyncio's loop otherwise."""
     if choice in ("auto", "uvloop"):
@@ -113,6 +122,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await evictor.evict()
         evictor.start()
     blobs = BlobCache(store, clients, metrics, usage, pins)
+    gate = _gate(app, metrics)
     app[STORE] = store
     app[SERVICES] = Services(
         router=app[ROUTER],
@@ -121,7 +131,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         clients=clients,
         metrics=metrics,
         pulls=PullCounter(),
-        gate=Gate(config, metrics) if config.auth_enabled else None,
+        gate=gate,
     )
     app[HISTORY] = History()
     sampler = asyncio.create_task(app[HISTORY].run(metrics))

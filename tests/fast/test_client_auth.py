@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.server.app import CONFIG
+from proxy.server.reload import reload_all
 from tests.fast.conftest import ProxyFactory, blob_path
 from tests.support.clientauth import (
     CHALLENGE,
@@ -192,3 +194,20 @@ async def test_without_access_rules_every_user_may_pull_everything(
 async def test_without_auth_there_is_no_token_endpoint(regcache: InProcessRegcache) -> None:
     assert_oci_error(await regcache.get("/token?scope=x"), 404, "UNSUPPORTED")
     assert (await regcache.get("/v2/")).status == 200
+
+
+async def test_sighup_rereads_the_htpasswd_file_and_a_broken_one_keeps_the_old_users(
+    secured: InProcessRegcache, tmp_path: Path
+) -> None:
+    assert secured.app is not None
+    assert (await secured.get("/v2/", ALICE)).status == 200  # now remembered as a success
+    htpasswd = secured.app[CONFIG].auth_htpasswd
+    assert htpasswd is not None
+    kept = htpasswd.path.read_text()
+    htpasswd.path.write_text("not an htpasswd line\n")
+    reload_all(secured.app)
+    assert (await secured.get("/v2/", ALICE)).status == 200
+    htpasswd.path.write_text("\n".join(line for line in kept.splitlines() if "alice" not in line))
+    reload_all(secured.app)
+    assert_oci_error(await secured.get("/v2/", ALICE), 401, "UNAUTHORIZED")
+    assert (await secured.get("/v2/", BOB)).status == 200
