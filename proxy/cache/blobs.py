@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from proxy.cache.downloads import Downloads
 from proxy.cache.lru import Pins
-from proxy.cache.reader import OpenBlob, open_blob
+from proxy.cache.reader import OpenBlob, follow_download, stored_blob
+from proxy.cache.references import References
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
 from proxy.model import Kind
@@ -39,6 +40,7 @@ class BlobCache:
         self._usage = usage
         self._pins = pins
         self.downloads = Downloads(store, clients, metrics, usage)
+        self._references = References(clients, usage)
 
     @contextlib.asynccontextmanager
     async def open(self, target: Target, digest: Digest) -> AsyncIterator[OpenBlob]:
@@ -48,20 +50,50 @@ class BlobCache:
         passes it over while its bytes are being sent.
         """
         with self._pins.hold((Kind.BLOB, digest)):
-            blob = await open_blob(self._store, self.downloads, target, digest)
+            blob = await self._open(target, digest)
             self._usage.served(Kind.BLOB, digest, target.ref)
             try:
                 yield blob
             finally:
                 await blob.close()
 
+    async def _open(self, target: Target, digest: Digest) -> OpenBlob:
+        """The stored blob or the download to follow, once ``target`` is known to reference
+        the blob or the upstream confirmed it (see references.py). A download started for
+        ``target`` is its own confirmation."""
+        confirmed = False
+        while True:
+            stored = await self._store.reader(digest)
+            if stored is not None:
+                if confirmed or await self._references.known(target, Kind.BLOB, digest):
+                    return stored_blob(digest, stored)
+                await stored.close()
+            elif confirmed or await self._may_follow(target, digest):
+                return await follow_download(self._store, self.downloads, target, digest)
+            await self._references.confirm(target, Kind.BLOB, digest)
+            # Look again: the blob may have been stored, or evicted, meanwhile.
+            confirmed = True
+
+    async def _may_follow(self, target: Target, digest: Digest) -> bool:
+        """Whether ``target`` may start the blob's download, or join the one under way."""
+        download = self.downloads.active(digest)
+        if download is None or download.target.ref == target.ref:
+            return True
+        return await self._references.known(target, Kind.BLOB, digest)
+
     async def head(self, target: Target, digest: Digest) -> BlobHead:
+        """What a HEAD answers; from the cache or the download only for a repository known
+        to reference the blob, so that a HEAD cannot tell others what is cached."""
         size = await self._store.size(digest)
-        if size is not None:
+        if size is not None and await self._references.known(target, Kind.BLOB, digest):
             return BlobHead(size, cached=True)
         download = self.downloads.active(digest)
-        if download is not None and download.size is not None:
+        if (
+            size is None
+            and download is not None
+            and download.size is not None
+            and await self._may_follow(target, digest)
+        ):
             return BlobHead(download.size, cached=False)
-        client = self._clients[target.upstream.name]
-        upstream = await client.head_blob(target.repository, digest)
-        return BlobHead(upstream.size, cached=False)
+        upstream = await self._references.confirm(target, Kind.BLOB, digest)
+        return BlobHead(size if size is not None else upstream.size, cached=size is not None)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 
 from proxy.cache.besteffort import best_effort
+from proxy.cache.references import References
 from proxy.cache.singleflight import SingleFlight
 from proxy.cache.usage import Usage
 from proxy.errors import (
@@ -58,6 +59,7 @@ class ManifestCache:
         self._metrics = metrics
         self._fetches: SingleFlight[StoredManifest] = SingleFlight()
         self._heads: SingleFlight[TagEntry | None] = SingleFlight()
+        self._references = References(clients, usage)
 
     async def get(
         self, target: Target, reference: Reference, accept: tuple[str, ...], head: bool
@@ -67,6 +69,8 @@ class ManifestCache:
         else:
             assert reference.tag is not None
             answer = await self._by_tag(target, reference.tag, accept, head)
+        # Checked before it was served: a tag resolved for this repository names its
+        # manifest, a manifest by digest was checked in _by_digest.
         self._usage.served(Kind.MANIFEST, answer.digest, target.ref)
         return answer
 
@@ -75,13 +79,14 @@ class ManifestCache:
     ) -> ManifestAnswer:
         stored = await self._index.get_manifest(digest)
         if stored is not None:
-            return _answer(stored, head, "hit")
+            await self._references.check(target, Kind.MANIFEST, digest)
+            return self._served(target, stored, head, "hit")
         if head:
             entry = await self._head(target, str(digest), accept)
             if entry is not None and entry.digest == digest:
                 return ManifestAnswer(digest, entry.media_type, entry.size, None, "miss")
         stored = await self._fetch(target, str(digest), accept, expected=digest)
-        return _answer(stored, head, "miss")
+        return self._served(target, stored, head, "miss")
 
     async def _by_tag(
         self, target: Target, tag: str, accept: tuple[str, ...], head: bool
@@ -135,7 +140,7 @@ class ManifestCache:
         current = await self._head(target, key.tag, accept, key) if previous or head else None
         if current is None:
             stored = await self._fetch(target, key.tag, accept, None, key)
-            return _answer(stored, head, "miss")
+            return self._served(target, stored, head, "miss")
         same = previous is not None and previous.digest == current.digest
         return await self._serve(target, current, accept, head, "revalidated" if same else "miss")
 
@@ -156,7 +161,7 @@ class ManifestCache:
         self._metrics.stale_served.labels(target.upstream.name).inc()
         if stored is None:
             return ManifestAnswer(entry.digest, entry.media_type, entry.size, None, "stale")
-        return _answer(stored, head, "stale")
+        return self._served(target, stored, head, "stale")
 
     async def _serve(
         self, target: Target, entry: TagEntry, accept: tuple[str, ...], head: bool, result: str
@@ -167,6 +172,14 @@ class ManifestCache:
         if stored is None:
             stored = await self._fetch(target, str(entry.digest), accept, entry.digest)
             result = "miss"
+        return self._served(target, stored, head, result)
+
+    def _served(
+        self, target: Target, stored: StoredManifest, head: bool, result: str
+    ) -> ManifestAnswer:
+        """The answer for a manifest ``target`` references; what it references, ``target``
+        references too (parsed once per manifest and repository while remembered)."""
+        self._usage.learn_manifest(stored, target.ref)
         return _answer(stored, head, result)
 
     async def _head(

@@ -76,13 +76,16 @@ class _Following(OpenBlob):
         return self._download.follow(start, end)
 
 
-async def open_blob(
+def stored_blob(digest: Digest, stored: StoredBlob) -> OpenBlob:
+    """A blob found in the store, for one response."""
+    return _Stored(digest, stored, hit=True)
+
+
+async def follow_download(
     store: BlobStore, downloads: Downloads, target: Target, digest: Digest
 ) -> OpenBlob:
-    """The stored blob, or the download to follow. Raises the upstream's error."""
-    stored = await store.reader(digest)
-    if stored is not None:
-        return _Stored(digest, stored, hit=True)
+    """The download under way to follow, joined or started for ``target``. Raises the
+    upstream's error."""
     download = await downloads.join(target, digest)
     if download.size is not None:
         return _Following(download, download.size)

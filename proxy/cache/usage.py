@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
+from typing import TypeVar
 
 from proxy.cache.besteffort import best_effort
 from proxy.cache.lru import Lru
 from proxy.metrics import Metrics
-from proxy.model import Kind, RepoRef
+from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
+from proxy.oci.manifest import references
 from proxy.store import Index
+
+log = logging.getLogger(__name__)
+_K = TypeVar("_K")
 
 # Usage records are written in batches this often: a record per request was a quarter of
 # the CPU of a cached tag lookup, and losing a few seconds of "last served" to a crash only
 # makes eviction a little less exact.
 FLUSH_EVERY = 2.0
+# References checked or learned lately, kept in memory so that a warm request costs no index
+# lookup; past this many the least recently used are looked up in the index again.
+MAX_KNOWN = 200_000
+
+UseKey = tuple[Kind, Digest, RepoRef]
 
 
 class Usage:
@@ -26,13 +38,56 @@ class Usage:
         self.lru = lru
         # Set when the cache grew, so the evictor looks at it; unused without bounds.
         self.grew = asyncio.Event()
-        self._pending: dict[tuple[Kind, Digest, RepoRef], float] = {}
+        self._pending: dict[UseKey, float] = {}
+        self._known: OrderedDict[UseKey, None] = OrderedDict()
+        self._parsed: OrderedDict[tuple[Digest, RepoRef], None] = OrderedDict()
 
     def served(self, kind: Kind, digest: Digest, ref: RepoRef) -> None:
+        """``ref`` was served the content, which it references (checked before serving)."""
         now = time.time()
-        self._pending[(kind, digest, ref)] = now
+        key = (kind, digest, ref)
+        self._pending[key] = now
+        _remember(self._known, key)
         if self.lru is not None:
             self.lru.touch((kind, digest), now)
+
+    # -- which repositories reference what: the rule against cross-repository reads ----------
+
+    async def known(self, kind: Kind, digest: Digest, ref: RepoRef) -> bool:
+        """Whether ``ref`` is known to reference the content: learned in this process (the
+        records not yet written included), or recorded in the index by any process."""
+        key = (kind, digest, ref)
+        if key in self._known:
+            return True
+        if key not in self._pending:
+            try:
+                if ref not in await self._index.references(kind, digest):
+                    return False
+            except (OSError, sqlite3.Error) as exc:
+                # Not known is the safe answer: the upstream is asked instead.
+                log.warning("could not read the references of %s: %s", digest, exc)
+                return False
+        _remember(self._known, key)
+        return True
+
+    def learn(self, kind: Kind, digest: Digest, ref: RepoRef) -> None:
+        """``ref`` references the content (its upstream said so): known at once, recorded in
+        the index with the next batch."""
+        key = (kind, digest, ref)
+        if key in self._known:
+            return
+        _remember(self._known, key)
+        self._pending.setdefault(key, time.time())
+
+    def learn_manifest(self, manifest: StoredManifest, ref: RepoRef) -> None:
+        """What a manifest pulled for ``ref`` references, ``ref`` references too."""
+        if not _remember(self._parsed, (manifest.digest, ref)):
+            return
+        found = references(manifest.body)
+        for digest in found.blobs:
+            self.learn(Kind.BLOB, digest, ref)
+        for digest in found.manifests:
+            self.learn(Kind.MANIFEST, digest, ref)
 
     async def forget(self, kind: Kind, digest: Digest) -> None:
         """Drop every record of the content: it is gone from the cache."""
@@ -58,6 +113,17 @@ class Usage:
         if self.lru is not None:
             self.lru.add((kind, digest), size, time.time())
             self.grew.set()
+
+
+def _remember(known: OrderedDict[_K, None], key: _K) -> bool:
+    """Put ``key`` at the recent end of a bounded set; True if it was not there."""
+    if key in known:
+        known.move_to_end(key)
+        return False
+    known[key] = None
+    if len(known) > MAX_KNOWN:
+        known.popitem(last=False)
+    return True
 
 
 class PullCounter:

@@ -87,6 +87,11 @@ class FakeRegistry:
         self.basic = basic
         self.token = token
         self.blobs: dict[str, bytes] = {}
+        # Which repositories hold a blob or a manifest, as Distribution's links say; a blob
+        # added without a repository is in every one.
+        self.blob_repos: dict[str, set[str]] = {}
+        self.shared_blobs: set[str] = set()
+        self.manifest_repos: dict[str, set[str]] = {}
         self.manifests: dict[str, tuple[str, bytes]] = {}  # digest -> (media type, body)
         self.tags: dict[str, dict[str, str]] = {}  # repository -> tag -> digest
         self.faults: list[Fault] = []
@@ -103,14 +108,23 @@ class FakeRegistry:
 
     # -- content ---------------------------------------------------------------------------
 
-    def add_blob(self, data: bytes) -> str:
+    def add_blob(self, data: bytes, repository: str | None = None) -> str:
+        """A blob in ``repository`` only, or in every repository when it is None."""
         digest = digest_of(data)
         self.blobs[digest] = data
+        if repository is None:
+            self.shared_blobs.add(digest)
+        else:
+            self.blob_repos.setdefault(digest, set()).add(repository)
         return digest
+
+    def holds_blob(self, repository: str, digest: str) -> bool:
+        return digest in self.shared_blobs or repository in self.blob_repos.get(digest, ())
 
     def add_manifest(self, repository: str, body: bytes, media_type: str, tag: str = "") -> str:
         digest = digest_of(body)
         self.manifests[digest] = (media_type, body)
+        self.manifest_repos.setdefault(digest, set()).add(repository)
         self.tags.setdefault(repository, {})
         if tag:
             self.tags[repository][tag] = digest
@@ -131,7 +145,7 @@ class FakeRegistry:
         }
         body = json.dumps(manifest, indent=2).encode()
         for blob in (config, *layers):
-            self.add_blob(blob)
+            self.add_blob(blob, repository)
         self.add_manifest(repository, body, OCI_MANIFEST, tag)
         return FakeImage(repository, tag, body, OCI_MANIFEST, config, layers)
 
@@ -208,7 +222,7 @@ class FakeRegistry:
         if match is None or request.method not in ("GET", "HEAD"):
             return oci_error(404, "UNSUPPORTED")
         if match["kind"] == "blobs":
-            return await self._blob(request, match["ref"], fault)
+            return await self._blob(request, repository, match["ref"], fault)
         if match["kind"] == "manifests":
             return await self._manifest(request, repository, match["ref"], fault)
         return self._tag_list(request, repository)
@@ -217,7 +231,7 @@ class FakeRegistry:
         self, request: web.Request, repository: str, ref: str, fault: Fault | None
     ) -> web.StreamResponse:
         digest = ref if ref.startswith("sha256:") else self.tags.get(repository, {}).get(ref)
-        if digest is None or digest not in self.manifests:
+        if digest is None or repository not in self.manifest_repos.get(digest, ()):
             return oci_error(404, "MANIFEST_UNKNOWN")
         media_type, body = self.manifests[digest]
         claimed = WRONG_DIGEST if fault is not None and fault.wrong_digest else digest
@@ -225,10 +239,10 @@ class FakeRegistry:
         return await send_body(request, 200, headers, body, fault)
 
     async def _blob(
-        self, request: web.Request, digest: str, fault: Fault | None
+        self, request: web.Request, repository: str, digest: str, fault: Fault | None
     ) -> web.StreamResponse:
         body = self.blobs.get(digest)
-        if body is None:
+        if body is None or not self.holds_blob(repository, digest):
             return oci_error(404, "BLOB_UNKNOWN")
         if fault is not None and fault.location and request.method == "GET":
             location = fault.location.format(port=self.port, digest=digest)

@@ -41,6 +41,9 @@ class Joined:
     def __init__(self, download: Download) -> None:
         self.download = download
 
+    def active(self, digest: Digest) -> Download:
+        return self.download
+
     async def join(self, target: Target, digest: Digest) -> Download:
         await self.download.wait_started()
         return self.download
@@ -50,12 +53,15 @@ class Cache:
     def __init__(self, store: BlobStore) -> None:
         self.store = store
         self.pins = Pins()
-        self.blobs = BlobCache(store, {}, Metrics(), Usage(MemoryIndex(), Metrics()), self.pins)
+        self.usage = Usage(MemoryIndex(), Metrics())
+        self.blobs = BlobCache(store, {}, Metrics(), self.usage, self.pins)
 
     async def put(self, data: bytes) -> Digest:
         writer = await self.store.writer(Digest.of(data))
         await writer.write(data)
         await writer.commit()
+        # Cached for TARGET's repository, which may read it (tests/fast/test_cross_repo.py).
+        self.usage.learn(Kind.BLOB, Digest.of(data), TARGET.ref)
         return Digest.of(data)
 
     async def download(self, size: int | None) -> tuple[Download, BlobWriter]:
