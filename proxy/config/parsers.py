@@ -106,7 +106,8 @@ def parse_nonempty(text: str) -> str:
     return text
 
 
-def parse_cache_dir(text: str) -> Path:
+def parse_path(text: str) -> Path:
+    """A directory or file path; whether it can be used is checked where it is used."""
     if not text.strip():
         raise Invalid("must not be empty")
     try:
@@ -116,14 +117,8 @@ def parse_cache_dir(text: str) -> Path:
         raise Invalid(str(exc)) from None
 
 
-def parse_file(text: str) -> Path:
-    """A path to a file regcache reads; whether it is readable is checked where it is used."""
-    if not text.strip():
-        raise Invalid("must not be empty")
-    try:
-        return Path(text).expanduser()
-    except RuntimeError as exc:
-        raise Invalid(str(exc)) from None
+parse_cache_dir = parse_path
+parse_file = parse_path
 
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
