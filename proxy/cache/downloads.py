@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from proxy.cache.transfer import CHUNK_SIZE, BlobTransfer
+from proxy.cache.transfer import BlobTransfer
 from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
@@ -32,6 +32,7 @@ from proxy.model import FileSpan, Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
 from proxy.store import BlobReader, BlobStore, BlobWriter, pieces
+from proxy.upstream.blobstream import CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)

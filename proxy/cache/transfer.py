@@ -20,7 +20,6 @@ from proxy.metrics import Metrics
 from proxy.oci.digest import Digest, Hasher
 from proxy.routing import Target
 from proxy.store import BlobStore, BlobWriter, DigestMismatch
-from proxy.upstream.blobstream import CHUNK_SIZE as CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -35,13 +34,13 @@ class TransferSink(Protocol):
     def started(self, size: int | None, writer: BlobWriter) -> None: ...
 
     def progress(self, written: int) -> None:
-        """Bytes ``[0, written)`` are in the writer's file."""
+        """Bytes ``[0, written)`` are stored by the writer and readable through its reader."""
 
     def spilled(self, written: int) -> None:
-        """The disk is full: the file ends at ``written``; the rest comes through relay."""
+        """The disk is full: the writer holds ``[0, written)``; the rest comes through relay."""
 
     async def relay(self, chunk: bytes) -> None:
-        """The next bytes after the file's end, for readers only. May wait for slow readers."""
+        """The next bytes after the writer's, for readers only. May wait for slow readers."""
 
 
 class BlobTransfer:
