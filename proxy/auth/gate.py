@@ -62,12 +62,12 @@ class Gate:
             if self.anonymous:
                 return ANONYMOUS_PRINCIPAL
             raise self._unauthorized(caller, "no_credentials", "authentication required")
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() == "basic":
+        scheme, value = _split(header)
+        if scheme == "basic":
             principal = await self._basic(caller, value, self._challenge(caller))
             self._metrics.auth_logins.labels("basic").inc()
             return principal
-        if scheme.lower() == "bearer":
+        if scheme == "bearer":
             return self._bearer(caller, value.strip())
         raise self._unauthorized(caller, "malformed", "unsupported authorization scheme")
 
@@ -101,15 +101,15 @@ class Gate:
         """A token for /token: the user's, or anonymous's, with the scopes the rules allow."""
         challenge = {"WWW-Authenticate": BASIC_CHALLENGE}
         error: RegistryError
-        header = caller.authorization
-        if header is None and self.anonymous:
+        scheme, value = ("", "") if caller.authorization is None else _split(caller.authorization)
+        if caller.authorization is None and self.anonymous:
             principal = ANONYMOUS_PRINCIPAL
-        elif header is None or header.strip().partition(" ")[0].lower() != "basic":
-            reason = "no_credentials" if header is None else "malformed"
+        elif scheme != "basic":
+            reason = "no_credentials" if caller.authorization is None else "malformed"
             error = Unauthorized("Basic credentials required", headers=challenge)
             raise self._deny(error, reason, caller, "-")
         else:
-            principal = await self._basic(caller, header.strip().partition(" ")[2], challenge)
+            principal = await self._basic(caller, value, challenge)
         if account is not None and account != principal.name:
             error = Denied("account does not match the credentials")
             raise self._deny(error, "account_mismatch", caller, principal.name)
@@ -212,3 +212,9 @@ class Gate:
 def _shown(user: str) -> str:
     # A user name as typed, cut short and quoted: a client chooses it.
     return repr(user[:64])
+
+
+def _split(authorization: str) -> tuple[str, str]:
+    """An Authorization header as (lowercase scheme, credentials)."""
+    scheme, _, value = authorization.strip().partition(" ")
+    return scheme.lower(), value
