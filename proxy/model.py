@@ -7,7 +7,7 @@ same things without importing each other.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from proxy.oci.digest import Digest
@@ -73,3 +73,15 @@ class FileSpan:
     file: BinaryIO
     offset: int
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A client's own user name and password for a passthrough upstream.
+
+    Held in memory for as long as the client's requests need them, never printed: the
+    password is left out of ``repr``, so no log line or error detail can carry it by accident.
+    """
+
+    username: str
+    password: str = field(repr=False)

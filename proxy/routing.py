@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from proxy.config import Config, UpstreamConfig
 from proxy.errors import NameInvalid, NameUnknown
-from proxy.model import RepoRef
+from proxy.model import Credentials, RepoRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,8 @@ class Target:
     upstream: UpstreamConfig
     repository: str
     namespace: str | None = None  # the ns= the client sent, echoed as OCI-Namespace
+    # On a passthrough upstream, the requesting client's own (None: it gave none).
+    credentials: Credentials | None = None
 
     @property
     def ref(self) -> RepoRef:

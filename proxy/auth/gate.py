@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from proxy.auth.passwords import PasswordChecker
@@ -17,11 +17,14 @@ from proxy.auth.tokens import SERVICE, IssuedToken, TokenAuthority, TokenRejecte
 from proxy.config import Config
 from proxy.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from proxy.metrics import Metrics
+from proxy.model import Credentials
 
 audit = logging.getLogger("proxy.auth.audit")
 
 MAX_SCOPES = 32
 BASIC_CHALLENGE = f'Basic realm="{SERVICE}"'
+# Which passthrough upstream, if any, accepts these credentials as a login.
+Vouch = Callable[[Credentials], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,22 +46,36 @@ class Target:
     upstream: str
     repository: str
     client_name: str
+    passthrough: bool = False
 
 
 class Gate:
-    def __init__(self, config: Config, metrics: Metrics) -> None:
-        assert config.auth_htpasswd is not None
-        self.anonymous = config.auth_anonymous
-        self.passwords = PasswordChecker(config.auth_htpasswd)
+    """Logins to regcache (its htpasswd) and to passthrough upstreams (``vouch``); without
+    an htpasswd file only the latter, and anonymous requests are let in as before."""
+
+    def __init__(self, config: Config, metrics: Metrics, vouch: Vouch | None = None) -> None:
+        htpasswd = config.auth_htpasswd
+        self.anonymous = config.auth_anonymous if htpasswd is not None else True
+        self.passwords = PasswordChecker(htpasswd) if htpasswd is not None else None
+        self._vouch = vouch
         self.tokens = TokenAuthority(config.auth_token_key_file, config.auth_token_ttl)
         self.policy = AccessPolicy(config.access)
         self.limiter = FailureLimiter()
         self._metrics = metrics
 
-    async def authenticate(self, caller: Caller) -> Principal:
-        """The principal of a /v2 request: anonymous, Basic, or one of regcache's tokens."""
+    async def authenticate(self, caller: Caller, base: bool = False) -> Principal:
+        """The principal of a /v2 request: anonymous, Basic, or one of regcache's tokens.
+
+        ``base``: the request is ``/v2/`` itself, which answers 401 with the challenge to a
+        request without credentials even when anonymous pulls are allowed. That is how
+        Docker learns that it may log in here at all, as it does from Docker Hub.
+        """
         header = caller.authorization
         if header is None:
+            if base and self.anonymous:
+                raise Unauthorized(
+                    "log in, or ask for an anonymous token", headers=self._challenge(caller)
+                )
             if self.anonymous:
                 return ANONYMOUS_PRINCIPAL
             raise self._unauthorized(caller, "no_credentials", "authentication required")
@@ -73,6 +90,13 @@ class Gate:
 
     def authorize(self, principal: Principal, caller: Caller, target: Target) -> None:
         """The one access check of a pull request, on the canonical name after routing."""
+        who = principal.on(target.passthrough)
+        if who is not principal and not self.anonymous:
+            challenge = self._challenge(caller, target.client_name)
+            error: RegistryError = Unauthorized(
+                "a login to a passthrough upstream is no login to this one", headers=challenge
+            )
+            raise self._deny(error, "rule", caller, principal.name, target)
         if principal.scopes is not None and target.client_name not in principal.scopes:
             challenge = self._challenge(caller, target.client_name, "insufficient_scope")
             raise self._deny(
@@ -82,14 +106,36 @@ class Gate:
                 principal.name,
                 target,
             )
-        if self.policy.allows(principal, target.upstream, target.repository):
+        if self.policy.allows(who, target.upstream, target.repository):
             return
-        if principal.authenticated:
-            error: RegistryError = Denied(detail={"repository": target.client_name})
+        if who.authenticated:
+            error = Denied(detail={"repository": target.client_name})
         else:
             challenge = self._challenge(caller, target.client_name)
             error = Unauthorized("authentication required", headers=challenge)
         raise self._deny(error, "rule", caller, principal.name, target)
+
+    def allows(
+        self, principal: Principal, upstream: str, repository: str, passthrough: bool
+    ) -> bool:
+        """Whether the rules let ``principal`` pull ``upstream/repository``."""
+        return self.policy.allows(principal.on(passthrough), upstream, repository)
+
+    def refused(self, principal: Principal, caller: Caller, target: Target) -> RegistryError:
+        """The answer when a passthrough upstream refused the client for the repository: a
+        challenge for a client that gave it no credentials of its own, else 403."""
+        error: RegistryError
+        if principal.credentials is None:
+            challenge = self._challenge(caller, target.client_name)
+            error = Unauthorized(
+                "the upstream wants a login for this repository", headers=challenge
+            )
+        else:
+            error = Denied(
+                "the upstream refused these credentials for this repository",
+                detail={"repository": target.client_name},
+            )
+        return self._deny(error, "upstream_refused", caller, principal.name, target)
 
     async def issue(
         self,
@@ -116,7 +162,7 @@ class Gate:
         names = self._granted(principal, scopes, allowed)
         if principal.authenticated:
             self._metrics.auth_logins.labels("token").inc()
-        return self.tokens.issue(principal.name, names)
+        return self.tokens.issue(principal, names)
 
     @staticmethod
     def _granted(
@@ -150,11 +196,18 @@ class Gate:
             self.limiter.failed(caller.address)
             error = Unauthorized("malformed Basic credentials", headers=challenge)
             raise self._deny(error, "malformed", caller, "-")
-        if not await self.passwords.check(user, password):
-            self.limiter.failed(caller.address)
-            error = Unauthorized("wrong user name or password", headers=challenge)
-            raise self._deny(error, "bad_credentials", caller, user)
-        return Principal(user, authenticated=True)
+        if self.passwords is not None and await self.passwords.check(user, password):
+            return Principal(user, authenticated=True)
+        # regcache's own passwords are never sent upstream: only a login regcache does not
+        # know is offered to the passthrough upstreams.
+        if self._vouch is not None:
+            credentials = Credentials(user, password)
+            upstream = await self._vouch(credentials)
+            if upstream is not None:
+                return Principal(user, True, vouched_by=upstream, credentials=credentials)
+        self.limiter.failed(caller.address)
+        error = Unauthorized("wrong user name or password", headers=challenge)
+        raise self._deny(error, "bad_credentials", caller, user)
 
     def _bearer(self, caller: Caller, token: str) -> Principal:
         try:
@@ -163,10 +216,14 @@ class Gate:
             challenge = self._challenge(caller, error="invalid_token")
             error = Unauthorized(rejected.message, headers=challenge)
             raise self._deny(error, rejected.reason, caller, "-") from None
-        # Tokens outlive neither the user's htpasswd entry nor anonymous access.
-        still_valid = (
-            self.passwords.knows(principal.name) if principal.authenticated else self.anonymous
-        )
+        # Tokens outlive neither the user's htpasswd entry nor anonymous access; a user a
+        # passthrough upstream vouched for is asked about at that upstream again anyway.
+        if principal.vouched_by is not None:
+            still_valid = self._vouch is not None
+        elif principal.authenticated:
+            still_valid = self.passwords is not None and self.passwords.knows(principal.name)
+        else:
+            still_valid = self.anonymous
         if not still_valid:
             challenge = self._challenge(caller, error="invalid_token")
             error = Unauthorized("the token's user may no longer log in", headers=challenge)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from proxy.config.access import AccessRule
 from proxy.config.authfiles import ANONYMOUS
+from proxy.model import Credentials
 
 ANYONE = "*"
 AUTHENTICATED = "authenticated"
@@ -23,11 +24,25 @@ DEFAULT_RULES = (AccessRule(("**",), (ANYONE,)),)
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a request acts as. ``scopes``: the repository names a bearer token was granted,
-    as the client names them; None when the request was not made with a token."""
+    as the client names them; None when the request was not made with a token.
+
+    ``vouched_by``: the passthrough upstream that accepted the login, for a user regcache's
+    htpasswd does not know; ``credentials`` are then that user's, for passthrough upstreams.
+    """
 
     name: str
     authenticated: bool
     scopes: frozenset[str] | None = None
+    vouched_by: str | None = None
+    credentials: Credentials | None = None
+
+    def on(self, passthrough: bool) -> Principal:
+        """Who this is on an upstream: a login only a passthrough upstream vouched for is
+        no regcache login, so elsewhere it counts as anonymous (an account anyone can open
+        upstream must not unlock what regcache's own logins guard)."""
+        if self.vouched_by is None or passthrough:
+            return self
+        return Principal(ANONYMOUS, authenticated=False, scopes=self.scopes)
 
 
 ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS, authenticated=False)

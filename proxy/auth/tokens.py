@@ -3,11 +3,18 @@
 The key is 32 random bytes made at start unless ``auth.token_key_file`` gives one, so
 replicas behind one address share it only through that file. A token names its user and
 the repositories it may pull, as the client named them in the token request.
+
+A user that a passthrough upstream vouched for carries its credentials in the token for
+that upstream's requests, encrypted with Fernet (AES-CBC and HMAC, from ``cryptography``)
+under a key derived from the signing key: a JWT's claims are only base64, and the token
+passes through clients' logs and credential stores.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 import secrets
 import time
 import uuid
@@ -16,9 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from proxy.auth.rules import Principal
 from proxy.config.authfiles import ANONYMOUS, TokenKey
+from proxy.model import Credentials
 
 ISSUER = "regcache"
 SERVICE = "regcache"
@@ -58,13 +69,17 @@ class TokenAuthority:
         self._key = key.secret if key is not None else secrets.token_bytes(32)
         self._ttl = max(1, int(ttl))
         self._remembered: dict[str, tuple[Principal, float]] = {}
+        # A key of its own, so neither use of the signing key can weaken the other.
+        derived = HKDF(hashes.SHA256(), 32, None, b"regcache passthrough credentials")
+        self._sealer = Fernet(base64.urlsafe_b64encode(derived.derive(self._key)))
 
-    def issue(self, user: str, repositories: Iterable[str]) -> IssuedToken:
+    def issue(self, principal: Principal, repositories: Iterable[str]) -> IssuedToken:
+        """A token for ``principal``, with who vouched for it and its credentials, if any."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": ISSUER,
             "aud": SERVICE,
-            "sub": user,
+            "sub": principal.name,
             "iat": now,
             "nbf": now,
             "exp": now + self._ttl,
@@ -74,6 +89,11 @@ class TokenAuthority:
                 for name in sorted(set(repositories))
             ],
         }
+        if principal.vouched_by is not None:
+            claims["via"] = principal.vouched_by
+        if principal.credentials is not None:
+            pair = [principal.credentials.username, principal.credentials.password]
+            claims["pt"] = self._sealer.encrypt(json.dumps(pair).encode()).decode("ascii")
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
         issued = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
         return IssuedToken(token, self._ttl, issued.replace("+00:00", "Z"))
@@ -120,5 +140,25 @@ class TokenAuthority:
             and isinstance(entry.get("name"), str)
             and "pull" in (entry.get("actions") or ())
         )
-        principal = Principal(user, authenticated=user != ANONYMOUS, scopes=names)
+        via = claims.get("via")
+        principal = Principal(
+            user,
+            authenticated=user != ANONYMOUS,
+            scopes=names,
+            vouched_by=via if isinstance(via, str) else None,
+            credentials=self._unsealed(claims.get("pt")),
+        )
         return principal, float(claims["exp"])
+
+    def _unsealed(self, sealed: object) -> Credentials | None:
+        if sealed is None:
+            return None
+        try:
+            pair = json.loads(self._sealer.decrypt(str(sealed).encode("ascii")))
+        except (InvalidToken, ValueError, UnicodeError):
+            raise TokenRejected("bad_token", "the bearer token is not valid") from None
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
+            raise TokenRejected("bad_token", "the bearer token is not valid")
+        return Credentials(pair[0], pair[1])

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from proxy.cache.transfer import BlobTransfer
+from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.metrics import Metrics
@@ -303,7 +304,7 @@ class Downloads:
             del self._active[download.digest]
 
     async def _fetch(self, download: Download, target: Target) -> None:
-        client = self._clients[target.upstream.name]
+        client = client_for(self._clients, target)
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
         if await transfer.run(download):
             self._usage.stored(Kind.BLOB, download.digest, download.written)

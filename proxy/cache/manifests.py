@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from proxy.cache.besteffort import best_effort
 from proxy.cache.references import References
 from proxy.cache.singleflight import SingleFlight
+from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.errors import (
     ManifestUnknown,
@@ -197,7 +198,7 @@ class ManifestCache:
         key = ("head", target.upstream.name, target.repository, ref, accept)
 
         async def call() -> TagEntry | None:
-            client = self._clients[target.upstream.name]
+            client = client_for(self._clients, target)
             head = await client.head_manifest(target.repository, ref, accept)
             if head.digest is None or head.size is None:
                 return None
@@ -223,7 +224,7 @@ class ManifestCache:
         key = ("get", target.upstream.name, target.repository, ref, accept)
 
         async def call() -> StoredManifest:
-            client = self._clients[target.upstream.name]
+            client = client_for(self._clients, target)
             stored = await client.get_manifest(target.repository, ref, accept, expected)
             if await best_effort(
                 self._index.put_manifest(stored), "store a manifest", self._metrics

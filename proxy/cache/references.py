@@ -12,6 +12,7 @@ answer, as for content regcache never cached.
 from __future__ import annotations
 
 from proxy.cache.singleflight import SingleFlight
+from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.errors import ManifestUnknown
 from proxy.model import Descriptor, Kind
@@ -64,7 +65,7 @@ class References:
         return found
 
     async def _ask(self, target: Target, kind: Kind, digest: Digest) -> Descriptor:
-        client = self._clients[target.upstream.name]
+        client = client_for(self._clients, target)
         if kind is Kind.BLOB:
             # head_blob refuses an answer for another digest.
             found = await client.head_blob(target.repository, digest)

@@ -15,7 +15,7 @@ from pathlib import Path
 from proxy.config.access import AccessRule
 from proxy.config.authfiles import Htpasswd, TokenKey, parse_htpasswd, parse_token_key_file
 from proxy.config.declare import secret_field, setting, upstream_option
-from proxy.config.nodes import node_bool, node_seconds, node_timeout
+from proxy.config.nodes import node_bool, node_choice, node_seconds, node_timeout
 from proxy.config.parsers import (
     EVENT_LOOPS,
     LOG_LEVELS,
@@ -36,6 +36,9 @@ from proxy.logs import LOG_FORMATS
 DEFAULT_TAG_TTL = 300.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_PASSTHROUGH_TTL = 60.0
+CONFIGURED = "configured"
+PASSTHROUGH = "passthrough"
 
 BUILTIN_UPSTREAMS: tuple[tuple[str, str], ...] = (
     ("docker.io", "https://registry-1.docker.io"),
@@ -74,6 +77,15 @@ class UpstreamConfig:
     # itself is in such a network (see proxy.upstream.redirects); a site whose public
     # registry stores blobs on a private network can opt in.
     allow_private_redirects: bool = upstream_option(False, node_bool)
+    # "passthrough": each client's own credentials go upstream, and the upstream decides
+    # what that client may read, cached or not (README, Security).
+    credentials: str = upstream_option(CONFIGURED, node_choice(CONFIGURED, PASSTHROUGH))
+    # How long the upstream's yes or no for a (client, repository) is taken as still true.
+    passthrough_ttl: float = upstream_option(DEFAULT_PASSTHROUGH_TTL, node_seconds)
+
+    @property
+    def passthrough(self) -> bool:
+        return self.credentials == PASSTHROUGH
 
     @property
     def is_docker_hub(self) -> bool:
@@ -231,6 +243,11 @@ class Config:
     @property
     def auth_enabled(self) -> bool:
         return self.auth_htpasswd is not None
+
+    @property
+    def logins_needed(self) -> bool:
+        """Whether clients may log in at all: to regcache, or to a passthrough upstream."""
+        return self.auth_enabled or any(up.passthrough for up in self.upstreams)
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         for up in self.upstreams:

@@ -8,6 +8,7 @@ name its line, and so that string settings keep exactly the characters the opera
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -72,3 +73,15 @@ def node_list(node: Node) -> list[Node]:
     if not isinstance(node, SequenceNode):
         raise Invalid(f"must be a list, not {kind(node)}")
     return list(node.value)
+
+
+def node_choice(*choices: str) -> Callable[[Node], str]:
+    """A reader of a string that must be one of ``choices``."""
+
+    def read(node: Node) -> str:
+        text = node_text(node)
+        if text not in choices:
+            raise Invalid(f"must be one of {', '.join(choices)}, not {text[:64]!r}")
+        return text
+
+    return read

@@ -19,6 +19,8 @@ from proxy.cache.blobs import BlobCache
 from proxy.cache.eviction import Evictor
 from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
+from proxy.cache.passthrough import Passthrough
+from proxy.cache.references import References
 from proxy.cache.usage import PullCounter, Usage
 from proxy.config import Config
 from proxy.metrics import CONTENT_TYPE, Metrics
@@ -65,12 +67,14 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
-def _gate(app: web.Application, metrics: Metrics) -> Gate | None:
+def _gate(app: web.Application, metrics: Metrics, passthrough: Passthrough) -> Gate | None:
     """The login check, with its htpasswd file re-read on SIGHUP; None with logins off."""
-    if not app[CONFIG].auth_enabled:
+    config = app[CONFIG]
+    if not config.logins_needed:
         return None
-    gate = Gate(app[CONFIG], metrics)
-    app[RELOADERS].append(gate.passwords.reload)
+    gate = Gate(config, metrics, passthrough.vouch)
+    if gate.passwords is not None:
+        app[RELOADERS].append(gate.passwords.reload)
     return gate
 
 
@@ -87,6 +91,25 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
+
+
+async def _start_evictor(
+    config: Config, store: FsBlobStore, index: DiskIndex, usage: Usage, pins: Pins, metrics: Metrics
+) -> Evictor:
+    """The evictor of a bounded cache, with the cache already brought within its bounds."""
+    evictor = Evictor(
+        store,
+        index,
+        usage,
+        pins,
+        metrics,
+        max_size=config.cache_max_size,
+        max_age=config.cache_max_age,
+    )
+    await evictor.rebuild()
+    await evictor.evict()
+    evictor.start()
+    return evictor
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -107,22 +130,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     usage = Usage(index, metrics, Lru() if bounded else None)
     recorder = asyncio.create_task(usage.run())
     pins = Pins()
-    evictor: Evictor | None = None
-    if bounded:
-        evictor = Evictor(
-            store,
-            index,
-            usage,
-            pins,
-            metrics,
-            max_size=config.cache_max_size,
-            max_age=config.cache_max_age,
-        )
-        await evictor.rebuild()
-        await evictor.evict()
-        evictor.start()
+    evictor = await _start_evictor(config, store, index, usage, pins, metrics) if bounded else None
     blobs = BlobCache(store, clients, metrics, usage, pins)
-    gate = _gate(app, metrics)
+    passthrough = Passthrough(clients, References(clients, usage))
+    gate = _gate(app, metrics, passthrough)
     app[STORE] = store
     app[SERVICES] = Services(
         router=app[ROUTER],
@@ -131,6 +142,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         clients=clients,
         metrics=metrics,
         pulls=PullCounter(),
+        passthrough=passthrough,
         gate=gate,
     )
     app[HISTORY] = History()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -12,15 +12,19 @@ from proxy.auth.gate import Gate
 from proxy.auth.gate import Target as AccessTarget
 from proxy.cache.blobs import BlobCache
 from proxy.cache.manifests import ManifestCache
+from proxy.cache.passthrough import Passthrough
 from proxy.cache.reader import OpenBlob
+from proxy.cache.upstreams import client_for
 from proxy.cache.usage import PullCounter
 from proxy.errors import (
     BlobUnknown,
+    Denied,
     DigestInvalid,
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
     RegistryError,
+    Unauthorized,
     Unsupported,
     UpstreamOffline,
 )
@@ -61,6 +65,7 @@ class Services:
     clients: dict[str, UpstreamClient]
     metrics: Metrics
     pulls: PullCounter
+    passthrough: Passthrough
     gate: Gate | None = None  # None: logins are off and every request is let in
 
 
@@ -78,7 +83,7 @@ class V2Handlers:
         gate = self._s.gate
         if gate is not None:
             caller = login.caller(request, _asked(request, path))
-            principal = await gate.authenticate(caller)
+            principal = await gate.authenticate(caller, base=path.kind is Kind.BASE)
         if path.kind is Kind.BASE:
             return web.json_response({})
         target = self._s.router.route(path.name, request.query.get("ns"))
@@ -90,10 +95,15 @@ class V2Handlers:
         )
         # The one access check: after routing, so on the canonical name whatever form the
         # client used, and before anything is resolved, cached or asked of an upstream.
+        passthrough = target.upstream.passthrough
         if gate is not None:
-            names = AccessTarget(target.upstream.name, target.repository, path.name)
+            names = AccessTarget(target.upstream.name, target.repository, path.name, passthrough)
             gate.authorize(principal, caller, names)
+            if passthrough:
+                target = replace(target, credentials=principal.credentials)
         try:
+            if passthrough:
+                await self._admit(target, path)
             if path.kind is Kind.MANIFEST:
                 response = await self._manifest(request, target, path)
             elif path.kind is Kind.BLOB:
@@ -103,11 +113,25 @@ class V2Handlers:
         except RegistryError as error:
             if isinstance(error, UpstreamOffline):
                 error = _offline_miss(path.kind, error)
+            elif passthrough and gate is not None and isinstance(error, Unauthorized | Denied):
+                # On a passthrough upstream a refusal is of the client's own identity.
+                error = gate.refused(principal, caller, names)
             if path.kind is not Kind.TAGS_LIST:
                 self._count(request, target, path.kind.value, "error")
             error.headers.update(_namespace_header(target))
             raise error from None
         return response
+
+    async def _admit(self, target: Target, path: V2Path) -> None:
+        """The passthrough upstream's word that the client may read what it asked for;
+        a tag list is asked of the upstream under the client's identity anyway."""
+        if path.kind is Kind.MANIFEST:
+            reference = _reference(path.reference)
+        elif path.kind is Kind.BLOB:
+            reference = Reference(digest=_digest(path.reference))
+        else:
+            return
+        await self._s.passthrough.admit(target, path.kind, reference)
 
     async def _manifest(
         self, request: web.Request, target: Target, path: V2Path
@@ -190,7 +214,7 @@ class V2Handlers:
         return response
 
     async def _tags(self, request: web.Request, target: Target, path: V2Path) -> web.Response:
-        client = self._s.clients[target.upstream.name]
+        client = client_for(self._s.clients, target)
         query = request.query
         tags = await client.list_tags(target.repository, query.get("n"), query.get("last"))
         headers = {"Content-Type": tags.content_type}

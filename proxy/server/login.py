@@ -60,7 +60,8 @@ def may_pull(gate: Gate, router: Router, principal: Principal, name: str) -> boo
             target = router.route(name, ns)
         except NameInvalid:
             continue
-        if gate.policy.allows(principal, target.upstream.name, target.repository):
+        upstream = target.upstream
+        if gate.allows(principal, upstream.name, target.repository, upstream.passthrough):
             return True
     return False
 

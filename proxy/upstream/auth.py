@@ -21,6 +21,7 @@ from yarl import URL
 from proxy.config import UpstreamConfig
 from proxy.errors import Unauthorized, UpstreamInvalid, UpstreamUnavailable
 from proxy.metrics import Metrics
+from proxy.model import Credentials
 from proxy.upstream.body import read_at_most
 from proxy.upstream.challenge import Challenge, parse_challenge
 from proxy.upstream.failures import TRANSPORT_ERRORS, unavailable
@@ -46,15 +47,26 @@ def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
+def configured_credentials(upstream: UpstreamConfig) -> Credentials | None:
+    """regcache's own credentials for ``upstream``, from its configuration."""
+    if upstream.username is None or upstream.password is None:
+        return None
+    return Credentials(upstream.username, upstream.password)
+
+
 class Authenticator:
+    """One identity at one upstream: regcache's configured one, or a passthrough client's."""
+
     def __init__(
         self,
         upstream: UpstreamConfig,
+        credentials: Credentials | None,
         session: aiohttp.ClientSession,
         metrics: Metrics,
         guard: RedirectGuard,
     ) -> None:
         self._upstream = upstream
+        self._credentials = credentials
         # The challenge's realm is a URL the upstream chose, like a redirect's, and the
         # Basic credentials go there: it gets the same checks and pinning.
         self._guard = guard
@@ -66,10 +78,10 @@ class Authenticator:
 
     @property
     def _basic(self) -> str | None:
-        up = self._upstream
-        if up.username is None or up.password is None:
+        credentials = self._credentials
+        if credentials is None:
             return None
-        raw = f"{up.username}:{up.password}".encode()
+        raw = f"{credentials.username}:{credentials.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
     async def header(self, scope: str) -> str | None:
@@ -136,7 +148,7 @@ class Authenticator:
             raise unavailable(exc, "token endpoint unreachable", realm=realm) from exc
         if status in (401, 403):
             raise Unauthorized(
-                "the upstream token endpoint refused regcache's credentials",
+                "the upstream token endpoint refused the credentials",
                 detail={"upstream": self._upstream.name, "status": status},
             )
         if status != 200:

@@ -6,6 +6,7 @@ and verifies what the answer promises, and raises a RegistryError for anything e
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import aiohttp
@@ -13,7 +14,7 @@ import aiohttp
 from proxy.config import UpstreamConfig
 from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
-from proxy.model import Descriptor, Kind, StoredManifest
+from proxy.model import Credentials, Descriptor, Kind, StoredManifest
 from proxy.oci.digest import Digest, InvalidDigest
 from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
 from proxy.upstream.blobstream import OCTET_STREAM, BlobStream
@@ -25,6 +26,8 @@ from proxy.upstream.transport import namespace_for as namespace_for
 
 MAX_TAG_LIST_BYTES = 16 * 1024 * 1024
 DEFAULT_TAG_LIST_TYPE = "application/json"
+# Passthrough identities kept with their tokens; the least recently used go first.
+MAX_ACTING_CLIENTS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +47,29 @@ class UpstreamClient:
         metrics: Metrics,
         *,
         offline: bool = False,
+        transport: Transport | None = None,
     ) -> None:
         self.upstream = upstream
+        self._session = session
         self._metrics = metrics
-        self._transport = Transport(upstream, session, metrics, offline=offline)
+        self._transport = transport or Transport(upstream, session, metrics, offline=offline)
+        self._acting: OrderedDict[Credentials | None, UpstreamClient] = OrderedDict()
+
+    def acting_for(self, credentials: Credentials | None) -> UpstreamClient:
+        """This upstream as a passthrough client sees it: its credentials or none, never
+        regcache's. One client per identity, so tokens are cached per identity too."""
+        client = self._acting.get(credentials)
+        if client is None:
+            transport = self._transport.acting_for(credentials)
+            client = UpstreamClient(
+                self.upstream, self._session, self._metrics, transport=transport
+            )
+            self._acting[credentials] = client
+            if len(self._acting) > MAX_ACTING_CLIENTS:
+                self._acting.popitem(last=False)
+        else:
+            self._acting.move_to_end(credentials)
+        return client
 
     @property
     def health(self) -> UpstreamHealth:

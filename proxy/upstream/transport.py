@@ -9,6 +9,7 @@ Answers come back as raw aiohttp responses; only ``proxy.upstream`` ever sees on
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlencode, urlsplit
@@ -20,7 +21,8 @@ from yarl import URL
 from proxy.config import UpstreamConfig
 from proxy.errors import UpstreamInvalid, UpstreamOffline
 from proxy.metrics import Metrics
-from proxy.upstream.auth import Authenticator, pull_scope
+from proxy.model import Credentials
+from proxy.upstream.auth import Authenticator, configured_credentials, pull_scope
 from proxy.upstream.failures import TRANSPORT_ERRORS, describe, unavailable
 from proxy.upstream.health import UpstreamHealth
 from proxy.upstream.redirects import Hop, RedirectGuard, send
@@ -54,11 +56,22 @@ class Transport:
         self._session = session
         self._metrics = metrics
         self._guard = RedirectGuard(upstream, metrics)
-        self._auth = Authenticator(upstream, session, metrics, self._guard)
+        self._auth = Authenticator(
+            upstream, configured_credentials(upstream), session, metrics, self._guard
+        )
         self._origin = URL(upstream.url).origin()
         self._timeout = timeout_for(upstream)
         self._namespace = namespace_for(upstream)
         self.health = UpstreamHealth()
+
+    def acting_for(self, credentials: Credentials | None) -> Transport:
+        """This upstream under a passthrough client's own credentials (None: anonymous),
+        with tokens of its own; redirect pinning, health and metrics stay shared."""
+        clone = copy.copy(self)
+        clone._auth = Authenticator(
+            self.upstream, credentials, self._session, self._metrics, self._guard
+        )
+        return clone
 
     def url(self, path: str) -> URL:
         """Where ``path`` (an ``api_path``) is on the upstream, naming the registry meant."""

@@ -78,6 +78,10 @@ class TokenAuth:
     expires_in: int = 300
     body: bytes | None = None  # answer this instead of a token: a broken token server
     realm: str | None = None  # challenge with this realm instead of the registry's /token
+    # user -> the repositories its tokens may pull; None: any. A token asked for another one
+    # is granted without it, as Distribution's token servers do, and refused where used.
+    grants: dict[str, tuple[str, ...]] | None = None
+    base_open: bool = True  # False: /v2/ itself wants a token, as Docker Hub's does
 
 
 class FakeRegistry:
@@ -295,14 +299,15 @@ class FakeRegistry:
         sent = request.headers.get("Authorization", "")
         if self.basic is not None and sent != _basic(*self.basic):
             return oci_error(401, "UNAUTHORIZED", {"WWW-Authenticate": 'Basic realm="fake"'})
-        # The base endpoint takes any token, and none.
-        if self.token is not None and repository:
-            if self._granted.get(sent.removeprefix("Bearer ")) == repository:
+        # The base endpoint takes any token, and none, unless base_open is off.
+        if self.token is not None and (repository or not self.token.base_open):
+            granted = self._granted.get(sent.removeprefix("Bearer "))
+            if granted == repository or (granted is not None and not repository):
                 return None
             realm = self.token.realm or f"{self.url}/token"
-            challenge = (
-                f'Bearer realm="{realm}",service="fake",scope="repository:{repository}:pull"'
-            )
+            challenge = f'Bearer realm="{realm}",service="fake"'
+            if repository:
+                challenge += f',scope="repository:{repository}:pull"'
             return oci_error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
         return None
 
@@ -321,7 +326,11 @@ class FakeRegistry:
         scope = request.query.get("scope", "")
         self.token_scopes.append(scope)
         token = f"token-{next(self._serial)}"
-        self._granted[token] = scope.removeprefix("repository:").rsplit(":", 1)[0]
+        repository = scope.removeprefix("repository:").rsplit(":", 1)[0]
+        user = next((u for u, p in auth.users.items() if _basic(u, p) == sent), None)
+        if auth.grants is not None and repository not in auth.grants.get(user or "", ()):
+            repository = ""
+        self._granted[token] = repository
         return web.json_response({"token": token, "expires_in": auth.expires_in})
 
 

@@ -12,6 +12,7 @@ import proxy.auth.passwords
 import proxy.auth.ratelimit
 from proxy.auth.passwords import PasswordChecker
 from proxy.auth.ratelimit import FailureLimiter
+from proxy.auth.rules import Principal
 from proxy.auth.tokens import TokenAuthority, TokenRejected
 from proxy.config.authfiles import Htpasswd
 
@@ -86,7 +87,7 @@ async def test_a_malformed_bcrypt_hash_matches_nothing(tmp_path: Path) -> None:
 
 def test_tokens_are_remembered_until_they_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     authority = TokenAuthority(None, ttl=60)
-    issued = authority.issue("alice", ["library/app"])
+    issued = authority.issue(Principal("alice", authenticated=True), ["library/app"])
     principal = authority.verify(issued.token)
     assert principal.scopes == frozenset({"library/app"})
     assert authority.verify(issued.token) is principal
