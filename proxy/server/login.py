@@ -35,8 +35,10 @@ class TokenRequestInvalid(RegistryError):
 
     code, status, default_message = "UNSUPPORTED", 400, "invalid token request"
 
-    def __init__(self, oauth_error: str, message: str, status: int = 400) -> None:
-        super().__init__(message, detail={"error": oauth_error}, status=status)
+    def __init__(
+        self, oauth_error: str, message: str, status: int = 400, code: str | None = None
+    ) -> None:
+        super().__init__(message, detail={"error": oauth_error}, status=status, code=code)
 
 
 def realm(request: web.Request) -> str:
@@ -111,7 +113,10 @@ async def _form(request: web.Request) -> dict[str, list[str]]:
     """The urlencoded body of a POST /token, read no further than MAX_FORM_BYTES."""
     if request.content_type != FORM_TYPE:
         raise TokenRequestInvalid("invalid_request", f"the token request must be {FORM_TYPE}", 415)
-    too_large = TokenRequestInvalid("invalid_request", "the token request is too large", 413)
+    # As aiohttp's own 413 reads in OCI terms (proxy.server.middleware).
+    too_large = TokenRequestInvalid(
+        "invalid_request", "the token request is too large", 413, "SIZE_INVALID"
+    )
     if (request.content_length or 0) > MAX_FORM_BYTES:
         raise too_large
     body = b""
