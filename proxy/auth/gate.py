@@ -81,7 +81,7 @@ class Gate:
             raise self._unauthorized(caller, "no_credentials", "authentication required")
         scheme, value = _split(header)
         if scheme == "basic":
-            principal = await self._basic(caller, value, self._challenge(caller))
+            principal = await self._login(caller, _basic(value), self._challenge(caller))
             self._metrics.auth_logins.labels("basic").inc()
             return principal
         if scheme == "bearer":
@@ -143,19 +143,12 @@ class Gate:
         scopes: Iterable[str],
         account: str | None,
         allowed: Callable[[Principal, str], bool],
+        form: Credentials | None = None,
     ) -> IssuedToken:
-        """A token for /token: the user's, or anonymous's, with the scopes the rules allow."""
-        challenge = {"WWW-Authenticate": BASIC_CHALLENGE}
-        error: RegistryError
-        scheme, value = ("", "") if caller.authorization is None else _split(caller.authorization)
-        if caller.authorization is None and self.anonymous:
-            principal = ANONYMOUS_PRINCIPAL
-        elif scheme != "basic":
-            reason = "no_credentials" if caller.authorization is None else "malformed"
-            error = Unauthorized("Basic credentials required", headers=challenge)
-            raise self._deny(error, reason, caller, "-")
-        else:
-            principal = await self._basic(caller, value, challenge)
+        """A token for /token: the user's, or anonymous's, with the scopes the rules allow.
+        ``form``: the credentials of an OAuth2 password grant (POST), which take the place of
+        the Basic credentials of a GET."""
+        principal = await self._token_principal(caller, form)
         if account is not None and account != principal.name:
             error = Denied("account does not match the credentials")
             raise self._deny(error, "account_mismatch", caller, principal.name)
@@ -163,6 +156,19 @@ class Gate:
         if principal.authenticated:
             self._metrics.auth_logins.labels("token").inc()
         return self.tokens.issue(principal, names)
+
+    async def _token_principal(self, caller: Caller, form: Credentials | None) -> Principal:
+        challenge = {"WWW-Authenticate": BASIC_CHALLENGE}
+        if form is not None:
+            return await self._login(caller, form, challenge)
+        if caller.authorization is None and self.anonymous:
+            return ANONYMOUS_PRINCIPAL
+        scheme, value = ("", "") if caller.authorization is None else _split(caller.authorization)
+        if scheme != "basic":
+            reason = "no_credentials" if caller.authorization is None else "malformed"
+            error = Unauthorized("Basic credentials required", headers=challenge)
+            raise self._deny(error, reason, caller, "-")
+        return await self._login(caller, _basic(value), challenge)
 
     @staticmethod
     def _granted(
@@ -179,7 +185,11 @@ class Gate:
                 names.append(name)
         return names
 
-    async def _basic(self, caller: Caller, value: str, challenge: dict[str, str]) -> Principal:
+    async def _login(
+        self, caller: Caller, credentials: Credentials | None, challenge: dict[str, str]
+    ) -> Principal:
+        """The one password check, for /v2 and both forms of /token: the rate limit first,
+        then the password; every failure counts against the client's address."""
         error: RegistryError
         retry = self.limiter.retry_after(caller.address)
         if retry is not None:
@@ -187,21 +197,16 @@ class Gate:
                 "too many failed logins; try again later", headers={"Retry-After": str(retry)}
             )
             raise self._deny(error, "rate_limited", caller, "-")
-        try:
-            text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            text = ""
-        user, sep, password = text.partition(":")
-        if not sep or not user:
+        if credentials is None or not credentials.username:
             self.limiter.failed(caller.address)
-            error = Unauthorized("malformed Basic credentials", headers=challenge)
+            error = Unauthorized("malformed credentials", headers=challenge)
             raise self._deny(error, "malformed", caller, "-")
+        user, password = credentials.username, credentials.password
         if self.passwords is not None and await self.passwords.check(user, password):
             return Principal(user, authenticated=True)
         # regcache's own passwords are never sent upstream: only a login regcache does not
         # know is offered to the passthrough upstreams.
         if self._vouch is not None:
-            credentials = Credentials(user, password)
             upstream = await self._vouch(credentials)
             if upstream is not None:
                 return Principal(user, True, vouched_by=upstream, credentials=credentials)
@@ -269,6 +274,16 @@ class Gate:
 def _shown(user: str) -> str:
     # A user name as typed, cut short and quoted: a client chooses it.
     return repr(user[:64])
+
+
+def _basic(value: str) -> Credentials | None:
+    """Basic credentials decoded, or None when they are not ``base64(user:password)``."""
+    try:
+        text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = text.partition(":")
+    return Credentials(user, password) if sep else None
 
 
 def _split(authorization: str) -> tuple[str, str]:

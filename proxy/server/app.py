@@ -62,6 +62,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/", _status_page)
     app.router.add_get("/status.json", _status)
     app.router.add_get("/token", _token)
+    app.router.add_post("/token", _token)
     app.router.add_route("*", "/v2", _dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
     return app

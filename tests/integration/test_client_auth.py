@@ -4,26 +4,17 @@ dance with regcache's own /token by itself; an htpasswd file as Debian's htpassw
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RegcacheFactory
 from tests.support import skopeo
+from tests.support.htpasswd import htpasswd_file
 from tests.support.regcache import RegcacheProcess
 from tests.support.upstreams import Upstream
 
 USERS = {"ci": "ci-Passw0rd", "bob": "bob-Passw0rd"}
-
-
-def htpasswd_file(directory: Path) -> Path:
-    path = directory / "htpasswd"
-    for index, (user, password) in enumerate(USERS.items()):
-        argv = ["htpasswd", "-bB", "-C", "5", *(["-c"] if index == 0 else []), str(path)]
-        subprocess.run([*argv, user, password], check=True, capture_output=True)
-    assert path.read_text().count("$2y$") == len(USERS)
-    return path
 
 
 @pytest.fixture
@@ -33,7 +24,7 @@ def secured(
     return regcache_factory(
         {
             "upstreams": [upstream.entry("docker.io")],
-            "auth": {"htpasswd": str(htpasswd_file(tmp_path)), "anonymous": False},
+            "auth": {"htpasswd": str(htpasswd_file(tmp_path, USERS)), "anonymous": False},
             "access": [
                 {"repositories": ["docker.io/org/**"], "users": ["ci"]},
                 {"repositories": ["docker.io/library/**"], "users": ["authenticated"]},
