@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from proxy.config import Config, UpstreamConfig
 from proxy.errors import NameInvalid, NameUnknown
 from proxy.model import Credentials, RepoRef
+from proxy.oci.imageref import InvalidImage, parse_image
+from proxy.oci.reference import Reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,11 @@ class Target:
     @property
     def ref(self) -> RepoRef:
         return RepoRef(self.upstream.name, self.repository)
+
+    def image(self, reference: Reference) -> str:
+        """The full, canonical reference: ``docker.io/library/alpine:3.20``."""
+        separator = "@" if reference.digest is not None else ":"
+        return f"{self.upstream.name}/{self.repository}{separator}{reference}"
 
 
 class Router:
@@ -53,6 +60,16 @@ class Router:
             if upstream is not None:
                 return Target(upstream, self._repository(upstream, rest))
         return Target(self._default, self._repository(self._default, name))
+
+    def route_image(self, text: str) -> tuple[Target, Reference]:
+        """An image reference as a command line names it; its registry must be a configured
+        upstream or alias. Raises InvalidImage, naming what is wrong."""
+        image = parse_image(text)
+        upstream = self._config.upstream(image.registry)
+        if upstream is None:
+            known = ", ".join(self._known())
+            raise InvalidImage(f"{text[:200]!r}: no upstream is named {image.registry!r} ({known})")
+        return Target(upstream, self._repository(upstream, image.name)), image.reference
 
     @staticmethod
     def _repository(upstream: UpstreamConfig, name: str) -> str:

@@ -11,30 +11,24 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from proxy.auth.gate import Gate
-from proxy.cache.blobs import BlobCache
-from proxy.cache.eviction import Evictor
-from proxy.cache.lru import Lru, Pins
-from proxy.cache.manifests import ManifestCache
 from proxy.cache.passthrough import Passthrough
 from proxy.cache.references import References
-from proxy.cache.usage import PullCounter, Usage
+from proxy.cache.usage import PullCounter
 from proxy.config import Config
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router
 from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
+from proxy.server.cacheparts import open_cache
 from proxy.server.handlers import Services, V2Handlers
 from proxy.server.login import token_endpoint
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
 from proxy.server.reload import RELOADERS, reload_on_sighup
 from proxy.server.status import History, status_document
 from proxy.server.tls import listening_context
-from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
-from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -94,73 +88,29 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-async def _start_evictor(
-    config: Config, store: FsBlobStore, index: DiskIndex, usage: Usage, pins: Pins, metrics: Metrics
-) -> Evictor:
-    """The evictor of a bounded cache, with the cache already brought within its bounds."""
-    evictor = Evictor(
-        store,
-        index,
-        usage,
-        pins,
-        metrics,
-        max_size=config.cache_max_size,
-        max_age=config.cache_max_age,
-    )
-    await evictor.rebuild()
-    await evictor.evict()
-    evictor.start()
-    return evictor
-
-
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    metrics = Metrics()
-    store = FsBlobStore(config.cache_dir)
-    await store.open()
-    index = DiskIndex(config.cache_dir / "index")
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
-        auto_decompress=False,
-    )
-    clients = {
-        up.name: UpstreamClient(up, session, metrics, offline=config.offline)
-        for up in config.upstreams
-    }
-    bounded = config.cache_max_size is not None or config.cache_max_age is not None
-    usage = Usage(index, metrics, Lru() if bounded else None)
-    recorder = asyncio.create_task(usage.run())
-    pins = Pins()
-    evictor = await _start_evictor(config, store, index, usage, pins, metrics) if bounded else None
-    blobs = BlobCache(store, clients, metrics, usage, pins)
-    passthrough = Passthrough(clients, References(clients, usage))
-    gate = _gate(app, metrics, passthrough)
-    app[STORE] = store
-    app[SERVICES] = Services(
-        router=app[ROUTER],
-        manifests=ManifestCache(index, clients, metrics, usage),
-        blobs=blobs,
-        clients=clients,
-        metrics=metrics,
-        pulls=PullCounter(),
-        passthrough=passthrough,
-        gate=gate,
-    )
-    app[HISTORY] = History()
-    sampler = asyncio.create_task(app[HISTORY].run(metrics))
-    log.info("cache at %s holds %d bytes", config.cache_dir, await store.total_size())
-    try:
-        yield
-    finally:
-        sampler.cancel()
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
-        if evictor is not None:
-            await evictor.stop()
-        await blobs.downloads.close()
-        await session.close()
-        await index.close()
+    async with open_cache(config) as parts:
+        clients, metrics = parts.clients, parts.metrics
+        passthrough = Passthrough(clients, References(clients, parts.usage))
+        app[STORE] = parts.store
+        app[SERVICES] = Services(
+            router=app[ROUTER],
+            manifests=parts.manifests,
+            blobs=parts.blobs,
+            clients=clients,
+            metrics=metrics,
+            pulls=PullCounter(),
+            passthrough=passthrough,
+            gate=_gate(app, metrics, passthrough),
+        )
+        app[HISTORY] = History()
+        sampler = asyncio.create_task(app[HISTORY].run(metrics))
+        log.info("cache at %s holds %d bytes", config.cache_dir, await parts.store.total_size())
+        try:
+            yield
+        finally:
+            sampler.cancel()
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:

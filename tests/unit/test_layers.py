@@ -19,6 +19,7 @@ MAX_FUNCTION_LINES = 60
 RANKS: dict[str, int] = {
     "__main__": 7,
     "cli": 6,
+    "commands": 6,
     "server": 5,
     "cache": 4,
     "upstream": 3,

@@ -1,0 +1,105 @@
+"""The cache's parts on one cache directory, put together in one place for the server and
+for the commands that work on a cache directory themselves (warm, import, ls...).
+
+Several processes may open the same directory at once: blobs are written to temporary files
+and renamed into place, and the index is SQLite (diskcache), so a command run beside a
+running server is seen by it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from proxy.cache.blobs import BlobCache
+from proxy.cache.eviction import Evictor
+from proxy.cache.lru import Lru, Pins
+from proxy.cache.manifests import ManifestCache
+from proxy.cache.usage import Usage
+from proxy.config import Config
+from proxy.metrics import Metrics
+from proxy.routing import Router
+from proxy.store.diskindex import DiskIndex
+from proxy.store.fsblobs import FsBlobStore
+from proxy.upstream.client import UpstreamClient
+
+
+@dataclass(frozen=True)
+class CacheParts:
+    config: Config
+    metrics: Metrics
+    router: Router
+    store: FsBlobStore
+    index: DiskIndex
+    clients: dict[str, UpstreamClient]
+    usage: Usage
+    pins: Pins
+    manifests: ManifestCache
+    blobs: BlobCache
+    evictor: Evictor | None
+
+
+@contextlib.asynccontextmanager
+async def open_cache(
+    config: Config, metrics: Metrics | None = None, *, evict: bool = True
+) -> AsyncIterator[CacheParts]:
+    """The cache at ``config.cache_dir``, with its upstream clients; ``evict``: run the
+    evictor of a bounded cache too (a short-lived command leaves that to the server)."""
+    metrics = metrics or Metrics()
+    router = Router(config)
+    store = FsBlobStore(config.cache_dir)
+    await store.open()
+    index = DiskIndex(config.cache_dir / "index")
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+        auto_decompress=False,
+    )
+    clients = {
+        up.name: UpstreamClient(up, session, metrics, offline=config.offline)
+        for up in config.upstreams
+    }
+    bounded = config.cache_max_size is not None or config.cache_max_age is not None
+    usage = Usage(index, metrics, Lru() if bounded and evict else None)
+    recorder = asyncio.create_task(usage.run())
+    pins = Pins()
+    evictor = None
+    if bounded and evict:
+        evictor = await _start_evictor(config, store, index, usage, pins, metrics)
+    blobs = BlobCache(store, clients, metrics, usage, pins)
+    manifests = ManifestCache(index, clients, metrics, usage)
+    try:
+        yield CacheParts(
+            config, metrics, router, store, index, clients, usage, pins, manifests, blobs, evictor
+        )
+    finally:
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+        if evictor is not None:
+            await evictor.stop()
+        await blobs.downloads.close()
+        await session.close()
+        await index.close()
+
+
+async def _start_evictor(
+    config: Config, store: FsBlobStore, index: DiskIndex, usage: Usage, pins: Pins, metrics: Metrics
+) -> Evictor:
+    """The evictor of a bounded cache, with the cache already brought within its bounds."""
+    evictor = Evictor(
+        store,
+        index,
+        usage,
+        pins,
+        metrics,
+        max_size=config.cache_max_size,
+        max_age=config.cache_max_age,
+    )
+    await evictor.rebuild()
+    await evictor.evict()
+    evictor.start()
+    return evictor
