@@ -176,6 +176,24 @@ class TagIndex(ABC):
     @abstractmethod
     async def delete_tag(self, key: TagKey) -> None: ...
 
+    @abstractmethod
+    def tags(self) -> AsyncIterator[tuple[TagKey, TagEntry]]:
+        """Every tag entry, each Accept list's separately; order unspecified."""
+
+
+class PinRecords(ABC):
+    """Images kept out of eviction (``regcache warm --pin``) until unpinned: by name (the
+    full image reference), with every manifest and blob digest the image needs."""
+
+    @abstractmethod
+    async def put_pin(self, name: str, contents: frozenset[Digest]) -> None: ...
+
+    @abstractmethod
+    async def delete_pin(self, name: str) -> bool: ...
+
+    @abstractmethod
+    async def pins(self) -> dict[str, frozenset[Digest]]: ...
+
 
 class UsageRecords(ABC):
     @abstractmethod
@@ -190,8 +208,8 @@ class UsageRecords(ABC):
     async def forget(self, kind: Kind, digest: Digest) -> None: ...
 
 
-class Index(ManifestStore, TagIndex, UsageRecords, ABC):
-    """The metadata half of the cache; one backend usually holds all three."""
+class Index(ManifestStore, TagIndex, UsageRecords, PinRecords, ABC):
+    """The metadata half of the cache; one backend usually holds all of it."""
 
     @abstractmethod
     async def close(self) -> None: ...

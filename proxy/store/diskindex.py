@@ -37,6 +37,8 @@ def _manifest_key(digest: Digest) -> str:
 
 
 _MANIFEST_PREFIX = "manifest "
+_TAG_PREFIX = '["tag", '
+_PINS = "pins"
 
 
 class DiskIndex(Index):
@@ -79,6 +81,34 @@ class DiskIndex(Index):
 
     async def delete_tag(self, key: TagKey) -> None:
         self._cache.delete(_tag_key(key))
+
+    async def tags(self) -> AsyncIterator[tuple[TagKey, TagEntry]]:
+        for key in list(self._cache.iterkeys()):
+            if isinstance(key, str) and key.startswith(_TAG_PREFIX):
+                _, upstream, repository, tag, accept = json.loads(key)
+                tag_key = TagKey(upstream, repository, tag, tuple(accept))
+                entry = await self.get_tag(tag_key)
+                if entry is not None:  # deleted meanwhile, by this or another process
+                    yield tag_key, entry
+
+    async def put_pin(self, name: str, contents: frozenset[Digest]) -> None:
+        # One key for all pins, in a transaction: the evictor reads them all at once, and
+        # warm and unpin in other processes change them.
+        with self._cache.transact():
+            pins: dict[str, list[str]] = self._cache.get(_PINS) or {}
+            pins[name] = sorted(str(digest) for digest in contents)
+            self._cache.set(_PINS, pins)
+
+    async def delete_pin(self, name: str) -> bool:
+        with self._cache.transact():
+            pins: dict[str, list[str]] = self._cache.get(_PINS) or {}
+            found = pins.pop(name, None) is not None
+            self._cache.set(_PINS, pins)
+        return found
+
+    async def pins(self) -> dict[str, frozenset[Digest]]:
+        pins: dict[str, list[str]] = self._cache.get(_PINS) or {}
+        return {name: frozenset(Digest.parse(d) for d in digests) for name, digests in pins.items()}
 
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         key = _use_key(kind, digest)

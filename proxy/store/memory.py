@@ -24,6 +24,7 @@ class MemoryIndex(Index):
         self._manifests: dict[Digest, StoredManifest] = {}
         self._tags: dict[TagKey, TagEntry] = {}
         self._uses: dict[tuple[Kind, Digest], dict[RepoRef, float]] = {}
+        self._pins: dict[str, frozenset[Digest]] = {}
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         return self._manifests.get(digest)
@@ -47,6 +48,19 @@ class MemoryIndex(Index):
 
     async def delete_tag(self, key: TagKey) -> None:
         self._tags.pop(key, None)
+
+    async def tags(self) -> AsyncIterator[tuple[TagKey, TagEntry]]:
+        for key, entry in list(self._tags.items()):
+            yield key, entry
+
+    async def put_pin(self, name: str, contents: frozenset[Digest]) -> None:
+        self._pins[name] = contents
+
+    async def delete_pin(self, name: str) -> bool:
+        return self._pins.pop(name, None) is not None
+
+    async def pins(self) -> dict[str, frozenset[Digest]]:
+        return dict(self._pins)
 
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         uses = self._uses.setdefault((kind, digest), {})

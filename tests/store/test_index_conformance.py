@@ -234,6 +234,34 @@ async def test_accept_tuples_are_not_confused_by_their_encoding(
 # --- usage records --------------------------------------------------------------------
 
 
+async def test_tags_lists_every_entry_and_nothing_else(index: Index) -> None:
+    assert [entry async for entry in index.tags()] == []
+    first, second = tag_key("1.0"), tag_key("2.0", accept=("*",))
+    await index.put_tag(first, tag_entry(b"one"))
+    await index.put_tag(second, tag_entry(b"two"))
+    await index.put_manifest(manifest(INDEX_BODY, OCI_INDEX))
+    await index.record_use(Kind.BLOB, Digest.of(b"x"), NGINX, 1.0)
+    await index.put_pin("docker.io/library/nginx:1.0", frozenset({Digest.of(b"one")}))
+    listed = {key: entry async for key, entry in index.tags()}
+    assert listed == {first: tag_entry(b"one"), second: tag_entry(b"two")}
+    await index.delete_tag(first)
+    assert [key async for key, _ in index.tags()] == [second]
+
+
+async def test_pins_put_replace_delete(index: Index) -> None:
+    name = "docker.io/library/nginx:1.0"
+    contents = frozenset({Digest.of(b"manifest"), Digest.of(b"layer")})
+    assert await index.pins() == {}
+    await index.put_pin(name, contents)
+    await index.put_pin("ghcr.io/org/app:2", frozenset())
+    assert await index.pins() == {name: contents, "ghcr.io/org/app:2": frozenset()}
+    await index.put_pin(name, frozenset({Digest.of(b"layer")}))
+    assert (await index.pins())[name] == frozenset({Digest.of(b"layer")})
+    assert await index.delete_pin(name)
+    assert not await index.delete_pin(name)
+    assert await index.pins() == {"ghcr.io/org/app:2": frozenset()}
+
+
 async def test_record_use_keeps_the_latest_time_per_pair(index: Index) -> None:
     digest = Digest.of(b"layer")
     await index.record_use(Kind.BLOB, digest, NGINX, 100.0)
@@ -316,6 +344,7 @@ async def test_reopening(implementation: Implementation, tmp_path: Path) -> None
     await first.put_manifest(stored)
     await first.put_tag(tag_key(), tag_entry(INDEX_BODY))
     await first.record_use(Kind.BLOB, digest, NGINX, 42.0)
+    await first.put_pin("pinned", frozenset({digest}))
     await first.close()
 
     second = await implementation.open(tmp_path)
@@ -324,6 +353,8 @@ async def test_reopening(implementation: Implementation, tmp_path: Path) -> None
             assert await second.get_manifest(stored.digest) == stored
             assert await second.get_tag(tag_key()) == tag_entry(INDEX_BODY)
             assert await second.references(Kind.BLOB, digest) == {NGINX: 42.0}
+            assert await second.pins() == {"pinned": frozenset({digest})}
+            assert [key async for key, _ in second.tags()] == [tag_key()]
         else:
             assert await second.get_manifest(stored.digest) is None
             assert await second.get_tag(tag_key()) is None
