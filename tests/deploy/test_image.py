@@ -69,8 +69,7 @@ def test_image_metadata(docker: Dockerd, image: str) -> None:
     assert config["Entrypoint"] == ["regcache"]
     assert config["Cmd"] == ["serve", "--config", "/etc/regcache/config.yaml"]
     health = config["Healthcheck"]
-    assert health["Test"][:3] == ["CMD", "python3", "-c"]
-    assert "/healthz" in health["Test"][3]
+    assert health["Test"] == ["CMD", "python3", "-m", "proxy.healthcheck"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "regcache"
     assert labels["org.opencontainers.image.version"] == "0.1.0"
