@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from tests.support.chart import (
     tls_secret,
 )
 from tests.support.clientauth import USERS, write_htpasswd
+from tests.support.regcache import RegcacheProcess
 
 FULLNAME = f"{RELEASE}-regcache"
 TOKEN_KEY = "t" * 48
@@ -303,3 +307,74 @@ def test_settings_regcache_would_refuse_fail_the_render(
     chart: Chart, values: dict[str, Any], complaint: str
 ) -> None:
     assert complaint in chart.render_error(values)
+
+
+# -- `helm test` against a real regcache --------------------------------------------------------
+
+
+def helm_test_script(chart: Chart, values: dict[str, Any], address: str) -> list[str]:
+    """The test pod's command, aimed at ``address`` instead of the Service."""
+    pod = chart.render(values).one("Pod", f"{FULLNAME}-test-readyz")
+    argv: list[str] = pod["spec"]["containers"][0]["command"]
+    assert argv[:2] == ["python3", "-c"]
+    return [sys.executable, "-c", argv[2].replace(f"{FULLNAME}:5000", address)]
+
+
+@pytest.mark.parametrize("mode", ["plain", "tls-and-logins", "mutual-tls"])
+def test_helm_test_passes_against_regcache_set_up_as_the_values_say(
+    chart: Chart, tmp_path: Path, ca: CertificateAuthority, mode: str
+) -> None:
+    config: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    client: ssl.SSLContext | None = None
+    if mode != "plain":
+        cert, key = ca.server().write(tmp_path / "tls", "server")
+        config["tls"] = {"cert_file": str(cert), "key_file": str(key)}
+        values["tls"] = {"existingSecret": "regcache-tls"}
+        client = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.crt")))
+    if mode == "tls-and-logins":
+        config["auth"] = {"htpasswd": str(write_htpasswd(tmp_path))}
+        values["auth"] = {"enabled": True, "existingSecret": "logins"}
+    if mode == "mutual-tls":
+        config["tls"]["client_ca_file"] = str(tmp_path / "ca.crt")
+        values["tls"]["clientCa"] = {"existingSecret": "client-cas"}
+        assert client is not None
+        client.load_cert_chain(*ca.client().write(tmp_path / "client", "client"))
+    proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=client)
+    proxy.start()
+    try:
+        argv = helm_test_script(chart, values, proxy.host)
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        proxy.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    expected = {
+        "plain": "/readyz 200\n/v2/ 200\n",
+        "tls-and-logins": "/readyz 200\n/v2/ 401\n",
+        "mutual-tls": "handshake: TLSv1.3\nrefused without a client certificate",
+    }[mode]
+    assert run.stdout.startswith(expected)
+
+
+def test_helm_test_fails_when_mutual_tls_is_not_enforced(
+    chart: Chart, tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    # Guard on the test above: the script must notice a regcache that lets anyone in.
+    cert, key = ca.server().write(tmp_path / "tls", "server")
+    config = {"tls": {"cert_file": str(cert), "key_file": str(key)}}
+    trusting = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.crt")))
+    proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=trusting)
+    proxy.start()
+    try:
+        values = secured(auth={"enabled": False}, access=[], replicaCount=1)
+        run = subprocess.run(
+            helm_test_script(chart, values, proxy.host),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        proxy.stop()
+    assert run.returncode == 1
+    assert "answered a client without a certificate" in run.stderr
