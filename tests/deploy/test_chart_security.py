@@ -17,7 +17,7 @@ import pytest
 
 from proxy.config import CliOverrides, Config, load_config
 from proxy.config.access import AccessRule
-from tests.support.certs import CertificateAuthority
+from tests.support.certs import CertificateAuthority, regcache_tls
 from tests.support.chart import (
     KUBE_VERSIONS,
     RELEASE,
@@ -328,18 +328,14 @@ def test_helm_test_passes_against_regcache_set_up_as_the_values_say(
     values: dict[str, Any] = {}
     client: ssl.SSLContext | None = None
     if mode != "plain":
-        cert, key = ca.server().write(tmp_path / "tls", "server")
-        config["tls"] = {"cert_file": str(cert), "key_file": str(key)}
+        mutual = mode == "mutual-tls"
+        config["tls"], client = regcache_tls(ca, tmp_path, mutual=mutual)
         values["tls"] = {"existingSecret": "regcache-tls"}
-        client = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.crt")))
+        if mutual:
+            values["tls"]["clientCa"] = {"existingSecret": "client-cas"}
     if mode == "tls-and-logins":
         config["auth"] = {"htpasswd": str(write_htpasswd(tmp_path))}
         values["auth"] = {"enabled": True, "existingSecret": "logins"}
-    if mode == "mutual-tls":
-        config["tls"]["client_ca_file"] = str(tmp_path / "ca.crt")
-        values["tls"]["clientCa"] = {"existingSecret": "client-cas"}
-        assert client is not None
-        client.load_cert_chain(*ca.client().write(tmp_path / "client", "client"))
     proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=client)
     proxy.start()
     try:
@@ -360,10 +356,8 @@ def test_helm_test_fails_when_mutual_tls_is_not_enforced(
     chart: Chart, tmp_path: Path, ca: CertificateAuthority
 ) -> None:
     # Guard on the test above: the script must notice a regcache that lets anyone in.
-    cert, key = ca.server().write(tmp_path / "tls", "server")
-    config = {"tls": {"cert_file": str(cert), "key_file": str(key)}}
-    trusting = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.crt")))
-    proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=trusting)
+    tls, trusting = regcache_tls(ca, tmp_path)
+    proxy = RegcacheProcess({"tls": tls}, work_dir=tmp_path / "regcache", client_ssl=trusting)
     proxy.start()
     try:
         values = secured(auth={"enabled": False}, access=[], replicaCount=1)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from proxy.config import CliOverrides, load_config
-from tests.support.certs import CertificateAuthority
+from tests.support.certs import CertificateAuthority, regcache_tls
 from tests.support.chart import CHART_DIR
 from tests.support.regcache import RegcacheProcess
 
@@ -160,17 +160,11 @@ def run_healthcheck(listen: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("tls", ["off", "on", "mutual"])
 def test_healthcheck_passes_whichever_way_tls_is_set(tmp_path: Path, tls: str) -> None:
-    ca = CertificateAuthority()
     config: dict[str, Any] = {}
     client: ssl.SSLContext | None = None
     if tls != "off":
-        cert, key = ca.server().write(tmp_path / "tls", "server")
-        config["tls"] = {"cert_file": str(cert), "key_file": str(key)}
-        client = ssl.create_default_context(cafile=str(ca.write(tmp_path / "ca.crt")))
-    if tls == "mutual":
-        config["tls"]["client_ca_file"] = str(tmp_path / "ca.crt")
-        assert client is not None
-        client.load_cert_chain(*ca.client().write(tmp_path / "client", "client"))
+        mutual = tls == "mutual"
+        config["tls"], client = regcache_tls(CertificateAuthority(), tmp_path, mutual=mutual)
     proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=client)
     proxy.start()
     try:

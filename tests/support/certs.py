@@ -145,6 +145,22 @@ class CertificateAuthority:
         return Issued(builder.sign(self.key, hashes.SHA256()), key)
 
 
+def regcache_tls(
+    ca: CertificateAuthority, directory: Path, *, mutual: bool = False
+) -> tuple[dict[str, str], ssl.SSLContext]:
+    """regcache's ``tls:`` section for a server pair ``ca`` issues into ``directory``, and a
+    client context trusting ``ca``; with ``mutual``, regcache demands client certificates from
+    ``ca`` and the context shows one."""
+    cert, key = ca.server().write(directory, "server")
+    ca_file = ca.write(directory / "ca.crt")
+    section = {"cert_file": str(cert), "key_file": str(key)}
+    client = ssl.create_default_context(cafile=str(ca_file))
+    if mutual:
+        section["client_ca_file"] = str(ca_file)
+        client.load_cert_chain(*ca.client().write(directory / "client", "client"))
+    return section, client
+
+
 def peer_certificate(host: str, port: int, ca_file: Path) -> x509.Certificate:
     """The certificate a new TLS connection to ``host:port`` is shown, verified by ``ca_file``."""
     context = ssl.create_default_context(cafile=str(ca_file))
