@@ -223,6 +223,22 @@ def test_with_tls_probes_use_https_and_the_port_is_named_https(chart: Chart) -> 
         assert [p["targetPort"] for p in service["spec"]["ports"]] == ["https"]
 
 
+def test_with_tls_the_ingress_and_network_policy_name_the_https_port(chart: Chart) -> None:
+    values = {
+        "tls": {"existingSecret": "regcache-tls"},
+        "ingress": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+    }
+    rendered = chart.render(values)
+    [rule] = rendered.one("Ingress")["spec"]["rules"]
+    assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "https"}
+    [ingress] = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "https", "protocol": "TCP"}]
+    # Clients reach the Ingress, whose own tls decides their scheme.
+    notes = chart.notes(values)
+    assert '"registry-mirrors": ["http://regcache.example.com"]' in notes
+
+
 def test_with_mutual_tls_probes_only_connect(chart: Chart) -> None:
     # The kubelet has no client certificate: an HTTPS probe could never pass the handshake.
     container = chart.render(secured()).container
