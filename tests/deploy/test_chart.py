@@ -19,13 +19,26 @@ import yaml
 
 from proxy.config import CliOverrides, Config, load_config
 from proxy.metrics import Metrics
-from tests.support.chart import CHART_DIR, CI_VALUES, RELEASE, Chart, Rendered, pod_files
+from tests.support.certs import CertificateAuthority
+from tests.support.chart import (
+    CHART_DIR,
+    CI_VALUES,
+    RELEASE,
+    Chart,
+    Rendered,
+    pod_files,
+    tls_secret,
+)
 
 FULLNAME = f"{RELEASE}-regcache"
 MiB = 2**20
 
 # What the ci/ values files' existingSecret references would hold in the cluster.
-EXISTING_SECRETS = {"acme-registry-robot": {"token": "robot-token-from-vault"}}
+EXISTING_SECRETS = {
+    "acme-registry-robot": {"token": "robot-token-from-vault"},
+    "regcache-token-key": {"token-key": "k" * 48},
+    "regcache-tls": tls_secret(CertificateAuthority()),
+}
 
 PRIVATE = {
     "name": "registry.example.com:5000",

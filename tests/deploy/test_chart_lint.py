@@ -67,12 +67,14 @@ def test_ci_values_exercise_every_optional_feature() -> None:
     values = [yaml.safe_load(path.read_text()) for path in CI_VALUES]
     for section in ("ingress", "serviceMonitor", "networkPolicy", "grafanaDashboard"):
         assert any(v.get(section, {}).get("enabled") for v in values), section
-    for fragment in ("existingSecret:", "password:", "offline: true", "max_size:", "max_age:"):
+    fragments = ("existingSecret:", "password:", "offline: true", "max_size:", "max_age:")
+    for fragment in (*fragments, "htpasswd:", "tokenKey:", "access:", "tls:"):
         assert fragment in merged, fragment
     assert {p.name for p in CI_VALUES} >= {
         "private-registry-values.yaml",
         "ingress-monitoring-values.yaml",
         "offline-values.yaml",
         "big-cache-values.yaml",
+        "logins-tls-values.yaml",
     }
     assert (CHART_DIR / ".helmignore").read_text().count("ci/") == 1

@@ -7,19 +7,27 @@ tests/deploy/test_image.py builds and runs the image for real (marker ``image``)
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
+import socket
+import ssl
 import subprocess
+import sys
 import sysconfig
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from proxy.config import CliOverrides, load_config
+from tests.support.certs import CertificateAuthority, regcache_tls
 from tests.support.chart import CHART_DIR
+from tests.support.regcache import RegcacheProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -126,9 +134,7 @@ def test_runtime_contract() -> None:
     assert by_keyword["CMD"][0].json_args() == ["serve", "--config", "/etc/regcache/config.yaml"]
     [health] = by_keyword["HEALTHCHECK"]
     options, _, command = health.args.partition(" CMD ")
-    argv = json.loads(command)
-    assert argv[:2] == ["python3", "-c"]
-    assert "/healthz" in argv[2]
+    assert json.loads(command) == ["python3", "-m", "proxy.healthcheck"]
     assert "curl" not in health.args
     assert "--timeout=" in options
     # The user is created with the same numbers, and owns the cache directory.
@@ -136,6 +142,60 @@ def test_runtime_contract() -> None:
     assert "groupadd --gid 10001 regcache" in runs
     assert "useradd --uid 10001 --gid 10001" in runs
     assert "chown 10001:10001 /var/lib/regcache" in runs
+
+
+def healthcheck_argv() -> list[str]:
+    [health] = [i for i in stages()[-1] if i.keyword == "HEALTHCHECK"]
+    argv: list[str] = json.loads(health.args.partition(" CMD ")[2])
+    return argv
+
+
+def run_healthcheck(listen: str) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, run here: this checkout stands in for the image's venv."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGCACHE_")}
+    env |= {"PYTHONPATH": str(ROOT), "REGCACHE_LISTEN": listen}
+    argv = [sys.executable if arg == "python3" else arg for arg in healthcheck_argv()]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("tls", ["off", "on", "mutual"])
+def test_healthcheck_passes_whichever_way_tls_is_set(tmp_path: Path, tls: str) -> None:
+    config: dict[str, Any] = {}
+    client: ssl.SSLContext | None = None
+    if tls != "off":
+        mutual = tls == "mutual"
+        config["tls"], client = regcache_tls(CertificateAuthority(), tmp_path, mutual=mutual)
+    proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=client)
+    proxy.start()
+    try:
+        # The port comes from REGCACHE_LISTEN, as with `docker run -e REGCACHE_LISTEN=...`.
+        result = run_healthcheck(f"0.0.0.0:{proxy.port}")
+        assert result.returncode == 0, result.stderr
+        proxy.stop()
+        stopped = run_healthcheck(f"0.0.0.0:{proxy.port}")
+    finally:
+        proxy.stop()
+    assert stopped.returncode == 1
+    assert f"127.0.0.1:{proxy.port}/healthz" in stopped.stderr
+
+
+def test_healthcheck_fails_when_the_port_answers_nothing() -> None:
+    # A listener that drops every connection at once: neither http nor a TLS handshake works.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def drop() -> None:
+            for _ in range(2):
+                conn, _ = server.accept()
+                conn.close()
+
+        dropper = threading.Thread(target=drop, daemon=True)
+        dropper.start()
+        result = run_healthcheck(f":{port}")
+        dropper.join(timeout=10)
+    assert result.returncode == 1
+    assert "http://" in result.stderr
+    assert "https://" in result.stderr
 
 
 def test_oci_labels() -> None:

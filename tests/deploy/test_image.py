@@ -12,6 +12,7 @@ after which the module takes about one.
 from __future__ import annotations
 
 import shutil
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import CliOverrides, load_config
+from tests.support.certs import CertificateAuthority
 from tests.support.dockerd import Dockerd
 from tests.support.httpclient import http_request
 from tests.support.imagebuild import (
@@ -69,8 +71,7 @@ def test_image_metadata(docker: Dockerd, image: str) -> None:
     assert config["Entrypoint"] == ["regcache"]
     assert config["Cmd"] == ["serve", "--config", "/etc/regcache/config.yaml"]
     health = config["Healthcheck"]
-    assert health["Test"][:3] == ["CMD", "python3", "-c"]
-    assert "/healthz" in health["Test"][3]
+    assert health["Test"] == ["CMD", "python3", "-m", "proxy.healthcheck"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "regcache"
     assert labels["org.opencontainers.image.version"] == "0.1.0"
@@ -139,6 +140,38 @@ def test_runs_as_non_root_on_a_read_only_root_filesystem(docker: Dockerd, image:
         docker.docker("stop", "--time", "20", cid)
         assert time.monotonic() - started < 15
         assert inspect(docker, cid, "container")["State"]["ExitCode"] == 0
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+def test_healthcheck_passes_when_regcache_serves_https(
+    docker: Dockerd, image: str, tmp_path: Path, mutual: bool
+) -> None:
+    ca = CertificateAuthority()
+    certs = tmp_path / "tls"
+    ca.server().write(certs, "server")
+    ca.write(certs / "ca.crt")
+    for path in [certs, *certs.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's UID 10001
+    port = free_port()
+    env = {
+        "REGCACHE_LISTEN": f"127.0.0.1:{port}",
+        "REGCACHE_TLS_CERT_FILE": "/run/secrets/regcache-tls/server.crt",
+        "REGCACHE_TLS_KEY_FILE": "/run/secrets/regcache-tls/server.key",
+    }
+    client = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    if mutual:
+        env["REGCACHE_TLS_CLIENT_CA_FILE"] = "/run/secrets/regcache-tls/ca.crt"
+        client.load_cert_chain(*ca.client().write(tmp_path / "client", "client"))
+    options = ["--network", "host", "--read-only", "--health-interval", "1s"]
+    options += ["--volume", f"{certs}:/run/secrets/regcache-tls:ro"]
+    for key, value in env.items():
+        options += ["--env", f"{key}={value}"]
+    with container(docker, image, options) as cid:
+        health = wait_healthy(docker, cid)
+        assert health["Log"][-1]["ExitCode"] == 0
+        url = f"https://127.0.0.1:{port}/healthz"
+        assert http_request("GET", url, ssl_context=client).status == 200
+        assert f"Running on https://127.0.0.1:{port}" in logs(docker, cid)
 
 
 def test_no_curl_or_compiler_in_the_image(docker: Dockerd, image: str) -> None:

@@ -8,6 +8,7 @@ from tests.fast.conftest import ProxyFactory, blob_path, stall_once
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import OCI_MANIFEST, FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache
+from tests.support.regcache import CORE_METRICS
 
 TAG = "/v2/library/app/manifests/1.0"
 
@@ -102,15 +103,8 @@ async def test_metrics_are_prometheus_text_with_every_family(
     answer = await regcache.get("/metrics")
     assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = answer.body.decode()
-    for name in (
-        "regcache_cache_requests_total",
-        "regcache_served_bytes_total",
-        "regcache_upstream_requests_total",
-        "regcache_upstream_request_duration_seconds_bucket",
-        "regcache_cache_size_bytes",
-        "regcache_inflight_downloads",
-    ):
-        assert name in text
+    for name in CORE_METRICS:
+        assert name in text, name
     assert await regcache.metric("regcache_upstream_requests_total", method="GET") == 1
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import RegcacheFactory
 from tests.support.httpclient import http_request
-from tests.support.regcache import RegcacheProcess
+from tests.support.regcache import CORE_METRICS, RegcacheProcess
 from tests.support.upstreams import Upstream
 from tests.support.waiting import wait_until
 
@@ -119,14 +119,8 @@ def test_health_ready_and_metrics(proxy: RegcacheProcess) -> None:
     assert proxy.get("/readyz").status == 200
     proxy.get("/v2/library/small/manifests/1.0")
     text = proxy.metrics_text()
-    for name in (
-        "regcache_cache_requests_total",
-        "regcache_served_bytes_total",
-        "regcache_upstream_requests_total",
-        "regcache_upstream_request_duration_seconds_bucket",
-        "regcache_cache_size_bytes",
-    ):
-        assert name in text
+    for name in CORE_METRICS:
+        assert name in text, name
 
 
 def test_readyz_fails_when_cache_is_not_writable(

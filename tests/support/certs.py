@@ -15,10 +15,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _DAY = datetime.timedelta(days=1)
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 def _name(common_name: str) -> x509.Name:
@@ -62,38 +63,42 @@ class Issued:
         return cert_path, key_path
 
 
+def self_signed_ca(name: str, key: PrivateKey) -> x509.Certificate:
+    """A CA certificate for ``key``, valid from yesterday for 30 days: the test CAs' root, and
+    the token server's signing certificate (which Distribution trusts as a rootcertbundle)."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _DAY)
+        .not_valid_after(now + 30 * _DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
 class CertificateAuthority:
     def __init__(self, name: str = "regcache test CA") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+        self.cert = self_signed_ca(name, self.key)
 
     @property
     def cert_pem(self) -> bytes:
@@ -138,6 +143,22 @@ class CertificateAuthority:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return Issued(builder.sign(self.key, hashes.SHA256()), key)
+
+
+def regcache_tls(
+    ca: CertificateAuthority, directory: Path, *, mutual: bool = False
+) -> tuple[dict[str, str], ssl.SSLContext]:
+    """regcache's ``tls:`` section for a server pair ``ca`` issues into ``directory``, and a
+    client context trusting ``ca``; with ``mutual``, regcache demands client certificates from
+    ``ca`` and the context shows one."""
+    cert, key = ca.server().write(directory, "server")
+    ca_file = ca.write(directory / "ca.crt")
+    section = {"cert_file": str(cert), "key_file": str(key)}
+    client = ssl.create_default_context(cafile=str(ca_file))
+    if mutual:
+        section["client_ca_file"] = str(ca_file)
+        client.load_cert_chain(*ca.client().write(directory / "client", "client"))
+    return section, client
 
 
 def peer_certificate(host: str, port: int, ca_file: Path) -> x509.Certificate:

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.certs import CertificateAuthority
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "regcache"
 CI_VALUES = tuple(sorted((CHART_DIR / "ci").glob("*-values.yaml")))
@@ -220,26 +222,25 @@ def kubernetes_validate(paths: Sequence[Path], kube_version: str | None) -> str:
 def pod_files(
     rendered: Rendered, root: Path, existing_secrets: Mapping[str, Mapping[str, str]]
 ) -> Path:
-    """Lay out, under ``root``, the config file and password files regcache would find in the
-    pod, the way the kubelet would project them; return the config file's path.
+    """Lay out, under ``root``, the config file and the Secret files regcache would find in the
+    pod (upstream passwords, htpasswd, token key, TLS files), the way the kubelet would project
+    them; return the config file's path.
 
-    The credential volume's items come from the chart's own Secret or from ``existing_secrets``
+    Each projected item comes from a Secret the chart renders or from ``existing_secrets``
     (``{secret name: {key: value}}``, what the cluster would hold). Paths in the config are moved
-    under ``root``: a password_file pointing anywhere but a projected file stays broken, so
-    regcache's loader then fails as it would in the pod.
+    under ``root``: a path pointing anywhere but a projected file stays broken, so regcache's
+    loader then fails as it would in the pod.
     """
     container = rendered.container
-    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
-    config_mount = _mount(container, "config")
-    config_path = root / config_mount.lstrip("/") / "config.yaml"
+    config_path = root / _mount(container, "config").lstrip("/") / "config.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     text = rendered.config_text
-
-    credentials = volumes.get("credentials")
-    if credentials is not None:
-        mount = _mount(container, "credentials")
-        chart_secrets = {s["metadata"]["name"]: s for s in rendered.all("Secret")}
-        for source in credentials["projected"]["sources"]:
+    chart_secrets = {s["metadata"]["name"]: s for s in rendered.all("Secret")}
+    for volume in rendered.pod_spec["volumes"]:
+        if "projected" not in volume:
+            continue
+        mount = _mount(container, volume["name"])
+        for source in volume["projected"]["sources"]:
             secret = source["secret"]
             for item in secret["items"]:
                 name, key = secret["name"], item["key"]
@@ -253,6 +254,12 @@ def pod_files(
         text = text.replace(f'"{mount}/', f'"{root}{mount}/')
     config_path.write_text(text)
     return config_path
+
+
+def tls_secret(ca: CertificateAuthority) -> dict[str, str]:
+    """A kubernetes.io/tls Secret's data, as the pod's files would hold it."""
+    issued = ca.server("regcache.registry.svc")
+    return {"tls.crt": issued.cert_pem.decode(), "tls.key": issued.key_pem.decode()}
 
 
 def _mount(container: Manifest, volume: str) -> str:

@@ -19,6 +19,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MetricKey = tuple[str, frozenset[tuple[str, str]]]
 
+# Families /metrics must show once one image has been pulled through regcache, whichever way
+# regcache runs (in-process in tests/fast, as a process in tests/integration).
+CORE_METRICS = (
+    "regcache_cache_requests_total",
+    "regcache_served_bytes_total",
+    "regcache_upstream_requests_total",
+    "regcache_upstream_request_duration_seconds_bucket",
+    "regcache_cache_size_bytes",
+    "regcache_inflight_downloads",
+)
+
 
 class RegcacheError(ServerProcessError):
     pass

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiohttp import web
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
+from .certs import self_signed_ca
 from .lifecycle import Started
 from .ports import free_port
 from .registry import TokenAuthSettings
@@ -114,40 +113,11 @@ class TokenServer(Started):
         self.rejected: int = 0  # requests answered 401
         self._requests_lock = threading.Lock()
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._cert = self._self_signed_cert()
+        self._cert = self_signed_ca(self.issuer, self._key)
         self.cert_path = self.work_dir / "token-cert.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._x5c = base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()
         self._server: ThreadedApp | None = None
-
-    def _self_signed_cert(self) -> x509.Certificate:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.issuer)])
-        now = dt.datetime.now(dt.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
 
     @property
     def host(self) -> str:

@@ -61,6 +61,46 @@ app.kubernetes.io/part-of: regcache
 {{- define "regcache.cacheDir" -}}/var/lib/regcache{{- end }}
 {{/* Upstream passwords: one file per upstream, named by regcache.credentialFile. */}}
 {{- define "regcache.credentialsDir" -}}/run/secrets/regcache{{- end }}
+{{/* Client logins (htpasswd, token-key) and TLS (tls.crt, tls.key, client-ca.crt): directories
+     of their own, so that no upstream's credential file can take their names. */}}
+{{- define "regcache.authDir" -}}/run/secrets/regcache-auth{{- end }}
+{{- define "regcache.tlsDir" -}}/run/secrets/regcache-tls{{- end }}
+
+{{/* Security switches ---------------------------------------------------------------------- */}}
+
+{{- define "regcache.tls" -}}
+{{- if .Values.tls.existingSecret }}yes{{ end }}
+{{- end }}
+
+{{/* Mutual TLS: the kubelet has no client certificate, so no HTTP probe can get in. */}}
+{{- define "regcache.mtls" -}}
+{{- if and .Values.tls.existingSecret .Values.tls.clientCa.existingSecret }}yes{{ end }}
+{{- end }}
+
+{{/* The container port's name: meshes and Ingress controllers read the protocol from it. */}}
+{{- define "regcache.portName" -}}
+{{- ternary "https" "http" (not (empty .Values.tls.existingSecret)) }}
+{{- end }}
+
+{{/* Whether the chart makes the htpasswd Secret: logins on, with the file given inline. */}}
+{{- define "regcache.authSecret" -}}
+{{- if and .Values.auth.enabled .Values.auth.htpasswd }}yes{{ end }}
+{{- end }}
+
+{{/* One probe's handler: https when regcache serves TLS; with mutual TLS only a TCP connect. */}}
+{{- define "regcache.probe" -}}
+{{- if include "regcache.mtls" .root }}
+tcpSocket:
+  port: {{ include "regcache.portName" .root }}
+{{- else }}
+httpGet:
+  path: {{ .path }}
+  port: {{ include "regcache.portName" .root }}
+  {{- if include "regcache.tls" .root }}
+  scheme: HTTPS
+  {{- end }}
+{{- end }}
+{{- end }}
 
 {{/* Upstreams ------------------------------------------------------------------------------ */}}
 
@@ -114,8 +154,33 @@ app.kubernetes.io/part-of: regcache
 {{- end }}
 {{- $_ := set $files $file true }}
 {{- end }}
+{{- include "regcache.validateSecurity" . }}
 {{- if not (hasKey $labels .Values.config.default_upstream) }}
 {{- fail (printf "config.default_upstream: %q is not the name or an alias of any upstream (%s)" .Values.config.default_upstream (keys $labels | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+
+{{/* What the schema cannot say about auth, access and tls; regcache's own refusals, or a
+     setup that would start but fail its clients. */}}
+{{- define "regcache.validateSecurity" -}}
+{{- $auth := .Values.auth }}
+{{- if $auth.enabled }}
+{{- if and $auth.htpasswd $auth.existingSecret }}
+{{- fail "auth: give the htpasswd file either inline (auth.htpasswd) or as auth.existingSecret, not both" }}
+{{- end }}
+{{- if not (or $auth.htpasswd $auth.existingSecret) }}
+{{- fail "auth.enabled: logins need an htpasswd file: set auth.existingSecret (a Secret holding it) or auth.htpasswd" }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not $auth.tokenKey.existingSecret) }}
+{{- fail (printf "auth.tokenKey.existingSecret: with replicaCount %d every pod must sign tokens with the same key, or a token one pod issued is refused by the next; create a Secret holding 32+ random bytes and name it here" (int .Values.replicaCount)) }}
+{{- end }}
+{{- else }}
+{{- if .Values.access }}
+{{- fail "access: rules need logins: set auth.enabled (regcache refuses access rules without them)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.clientCa.existingSecret (not .Values.tls.existingSecret) }}
+{{- fail "tls.clientCa.existingSecret: mutual TLS needs TLS: set tls.existingSecret too" }}
 {{- end }}
 {{- end }}
 
@@ -196,6 +261,38 @@ upstreams:
     password_file: {{ .password_file | toJson }}
     {{- end }}
     {{- end }}
+  {{- end }}
+{{- end }}
+{{- include "regcache.securityConfig" . }}
+{{- end }}
+
+{{/* The auth:, access: and tls: keys of config.yaml; the files are the mounted Secrets'. */}}
+{{- define "regcache.securityConfig" -}}
+{{- $auth := .Values.auth }}
+{{- $authDir := include "regcache.authDir" . }}
+{{- $tlsDir := include "regcache.tlsDir" . }}
+{{- if $auth.enabled }}
+auth:
+  htpasswd: {{ printf "%s/htpasswd" $authDir | toJson }}
+  anonymous: {{ $auth.anonymous | toJson }}
+  token_ttl: {{ $auth.tokenTtl | toJson }}
+  {{- if $auth.tokenKey.existingSecret }}
+  token_key_file: {{ printf "%s/token-key" $authDir | toJson }}
+  {{- end }}
+{{- with .Values.access }}
+access:
+  {{- range . }}
+  - repositories: {{ .repositories | toJson }}
+    users: {{ .users | toJson }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- if include "regcache.tls" . }}
+tls:
+  cert_file: {{ printf "%s/tls.crt" $tlsDir | toJson }}
+  key_file: {{ printf "%s/tls.key" $tlsDir | toJson }}
+  {{- if .Values.tls.clientCa.existingSecret }}
+  client_ca_file: {{ printf "%s/client-ca.crt" $tlsDir | toJson }}
   {{- end }}
 {{- end }}
 {{- end }}

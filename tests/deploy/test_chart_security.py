@@ -1,0 +1,390 @@
+"""The chart's client logins, access rules and TLS: what the values render, what they refuse, and
+that the rendered config, with the Secrets' files where the pod would have them, is what
+regcache's own loader (``proxy.config.load_config``) makes of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config import CliOverrides, Config, load_config
+from proxy.config.access import AccessRule
+from tests.support.certs import CertificateAuthority, regcache_tls
+from tests.support.chart import (
+    KUBE_VERSIONS,
+    RELEASE,
+    Chart,
+    Rendered,
+    kubernetes_validate,
+    pod_files,
+    tls_secret,
+)
+from tests.support.clientauth import USERS, write_htpasswd
+from tests.support.regcache import RegcacheProcess
+
+FULLNAME = f"{RELEASE}-regcache"
+TOKEN_KEY = "t" * 48
+RULES = [
+    {"repositories": ["docker.io/library/**"], "users": ["*"]},
+    {"repositories": ["ghcr.io/acme/**", "quay.io/*/tools"], "users": ["alice", "authenticated"]},
+]
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return CertificateAuthority()
+
+
+@pytest.fixture
+def secrets(ca: CertificateAuthority, tmp_path: Path) -> dict[str, dict[str, str]]:
+    """What the Secrets the values name would hold in the cluster."""
+    htpasswd = write_htpasswd(tmp_path).read_text()
+    return {
+        "logins": {"users": htpasswd},
+        "token-key": {"token-key": TOKEN_KEY},
+        "regcache-tls": tls_secret(ca),
+        "client-cas": {"ca.crt": ca.cert_pem.decode()},
+    }
+
+
+def secured(**changes: Any) -> dict[str, Any]:
+    """Logins from an existing Secret, a shared token key, rules, TLS and mutual TLS."""
+    values: dict[str, Any] = {
+        "replicaCount": 2,
+        "auth": {
+            "enabled": True,
+            "anonymous": True,
+            "tokenTtl": "10m",
+            "existingSecret": "logins",
+            "existingSecretKey": "users",
+            "tokenKey": {"existingSecret": "token-key"},
+        },
+        "access": RULES,
+        "tls": {"existingSecret": "regcache-tls", "clientCa": {"existingSecret": "client-cas"}},
+    }
+    values.update(changes)
+    return values
+
+
+def load(rendered: Rendered, root: Path, secrets: dict[str, dict[str, str]]) -> Config:
+    return load_config(pod_files(rendered, root, secrets), {}, CliOverrides())
+
+
+def volume(rendered: Rendered, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(v for v in rendered.pod_spec["volumes"] if v["name"] == name)
+    return found
+
+
+# -- what regcache loads ----------------------------------------------------------------------
+
+
+def test_logins_rules_and_mutual_tls_reach_regcaches_loader(
+    chart: Chart, tmp_path: Path, secrets: dict[str, dict[str, str]]
+) -> None:
+    rendered = chart.render(secured())
+    config = load(rendered, tmp_path / "pod", secrets)
+
+    assert config.auth_enabled
+    assert config.auth_htpasswd is not None
+    assert set(config.auth_htpasswd.hashes) == set(USERS)
+    assert config.auth_anonymous is True
+    assert config.auth_token_ttl == 600
+    assert config.auth_token_key_file is not None
+    assert config.auth_token_key_file.secret == TOKEN_KEY.encode()
+    assert config.access == tuple(
+        AccessRule(tuple(r["repositories"]), tuple(r["users"])) for r in RULES
+    )
+    assert config.tls_cert_file is not None
+    assert config.tls_cert_file.name == "tls.crt"
+    assert config.tls_key_file is not None
+    assert config.tls_key_file.name == "tls.key"
+    assert config.tls_client_ca_file is not None
+    assert config.tls_client_ca_file.read_text() == secrets["client-cas"]["ca.crt"]
+
+
+def test_secret_contents_never_reach_the_configmap(
+    chart: Chart, secrets: dict[str, dict[str, str]]
+) -> None:
+    htpasswd = secrets["logins"]["users"]
+    rendered = chart.render(secured())
+    inline = chart.render(
+        secured(auth={**secured()["auth"], "existingSecret": "", "htpasswd": htpasswd})
+    )
+    for text in (rendered.config_text, inline.config_text):
+        assert "$2b$" not in text
+        assert "BEGIN" not in text
+    assert not any("$2b$" in json.dumps(d) for d in inline.docs if d["kind"] != "Secret")
+
+
+def test_inline_htpasswd_becomes_a_chart_secret_whose_change_rolls_the_pods(
+    chart: Chart, tmp_path: Path, secrets: dict[str, dict[str, str]]
+) -> None:
+    htpasswd = secrets["logins"]["users"]
+    auth = {"enabled": True, "htpasswd": htpasswd}
+    rendered = chart.render({"auth": auth})
+    secret = rendered.one("Secret", f"{FULLNAME}-auth")
+    assert base64.b64decode(secret["data"]["htpasswd"]).decode() == htpasswd
+    assert volume(rendered, "auth")["projected"] == {
+        "defaultMode": 0o440,
+        "sources": [
+            {
+                "secret": {
+                    "name": f"{FULLNAME}-auth",
+                    "items": [{"key": "htpasswd", "path": "htpasswd"}],
+                }
+            }
+        ],
+    }
+    config = load(rendered, tmp_path / "pod", secrets)
+    assert config.auth_enabled
+    assert config.auth_anonymous is False
+    assert config.auth_token_ttl == 300
+    # One replica signs with a key of its own, made at start.
+    assert config.auth_token_key_file is None
+    assert config.access is None
+
+    def annotations(values: dict[str, Any]) -> dict[str, str]:
+        found: dict[str, str] = chart.render(values).statefulset["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        return found
+
+    before = annotations({"auth": auth})
+    after = annotations({"auth": {**auth, "htpasswd": htpasswd + "# carol left\n"}})
+    assert before["checksum/auth"] != after["checksum/auth"]
+    assert before["checksum/config"] == after["checksum/config"]
+
+
+def test_secrets_are_mounted_read_only_and_the_cache_stays_the_only_writable_path(
+    chart: Chart,
+) -> None:
+    rendered = chart.render(secured())
+    mounts = {m["name"]: m for m in rendered.container["volumeMounts"]}
+    assert mounts["auth"] == {
+        "name": "auth",
+        "mountPath": "/run/secrets/regcache-auth",
+        "readOnly": True,
+    }
+    assert mounts["tls"] == {
+        "name": "tls",
+        "mountPath": "/run/secrets/regcache-tls",
+        "readOnly": True,
+    }
+    writable = [m["mountPath"] for m in mounts.values() if not m.get("readOnly")]
+    assert writable == ["/var/lib/regcache"]
+    assert volume(rendered, "tls")["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "regcache-tls",
+                "items": [
+                    {"key": "tls.crt", "path": "tls.crt"},
+                    {"key": "tls.key", "path": "tls.key"},
+                ],
+            }
+        },
+        {"secret": {"name": "client-cas", "items": [{"key": "ca.crt", "path": "client-ca.crt"}]}},
+    ]
+    assert rendered.all("Secret") == []  # every file comes from the operator's Secrets
+
+
+def test_a_missing_secret_key_fails_the_loader_as_it_would_in_the_pod(
+    chart: Chart, tmp_path: Path, secrets: dict[str, dict[str, str]]
+) -> None:
+    # Guard: pod_files must not invent a file the cluster lacks.
+    with pytest.raises(KeyError):
+        load(chart.render(secured()), tmp_path, {**secrets, "token-key": {"key": TOKEN_KEY}})
+
+
+# -- probes and the objects around the pod ------------------------------------------------------
+
+
+def test_with_tls_probes_use_https_and_the_port_is_named_https(chart: Chart) -> None:
+    tls_only = {"tls": {"existingSecret": "regcache-tls"}}
+    rendered = chart.render(tls_only)
+    container = rendered.container
+    assert container["ports"] == [{"name": "https", "containerPort": 5000, "protocol": "TCP"}]
+    probes = {
+        k: container[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert probes == {
+        "startupProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
+        "livenessProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
+        "readinessProbe": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
+    }
+    for service in rendered.all("Service"):
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["https"]
+
+
+def test_with_tls_the_ingress_and_network_policy_name_the_https_port(chart: Chart) -> None:
+    values = {
+        "tls": {"existingSecret": "regcache-tls"},
+        "ingress": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+    }
+    rendered = chart.render(values)
+    [rule] = rendered.one("Ingress")["spec"]["rules"]
+    assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "https"}
+    [ingress] = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "https", "protocol": "TCP"}]
+    # Clients reach the Ingress, whose own tls decides their scheme.
+    notes = chart.notes(values)
+    assert '"registry-mirrors": ["http://regcache.example.com"]' in notes
+
+
+def test_with_mutual_tls_probes_only_connect(chart: Chart) -> None:
+    # The kubelet has no client certificate: an HTTPS probe could never pass the handshake.
+    container = chart.render(secured()).container
+    for key in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[key]["tcpSocket"] == {"port": "https"}
+        assert "httpGet" not in container[key]
+
+
+def test_service_monitor_scrapes_https(chart: Chart) -> None:
+    enabled = {"serviceMonitor": {"enabled": True}, "tls": {"existingSecret": "regcache-tls"}}
+    [endpoint] = chart.render(enabled).one("ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"]) == ("https", "https")
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    own = {"ca": {"secret": {"name": "ca", "key": "ca.crt"}}, "serverName": "regcache"}
+    enabled["serviceMonitor"] = {"enabled": True, "tlsConfig": own}
+    [endpoint] = chart.render(enabled).one("ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == own
+
+
+def test_secured_manifests_validate_strictly(chart: Chart, tmp_path: Path) -> None:
+    values = secured(
+        networkPolicy={"enabled": True}, ingress={"enabled": True}, serviceMonitor={"enabled": True}
+    )
+    path = tmp_path / "secured.yaml"
+    path.write_text(chart.template_text(values))
+    for kube_version in KUBE_VERSIONS:
+        kubernetes_validate([path], kube_version)
+
+
+def test_notes_say_https_and_logins(chart: Chart) -> None:
+    notes = chart.notes(secured())
+    address = f"{FULLNAME}.registry.svc.cluster.local:5000"
+    assert f'"registry-mirrors": ["https://{address}"]' in notes
+    assert "Secret regcache-tls" in notes
+    assert "Secret client-cas" in notes
+    assert f"docker login {address}" in notes
+    assert "insecure" not in notes
+
+
+# -- refusing what would not work -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"auth": {"enabeld": True}}, "enabeld"),
+        ({"auth": {"tokenTtl": "soon"}}, "tokenTtl"),
+        ({"auth": {"tokenKey": {"secret": "x"}}}, "secret"),
+        ({"auth": {"existingSecret": "Bad_Name"}}, "existingSecret"),
+        ({"access": [{"repositories": ["docker.io/**"], "user": ["*"]}]}, "user"),
+        ({"access": [{"repositories": ["Docker.io/**"], "users": ["*"]}]}, "repositories"),
+        ({"access": [{"repositories": ["docker.io/**"], "users": []}]}, "users"),
+        ({"access": [{"repositories": ["docker.io/**"], "users": ["a b"]}]}, "users"),
+        ({"tls": {"secret": "regcache-tls"}}, "secret"),
+        ({"tls": {"clientCa": {"existingSecret": "cas", "keys": "ca.crt"}}}, "keys"),
+        ({"serviceMonitor": {"tlsConfig": "insecure"}}, "tlsConfig"),
+    ],
+)
+def test_schema_refuses_typos_and_bad_values(
+    chart: Chart, values: dict[str, Any], complaint: str
+) -> None:
+    assert complaint in chart.render_error(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"auth": {"enabled": True}}, "auth.enabled: logins need an htpasswd file"),
+        (
+            {"auth": {"enabled": True, "htpasswd": "a:$2b$x", "existingSecret": "logins"}},
+            "not both",
+        ),
+        (
+            {"replicaCount": 2, "auth": {"enabled": True, "existingSecret": "logins"}},
+            "auth.tokenKey.existingSecret: with replicaCount 2",
+        ),
+        ({"access": RULES}, "access: rules need logins"),
+        ({"tls": {"clientCa": {"existingSecret": "cas"}}}, "mutual TLS needs TLS"),
+    ],
+)
+def test_settings_regcache_would_refuse_fail_the_render(
+    chart: Chart, values: dict[str, Any], complaint: str
+) -> None:
+    assert complaint in chart.render_error(values)
+
+
+# -- `helm test` against a real regcache --------------------------------------------------------
+
+
+def helm_test_script(chart: Chart, values: dict[str, Any], address: str) -> list[str]:
+    """The test pod's command, aimed at ``address`` instead of the Service."""
+    pod = chart.render(values).one("Pod", f"{FULLNAME}-test-readyz")
+    argv: list[str] = pod["spec"]["containers"][0]["command"]
+    assert argv[:2] == ["python3", "-c"]
+    return [sys.executable, "-c", argv[2].replace(f"{FULLNAME}:5000", address)]
+
+
+@pytest.mark.parametrize("mode", ["plain", "tls-and-logins", "mutual-tls"])
+def test_helm_test_passes_against_regcache_set_up_as_the_values_say(
+    chart: Chart, tmp_path: Path, ca: CertificateAuthority, mode: str
+) -> None:
+    config: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    client: ssl.SSLContext | None = None
+    if mode != "plain":
+        mutual = mode == "mutual-tls"
+        config["tls"], client = regcache_tls(ca, tmp_path, mutual=mutual)
+        values["tls"] = {"existingSecret": "regcache-tls"}
+        if mutual:
+            values["tls"]["clientCa"] = {"existingSecret": "client-cas"}
+    if mode == "tls-and-logins":
+        config["auth"] = {"htpasswd": str(write_htpasswd(tmp_path))}
+        values["auth"] = {"enabled": True, "existingSecret": "logins"}
+    proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=client)
+    proxy.start()
+    try:
+        argv = helm_test_script(chart, values, proxy.host)
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        proxy.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    expected = {
+        "plain": "/readyz 200\n/v2/ 200\n",
+        "tls-and-logins": "/readyz 200\n/v2/ 401\n",
+        "mutual-tls": "handshake: TLSv1.3\nrefused without a client certificate",
+    }[mode]
+    assert run.stdout.startswith(expected)
+
+
+def test_helm_test_fails_when_mutual_tls_is_not_enforced(
+    chart: Chart, tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    # Guard on the test above: the script must notice a regcache that lets anyone in.
+    tls, trusting = regcache_tls(ca, tmp_path)
+    proxy = RegcacheProcess({"tls": tls}, work_dir=tmp_path / "regcache", client_ssl=trusting)
+    proxy.start()
+    try:
+        values = secured(auth={"enabled": False}, access=[], replicaCount=1)
+        run = subprocess.run(
+            helm_test_script(chart, values, proxy.host),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        proxy.stop()
+    assert run.returncode == 1
+    assert "answered a client without a certificate" in run.stderr
