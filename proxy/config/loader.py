@@ -22,6 +22,10 @@ _TLS_FILES = ("cert_file", "key_file", "client_ca_file")
 _FLAG_NAMES = frozenset(entry.name for entry in FLAG_SETTINGS)
 
 
+# What regcache's tokens need, with logins to regcache or only to passthrough upstreams.
+_TOKEN_SETTINGS = frozenset({"auth_token_key_file", "auth_token_ttl"})
+
+
 class CliOverrides:
     """Command-line values, still as text: they are validated like every other source.
 
@@ -107,13 +111,17 @@ class _Draft:
         return Config(**values, upstreams=tuple(self.upstreams), access=self.access)
 
     def _check_auth(self) -> None:
-        """Logins need the htpasswd file; without it, rules and auth keys would be ignored."""
+        """Logins need the htpasswd file; without it, rules and auth keys would be ignored.
+        Passthrough upstreams make regcache issue tokens anyway, so their keys may be set."""
         if self.values["auth_htpasswd"] is not None:
             return
         if self.access is not None:
             reason = "access rules need logins: set auth.htpasswd"
             raise self.access_origin.error("access", reason)
+        passthrough = any(upstream.passthrough for upstream in self.upstreams)
         for entry in SETTINGS:
+            if passthrough and entry.name in _TOKEN_SETTINGS:
+                continue
             if entry.section == "auth" and self.origins[entry.name] is not DEFAULTS:
                 reason = "is set but auth.htpasswd is not; logins are on only with it"
                 raise self.origins[entry.name].error(entry.key, reason)
