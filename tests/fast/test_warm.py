@@ -277,3 +277,16 @@ async def test_unpin_of_an_image_not_pinned_fails(
 ) -> None:
     assert await unpin_images(config, ["docker.io/library/app:1.0"]) == 1
     assert "unpin docker.io/library/app:1.0: not pinned" in capsys.readouterr().err
+
+
+async def test_an_image_by_digest_is_warmed_and_pinned_under_that_name(
+    config: Config, registry: FakeRegistry, image: FakeImage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"docker.io/library/app@{image.digest}"
+    assert await warm(config, name, pin=True) == 0
+    [row], _ = summary(capsys)
+    assert row["digest"] == image.digest
+    index = DiskIndex(config.cache_dir / "index")
+    pins = await index.pins()
+    await index.close()
+    assert {str(digest) for digest in pins[name]} == {image.digest, *blobs_of(image)}
