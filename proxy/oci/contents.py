@@ -70,6 +70,8 @@ def contents(body: bytes) -> Contents:
     blobs = [document.get("config"), *_list(document.get("layers"))]
     blobs += _list(document.get("blobs"))
     found_blobs = [c for c in map(_content, blobs) if c is not None]
+    schema1 = (_content(layer, "blobSum") for layer in _list(document.get("fsLayers")))
+    found_blobs += [c for c in schema1 if c is not None]
     found_manifests = [c for c in map(_content, _list(document.get("manifests"))) if c is not None]
     return Contents(tuple(found_blobs[:MAX_REFERENCES]), tuple(found_manifests))
 
@@ -78,10 +80,10 @@ def _list(value: Any) -> list[Any]:
     return value[:MAX_REFERENCES] if isinstance(value, list) else []
 
 
-def _content(descriptor: Any) -> Content | None:
+def _content(descriptor: Any, field: str = "digest") -> Content | None:
     if not isinstance(descriptor, dict):
         return None
-    text = descriptor.get("digest")
+    text = descriptor.get(field)
     try:
         digest = Digest.parse(text if isinstance(text, str) else "")
     except InvalidDigest:

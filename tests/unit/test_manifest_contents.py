@@ -38,6 +38,11 @@ def test_an_index_names_its_platforms_and_a_manifest_its_blobs() -> None:
     assert not found.is_index
 
 
+def test_a_docker_schema_1_manifest_names_its_layers_without_sizes() -> None:
+    manifest = {"schemaVersion": 1, "fsLayers": [{"blobSum": str(A)}, {"blobSum": str(B)}]}
+    assert contents(json.dumps(manifest).encode()).blobs == (Content(A, None), Content(B, None))
+
+
 @pytest.mark.parametrize("body", [b"not json", b"[1]", b'{"layers": [{"digest": 7}]}'])
 def test_what_is_not_a_manifest_names_nothing(body: bytes) -> None:
     assert contents(body).blobs == ()
