@@ -95,6 +95,8 @@ class Evictor:
 
     async def evict(self) -> int:
         """One pass; returns the bytes freed."""
+        if not self._due(time.time()):
+            return 0  # the common pass, with no index read for the pins
         pinned = await self._pinned()
         victims = self._choose(time.time(), pinned)
         freed = 0
@@ -111,6 +113,17 @@ class Evictor:
         if victims:
             log.info("evicted %d items, %d bytes", len(victims), freed)
         return freed
+
+    def _due(self, now: float) -> bool:
+        """Whether the cache is over a bound: too big, or its coldest entry too old."""
+        if self.max_size is not None and self._lru.total > self.max_size:
+            return True
+        coldest = next(self._lru.oldest(), None)
+        return (
+            self.max_age is not None
+            and coldest is not None
+            and coldest[1].last_served < now - self.max_age
+        )
 
     async def _pinned(self) -> frozenset[Digest]:
         """Every digest an image pinned by name needs; one index read."""
