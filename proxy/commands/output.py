@@ -31,7 +31,8 @@ def emit(
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        # Folded, not cut short: an image name or digest is no use with its end missing.
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     console().print(table)
