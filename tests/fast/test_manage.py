@@ -16,7 +16,7 @@ from proxy.config import Config
 from proxy.oci.digest import Digest
 from proxy.store.diskindex import DiskIndex
 from tests.fast.conftest import KIB, ProxyFactory, blob_path
-from tests.support.fakeregistry import OCI_MANIFEST, FakeImage, FakeRegistry, digest_of
+from tests.support.fakeregistry import OCI_INDEX, OCI_MANIFEST, FakeImage, FakeRegistry, digest_of
 from tests.support.inproxy import InProcessRegcache
 
 ACCEPT = {"Accept": OCI_MANIFEST}
@@ -107,6 +107,20 @@ async def test_ls_lists_one_row_per_tag_whatever_the_accept_lists(
     table = capsys.readouterr().out
     assert "cached images" in table
     assert "KiB" in table
+
+
+async def test_ls_names_the_platforms_of_an_index(
+    make_proxy: ProxyFactory, registry: FakeRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.push_index("library/multi", "1", ["linux/arm64", "linux/amd64"])
+    regcache = await make_proxy()
+    answer = await regcache.get("/v2/library/multi/manifests/1", {"Accept": OCI_INDEX})
+    assert answer.status == 200
+    await regcache.stop()
+    _, rows = await as_json(capsys, list_images(regcache.config, as_json=True))
+    [row] = rows
+    assert row["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert row["size"] == len(answer.body)  # only the index is cached
 
 
 async def test_rm_keeps_the_layers_another_image_shares(

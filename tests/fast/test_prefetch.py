@@ -4,15 +4,13 @@ interval, with nothing asked by any client; then it serves the new image offline
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from proxy.config.prefetch import PrefetchRule
 from tests.fast.conftest import KIB, ProxyFactory, blob_path
-from tests.support.fakeregistry import OCI_MANIFEST, FakeImage, FakeRegistry, digest_of
+from tests.support.fakeregistry import OCI_INDEX, OCI_MANIFEST, FakeImage, FakeRegistry, digest_of
 from tests.support.inproxy import InProcessRegcache
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 EVERY = 0.2
 
 
@@ -80,26 +78,11 @@ async def test_the_cache_follows_a_moved_tag_and_serves_it_offline(
 async def test_only_the_chosen_platforms_of_an_index_are_fetched(
     make_proxy: ProxyFactory, registry: FakeRegistry
 ) -> None:
-    amd64 = registry.push_image("library/multi", "amd64", layer_sizes=(16 * KIB,))
-    arm64 = registry.push_image("library/multi", "arm64", layer_sizes=(16 * KIB,), seed=1)
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": image.digest,
-                "size": len(image.manifest),
-                "platform": {"os": "linux", "architecture": arch},
-            }
-            for image, arch in ((amd64, "amd64"), (arm64, "arm64"))
-        ],
-    }
-    digest = registry.add_manifest("library/multi", json.dumps(index).encode(), OCI_INDEX, "latest")
+    digest, images = registry.push_index("library/multi", "latest", ["linux/amd64", "linux/arm64"])
     regcache = await make_proxy(**every("docker.io/multi", platforms=("linux/arm64",)))
     await until(regcache, digest)
-    assert cached(regcache, arm64)
-    assert not cached(regcache, amd64)
+    assert cached(regcache, images["linux/arm64"])
+    assert not cached(regcache, images["linux/amd64"])
 
 
 async def test_a_failed_run_is_counted_and_shown_and_the_schedule_goes_on(
