@@ -20,6 +20,8 @@ from proxy.oci.reference import Reference
 from proxy.routing import Target
 from proxy.store import BlobStore
 
+# Every manifest type, sorted as the tag index keys a client's Accept list.
+ACCEPT = tuple(sorted(MANIFEST_TYPES))
 # Blobs fetched at once for one image: enough to fill a link, few enough to leave the
 # upstream's connections to clients.
 BLOB_CONCURRENCY = 4
@@ -44,15 +46,15 @@ async def fetch_image(
     ``platforms`` (``os/arch[/variant]``) choose an index's children, all when empty.
     Raises the upstream's error (proxy.errors.RegistryError)."""
     if reference.tag is not None:
-        root = await manifests.refresh(target, reference.tag, MANIFEST_TYPES)
+        root = await manifests.refresh(target, reference.tag, ACCEPT)
     else:
-        root = await manifests.get(target, reference, MANIFEST_TYPES, head=False)
+        root = await manifests.get(target, reference, ACCEPT, head=False)
     images = [root]
     children = index_children(_body(root))
     if children is not None:
         chosen = [child for child in children if matches(child.platform, platforms)]
         images = [
-            await manifests.get(target, Reference(digest=child.digest), MANIFEST_TYPES, False)
+            await manifests.get(target, Reference(digest=child.digest), ACCEPT, False)
             for child in chosen
         ]
     wanted = list(dict.fromkeys(d for image in images for d in references(_body(image)).blobs))

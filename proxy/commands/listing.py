@@ -53,7 +53,12 @@ def _handle(args: argparse.Namespace) -> int:
 async def list_images(config: Config, *, as_json: bool) -> int:
     async with open_cache(config, evict=False) as parts:
         pins = await parts.index.pins()
-        rows = [await _row(parts, image, pins) for image in await tagged_images(parts.index)]
+        rows = [
+            await _row(parts, image, pins)
+            for image in await tagged_images(parts.index)
+            # A tag answered to a HEAD only is a remembered answer, not a cached image.
+            if await parts.index.get_manifest(image.entry.digest) is not None
+        ]
     if not as_json:
         for row in rows:
             row["size"] = human_size(row["size"])

@@ -237,3 +237,15 @@ async def test_a_running_server_fetches_again_what_rm_removed(
     fetched = registry.count("GET", blob_path(digest_of(app.layers[0])))
     await pull(regcache, app)
     assert registry.count("GET", blob_path(digest_of(app.layers[0]))) == fetched + 1
+
+
+async def test_a_tag_only_answered_to_a_head_is_not_listed(
+    make_proxy: ProxyFactory, two: tuple[FakeImage, FakeImage], capsys: pytest.CaptureFixture[str]
+) -> None:
+    regcache = await make_proxy()
+    assert (await regcache.head("/v2/library/app/manifests/1.0", ACCEPT)).status == 200
+    await regcache.stop()
+    index = DiskIndex(regcache.config.cache_dir / "index")
+    assert [key.tag async for key, _ in index.tags()] == ["1.0", "1.0"]  # its Accept list's, any
+    await index.close()
+    assert await as_json(capsys, list_images(regcache.config, as_json=True)) == (0, [])
