@@ -67,15 +67,17 @@ def add_parsers(commands: Any) -> None:
 
 @dataclass
 class Removal:
-    images: list[TaggedImage] = field(default_factory=list)
-    roots: set[Digest] = field(default_factory=set)  # the manifests the images were
+    images: dict[str, TaggedImage] = field(default_factory=dict)  # by full name
+    roots: set[Digest] = field(default_factory=set)  # the manifests the removed tags name
     content: list[Garbage] = field(default_factory=list)
     failed: bool = False
 
     def add(self, image: TaggedImage) -> None:
-        if image not in self.images:
-            self.images.append(image)
-            self.roots |= image.digests
+        self.images[image.name] = image
+        self.roots |= image.digests
+
+    def remaining(self, images: list[TaggedImage]) -> list[TaggedImage]:
+        return [image for image in images if image.name not in self.images]
 
 
 def _handle_rm(args: argparse.Namespace) -> int:
@@ -104,7 +106,7 @@ async def remove_images(config: Config, names: list[str], *, as_json: bool) -> i
         removal = Removal()
         for text in names:
             removal.failed |= not await _choose(parts, images, pins, text, removal)
-        remaining = [image for image in images if image not in removal.images]
+        remaining = removal.remaining(images)
         removal.content = await collect(parts.index, parts.store, removal.roots, remaining)
         freed = await _carry_out(parts, removal)
     _report(removal, freed, as_json=as_json, dry_run=False)
@@ -151,7 +153,7 @@ async def prune_images(config: Config, age: float, *, dry_run: bool, as_json: bo
             last = image.entry.checked_at if last is None else last
             if image.name not in pins and last < cutoff:
                 removal.add(image)
-        remaining = [image for image in images if image not in removal.images]
+        remaining = removal.remaining(images)
         removal.content = await collect(
             parts.index, parts.store, removal.roots, remaining, unused_before=cutoff
         )
@@ -164,14 +166,14 @@ async def prune_images(config: Config, age: float, *, dry_run: bool, as_json: bo
 
 async def _carry_out(parts: CacheParts, removal: Removal) -> int:
     """Tags first, so that no tag ever points at content already gone."""
-    for image in removal.images:
+    for image in removal.images.values():
         await untag(parts.index, image)
     return await delete(parts.index, parts.store, removal.content)
 
 
 def _report(removal: Removal, freed: int, *, as_json: bool, dry_run: bool) -> None:
     rows: list[dict[str, Any]] = [
-        {"kind": "image", "name": image.name, "size": None} for image in removal.images
+        {"kind": "image", "name": name, "size": None} for name in removal.images
     ]
     rows += [
         {"kind": item.kind.value, "name": str(item.digest), "size": item.size}
@@ -179,7 +181,7 @@ def _report(removal: Removal, freed: int, *, as_json: bool, dry_run: bool) -> No
     ]
     if not as_json:
         for row in rows:
-            row["size"] = human_size(row["size"]) if row["size"] is not None else "-"
+            row["size"] = human_size(row["size"])
     verb = "would remove" if dry_run else "removed"
     emit(rows, COLUMNS, as_json=as_json, title=f"{verb} from the cache")
     kinds = [row["kind"] for row in rows]
