@@ -65,7 +65,10 @@ class Prefetcher:
         index: Index,
         metrics: Metrics,
     ) -> None:
-        self.states = [PrefetchState(image, rule) for rule in rules for image in rule.images]
+        self._schedule = [
+            (rule, [PrefetchState(image, rule) for image in rule.images]) for rule in rules
+        ]
+        self.states = [state for _, states in self._schedule for state in states]
         self._router = router
         self._manifests = manifests
         self._blobs = blobs
@@ -75,9 +78,8 @@ class Prefetcher:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for rule in {state.rule: None for state in self.states}:
-            mine = [state for state in self.states if state.rule is rule]
-            self._tasks.append(asyncio.create_task(self._loop(rule, mine)))
+        for rule, states in self._schedule:
+            self._tasks.append(asyncio.create_task(self._loop(rule, states)))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -94,3 +94,14 @@ async def test_a_failed_run_is_counted_and_shown_and_the_schedule_goes_on(
     await regcache.settled("regcache_prefetch_runs_total", 2, result="failed")
     image = registry.push_image("library/gone", "1")
     await until(regcache, image.digest)
+
+
+async def test_an_offline_server_does_not_run_the_schedule(
+    make_proxy: ProxyFactory, registry: FakeRegistry
+) -> None:
+    registry.push_image("library/app", "stable")
+    regcache = await make_proxy(offline=True, **every("docker.io/app:stable"))
+    await asyncio.sleep(3 * EVERY)
+    [state] = await prefetch_status(regcache)
+    assert (state["last_run"], state["result"]) == (None, None)
+    assert not registry.seen
