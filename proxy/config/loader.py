@@ -14,9 +14,11 @@ from proxy.config.declare import Setting
 from proxy.config.errors import DEFAULTS, Origin
 from proxy.config.model import Config, UpstreamConfig
 from proxy.config.parsers import did_you_mean, parse_name, parse_url
+from proxy.config.prefetch import PrefetchRule
 from proxy.config.table import FLAG_SETTINGS, SETTINGS
 from proxy.config.tls import TlsFileError, server_context
 from proxy.config.yamlfile import FileSettings, read_file
+from proxy.oci.imageref import parse_image
 
 _TLS_FILES = ("cert_file", "key_file", "client_ca_file")
 _FLAG_NAMES = frozenset(entry.name for entry in FLAG_SETTINGS)
@@ -80,6 +82,8 @@ class _Draft:
         self.upstreams_origin = DEFAULTS
         self.access: tuple[AccessRule, ...] | None = None
         self.access_origin = DEFAULTS
+        self.prefetch: tuple[PrefetchRule, ...] = ()
+        self.prefetch_origin = DEFAULTS
 
     def set(self, setting: Setting[Any], value: Any, origin: Origin) -> None:
         self.values[setting.name] = value
@@ -95,6 +99,8 @@ class _Draft:
             self.upstreams, self.upstreams_origin = found.upstreams
         if found.access is not None and found.access_origin is not None:
             self.access, self.access_origin = found.access, found.access_origin
+        if found.prefetch is not None and found.prefetch_origin is not None:
+            self.prefetch, self.prefetch_origin = found.prefetch, found.prefetch_origin
 
     def set_upstream_url(self, name: str, url: str) -> None:
         """Replace the URL of the upstream called ``name`` (or aliased so), else add one."""
@@ -108,7 +114,21 @@ class _Draft:
         values = {**self.values, "default_upstream": self._resolve_default()}
         self._check_auth()
         self._check_tls()
-        return Config(**values, upstreams=tuple(self.upstreams), access=self.access)
+        self._check_prefetch()
+        return Config(
+            **values, upstreams=tuple(self.upstreams), access=self.access, prefetch=self.prefetch
+        )
+
+    def _check_prefetch(self) -> None:
+        """Each image to prefetch names an upstream: at start, not at its first run."""
+        labels = {label for up in self.upstreams for label in (up.name, *up.aliases)}
+        for index, rule in enumerate(self.prefetch):
+            for position, image in enumerate(rule.images):
+                registry = parse_image(image).registry
+                if registry not in labels:
+                    key = f"prefetch[{index}].images[{position}]"
+                    reason = f"{registry!r} is not the name or alias of any upstream"
+                    raise self.prefetch_origin.error(key, reason)
 
     def _check_auth(self) -> None:
         """Logins need the htpasswd file; without it, rules and auth keys would be ignored.
