@@ -11,11 +11,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# Off a terminal nothing says how wide a line may be; rich would assume 80 columns and fold
+# every image name and digest in a CI log. A log line may be long.
+PIPE_WIDTH = 200
+
 
 def console(stderr: bool = False) -> Console:
     """A console that writes plain text, with no colours or cursor codes, when not a
     terminal, so that logs and pipes read cleanly."""
-    return Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=True)
+    out = Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def emit(
