@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.fetchimage import fetch_image
+from proxy.cache.cachesource import CacheSource
 from proxy.cache.manifests import ANY_ACCEPT, ManifestCache
+from proxy.cache.warming import Image, Silent, Warmer
 from proxy.config.prefetch import PrefetchRule
 from proxy.errors import RegistryError
 from proxy.metrics import Metrics
 from proxy.model import TagKey
+from proxy.oci.contents import Platform
 from proxy.oci.digest import Digest
 from proxy.routing import Router
 from proxy.store import BlobStore, Index
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 # The first run waits this long after start (or one interval, if shorter): the server is
 # up and answering before its upstreams are asked for anything of its own.
 FIRST_RUN_AFTER = 5.0
+# Blobs fetched at once for one image: enough to fill a link, few enough to leave the
+# upstream's connections to clients.
+BLOB_CONCURRENCY = 4
 
 
 @dataclass
@@ -54,6 +59,10 @@ class PrefetchState:
         }
 
 
+class _Failed(Exception):
+    """The warm's outcome named an error; the message is its reason."""
+
+
 class Prefetcher:
     def __init__(
         self,
@@ -70,9 +79,8 @@ class Prefetcher:
         ]
         self.states = [state for _, states in self._schedule for state in states]
         self._router = router
-        self._manifests = manifests
-        self._blobs = blobs
-        self._store = store
+        # A schedule follows tags: each run asks the upstream, whatever the tag's TTL.
+        self._source = CacheSource(manifests, blobs, store, router, refresh=True)
         self._index = index
         self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,7 +111,7 @@ class Prefetcher:
         state.last_run = time.time()
         try:
             await self._follow(state)
-        except (RegistryError, OSError) as exc:
+        except (RegistryError, OSError, _Failed) as exc:
             self._failed(state, getattr(exc, "message", None) or str(exc))
         except Exception as exc:
             log.exception("prefetch of %s failed", state.image)
@@ -117,14 +125,17 @@ class Prefetcher:
         assert reference.tag is not None, "checked when the config was loaded"
         any_key = TagKey(target.upstream.name, target.repository, reference.tag, ANY_ACCEPT)
         before = await self._index.get_tag(any_key)
-        fetched = await fetch_image(
-            self._manifests, self._blobs, self._store, target, reference, state.rule.platforms
-        )
-        self._metrics.prefetch_bytes.inc(fetched.fetched_bytes)
-        state.digest = str(fetched.digest)
-        if before is not None and before.digest != fetched.digest:
+        platforms = [Platform.parse(text) for text in state.rule.platforms]  # checked at load
+        warmer = Warmer(self._source, Silent(), platforms, BLOB_CONCURRENCY)
+        outcome = await warmer.warm(Image.routed(target, reference))
+        if outcome.error is not None:
+            raise _Failed(outcome.error)
+        assert outcome.digest is not None, "a warmed image has its manifest"
+        self._metrics.prefetch_bytes.inc(outcome.blob_bytes_fetched())
+        state.digest = str(outcome.digest)
+        if before is not None and before.digest != outcome.digest:
             await self._forget_old_answers(any_key, before.digest)
-            log.info("prefetch: %s moved to %s", state.image, fetched.digest)
+            log.info("prefetch: %s moved to %s", state.image, outcome.digest)
 
     async def _forget_old_answers(self, any_key: TagKey, old: Digest) -> None:
         """The tag's entries for other Accept lists that still name the old image: until

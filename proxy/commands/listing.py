@@ -9,9 +9,10 @@ from typing import Any
 from proxy.cache.images import TaggedImage, last_used, tagged_images
 from proxy.cache.reachability import reachable
 from proxy.commands.common import USAGE, add_cache_options, add_json_option, load, run
-from proxy.commands.output import emit, human_size
+from proxy.commands.output import emit
 from proxy.config import Config
-from proxy.oci.platforms import config_digest, config_platform, index_children
+from proxy.config.parsers import human_size
+from proxy.oci.contents import config_platform, contents
 from proxy.server.cacheparts import CacheParts, open_cache
 
 COLUMNS = (
@@ -26,8 +27,6 @@ COLUMNS = (
 )
 # A config is a few KiB; anything far bigger is not read just to name a platform.
 MAX_CONFIG_BYTES = 1024 * 1024
-# Build tools list their attestations in the index under this platform.
-NOT_A_PLATFORM = "unknown/unknown"
 
 
 def add_parser(commands: Any) -> None:
@@ -97,12 +96,12 @@ async def _platforms(parts: CacheParts, image: TaggedImage) -> list[str]:
     stored = await parts.index.get_manifest(image.entry.digest)
     if stored is None:
         return []
-    children = index_children(stored.body)
-    if children is not None:
-        names = (child.platform for child in children)
-        return sorted({name for name in names if name and name != NOT_A_PLATFORM})
-    config = config_digest(stored.body)
-    blob = await parts.store.reader(config) if config is not None else None
+    found = contents(stored.body)
+    if found.is_index:
+        platforms = (child.platform for child in found.manifests)
+        return sorted({str(p) for p in platforms if p is not None and p.is_image})
+    config = found.config
+    blob = await parts.store.reader(config.digest) if config is not None else None
     if blob is None:
         return []
     if blob.size > MAX_CONFIG_BYTES:
@@ -112,8 +111,8 @@ async def _platforms(parts: CacheParts, image: TaggedImage) -> list[str]:
         body = b"".join([chunk async for chunk in blob.read(0, blob.size)])
     finally:
         await blob.close()
-    name = config_platform(body)
-    return [name] if name else []
+    platform = config_platform(body)
+    return [str(platform)] if platform is not None else []
 
 
 def _iso(when: float | None) -> str | None:

@@ -20,7 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from proxy.commands.output import human_size
+from proxy.config.parsers import human_size
 
 
 class Item:

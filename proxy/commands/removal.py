@@ -20,9 +20,9 @@ from proxy.commands.common import (
     load,
     run,
 )
-from proxy.commands.output import emit, human_size
+from proxy.commands.output import emit
 from proxy.config import Config
-from proxy.config.parsers import Invalid, parse_duration
+from proxy.config.parsers import Invalid, human_size, parse_duration
 from proxy.oci.digest import Digest
 from proxy.oci.imageref import InvalidImage
 from proxy.server.cacheparts import CacheParts, open_cache

@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from proxy.cache.cachesource import CacheSource
+from proxy.cache.warming import Image, Outcome, Source, Warmer
 from proxy.commands.common import (
     FAILED,
     USAGE,
@@ -19,11 +21,11 @@ from proxy.commands.common import (
     load,
     run,
 )
-from proxy.commands.output import emit, human_size
+from proxy.commands.output import emit
 from proxy.commands.progress import Reporter
-from proxy.commands.warming import Image, Outcome, Source, Warmer
-from proxy.commands.warmsources import CacheSource, ServerSource
+from proxy.commands.warmsources import ServerSource
 from proxy.config import Config
+from proxy.config.parsers import human_size
 from proxy.oci.contents import InvalidPlatform, Platform
 from proxy.oci.digest import Digest
 from proxy.oci.imageref import InvalidImage, parse_image
@@ -170,8 +172,7 @@ def plan_image(text: str, router: Router, through_server: bool) -> Image:
         separator = "@" if parsed.reference.digest is not None else ":"
         name = f"{parsed.registry}/{parsed.name}{separator}{parsed.reference}"
         return Image(name, parsed.registry, parsed.name, parsed.reference)
-    name = target.image(reference)
-    return Image(name, target.upstream.name, target.repository, reference)
+    return Image.routed(target, reference)
 
 
 async def warm_images(config: Config, images: Sequence[Image], options: WarmOptions) -> int:
@@ -181,7 +182,8 @@ async def warm_images(config: Config, images: Sequence[Image], options: WarmOpti
             outcomes = await _warm_from(ServerSource(options.server, session), images, options)
     else:
         async with open_cache(config, evict=False) as parts:
-            outcomes = await _warm_from(CacheSource(parts), images, options)
+            source = CacheSource(parts.manifests, parts.blobs, parts.store, parts.router)
+            outcomes = await _warm_from(source, images, options)
             # Now, not in the background: an offline server must find the references.
             await parts.usage.flush()
             if options.pin:

@@ -1,6 +1,5 @@
-"""Where ``regcache warm`` gets the bytes: the cache directory itself, through the same
-manifest and blob caches the server uses (verification, single flight, usage and reference
-records alike), or a running regcache over HTTP, which caches what it is asked for."""
+"""A running regcache as the source of ``regcache warm --server``: over HTTP, it caches what
+it is asked for. (The cache directory itself is proxy.cache.cachesource.)"""
 
 from __future__ import annotations
 
@@ -10,50 +9,14 @@ from urllib.parse import quote
 
 import aiohttp
 
-from proxy.cache.references import MANIFEST_TYPES
-from proxy.commands.warming import Image, Manifest
-from proxy.errors import RegistryError, UpstreamInvalid, UpstreamUnavailable
+from proxy.cache.cachesource import ACCEPT
+from proxy.cache.warming import Image, Manifest
+from proxy.errors import RegistryError, UpstreamInvalid
 from proxy.oci.contents import Content
 from proxy.oci.digest import Digest, InvalidDigest
-from proxy.oci.mediatypes import MAX_MANIFEST_BYTES, accepted_types
+from proxy.oci.mediatypes import MAX_MANIFEST_BYTES
 from proxy.oci.reference import Reference
-from proxy.routing import Target
-from proxy.server.cacheparts import CacheParts
 from proxy.server.handlers import CACHE_HEADER
-
-# Every manifest type, so a tag resolves to what the upstream holds: the whole index of a
-# multi-platform image.
-ACCEPT = accepted_types(MANIFEST_TYPES)
-
-
-class CacheSource:
-    """The cache directory, filled from the config's upstreams."""
-
-    def __init__(self, parts: CacheParts) -> None:
-        self._parts = parts
-
-    def _target(self, image: Image) -> Target:
-        return self._parts.router.route(image.repository, image.registry)
-
-    async def manifest(self, image: Image, reference: Reference) -> Manifest:
-        answer = await self._parts.manifests.get(self._target(image), reference, ACCEPT, False)
-        assert answer.body is not None, "a GET answers with the body"
-        return Manifest(answer.digest, answer.body, fetched=answer.result == "miss")
-
-    async def cached_size(self, image: Image, blob: Content) -> int | None:
-        # The image's manifest, served for its repository, taught the cache that the
-        # repository references the blob: nothing to check with the upstream here.
-        return await self._parts.store.size(blob.digest)
-
-    async def fetch_blob(self, image: Image, blob: Content, advance: Callable[[int], None]) -> int:
-        async with self._parts.blobs.open(self._target(image), blob.digest) as opened:
-            async for piece in opened.pieces(0, opened.size):
-                advance(len(piece) if isinstance(piece, bytes) else piece.count)
-        # Read to the end means verified and stored, unless the disk filled up meanwhile.
-        size = await self._parts.store.size(blob.digest)
-        if size is None:
-            raise UpstreamUnavailable(f"{blob.digest} was fetched but not stored (disk full?)")
-        return size
 
 
 class ServerSource:

@@ -7,7 +7,6 @@ checked once every source is merged (proxy.config.loader).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from yaml.nodes import Node
@@ -15,10 +14,10 @@ from yaml.nodes import Node
 from proxy.config.access import ItemReader
 from proxy.config.nodes import node_text
 from proxy.config.parsers import Invalid, parse_duration
+from proxy.oci.contents import InvalidPlatform, Platform
 from proxy.oci.imageref import InvalidImage, parse_image
 
 PREFETCH_KEYS: tuple[str, ...] = ("images", "every", "platforms")
-_PLATFORM = re.compile(r"[a-z0-9._-]+/[a-z0-9._-]+(/[a-z0-9._-]+)?")
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,10 @@ def check_image(text: str) -> str:
 
 
 def check_platform(text: str) -> str:
-    if not _PLATFORM.fullmatch(text):
-        raise Invalid(f"{text!r} is not a platform such as linux/amd64 or linux/arm/v7")
+    try:
+        Platform.parse(text)
+    except InvalidPlatform:
+        raise Invalid(f"{text!r} is not a platform such as linux/amd64 or linux/arm/v7") from None
     return text
 
 

@@ -1,15 +1,21 @@
 """What a manifest's descriptors say, with their sizes and platforms: what an image needs
-fetched, and how much of it, before anything is fetched. Pure and tolerant as
-``proxy.oci.manifest``: a descriptor that is not one is skipped."""
+fetched, and how much of it, before anything is fetched; and the platforms (``os/arch[/variant]``)
+an image is for, from its index or its config. Pure and tolerant as ``proxy.oci.manifest``: a
+descriptor that is not one is skipped."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.oci.digest import Digest, InvalidDigest
 from proxy.oci.manifest import MAX_REFERENCES
+
+# The characters GOOS, GOARCH and variants are spelled with; a typo such as a capital letter
+# would otherwise match nothing, silently.
+_PART = re.compile(r"[a-z0-9._-]+")
 
 
 class InvalidPlatform(ValueError):
@@ -25,7 +31,7 @@ class Platform:
     @classmethod
     def parse(cls, text: str) -> Platform:
         parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
+        if len(parts) not in (2, 3) or not all(_PART.fullmatch(part) for part in parts):
             raise InvalidPlatform(f"{text[:100]!r}: expected OS/ARCH or OS/ARCH/VARIANT")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
@@ -35,6 +41,11 @@ class Platform:
             return False
         same = (self.os, self.architecture) == (other.os, other.architecture)
         return same and self.variant in (None, other.variant)
+
+    @property
+    def is_image(self) -> bool:
+        """False for the entries build tools list their attestations under."""
+        return (self.os, self.architecture) != ("unknown", "unknown")
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
@@ -54,6 +65,7 @@ class Content:
 class Contents:
     blobs: tuple[Content, ...] = ()  # config and layers (and an artifact's blobs)
     manifests: tuple[Content, ...] = ()  # an index's entries
+    config: Content | None = None  # an image manifest's config blob (among the blobs too)
 
     @property
     def is_index(self) -> bool:
@@ -61,11 +73,8 @@ class Contents:
 
 
 def contents(body: bytes) -> Contents:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        return Contents()
-    if not isinstance(document, dict):
+    document = _document(body)
+    if document is None:
         return Contents()
     blobs = [document.get("config"), *_list(document.get("layers"))]
     blobs += _list(document.get("blobs"))
@@ -73,7 +82,21 @@ def contents(body: bytes) -> Contents:
     schema1 = (_content(layer, "blobSum") for layer in _list(document.get("fsLayers")))
     found_blobs += [c for c in schema1 if c is not None]
     found_manifests = [c for c in map(_content, _list(document.get("manifests"))) if c is not None]
-    return Contents(tuple(found_blobs[:MAX_REFERENCES]), tuple(found_manifests))
+    config = _content(document.get("config"))
+    return Contents(tuple(found_blobs[:MAX_REFERENCES]), tuple(found_manifests), config)
+
+
+def config_platform(body: bytes) -> Platform | None:
+    """The platform an image config says it is for."""
+    return _platform(_document(body))
+
+
+def _document(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _list(value: Any) -> list[Any]:
@@ -97,7 +120,7 @@ def _platform(value: Any) -> Platform | None:
     if not isinstance(value, dict):
         return None
     os, architecture = value.get("os"), value.get("architecture")
-    if not isinstance(os, str) or not isinstance(architecture, str):
+    if not isinstance(os, str) or not isinstance(architecture, str) or not os or not architecture:
         return None
     variant = value.get("variant")
-    return Platform(os, architecture, variant if isinstance(variant, str) else None)
+    return Platform(os, architecture, variant if isinstance(variant, str) and variant else None)

@@ -85,6 +85,15 @@ async def test_only_the_chosen_platforms_of_an_index_are_fetched(
     assert not cached(regcache, images["linux/amd64"])
 
 
+async def test_a_platform_the_index_lacks_fails_the_run_as_warm_does(
+    make_proxy: ProxyFactory, registry: FakeRegistry
+) -> None:
+    registry.push_index("library/multi", "latest", ["linux/amd64"])
+    regcache = await make_proxy(**every("docker.io/multi", platforms=("linux/s390x",)))
+    state = await until(regcache, None, result="failed")  # type: ignore[arg-type]
+    assert "no manifest for linux/s390x" in state["error"]
+
+
 async def test_a_failed_run_is_counted_and_shown_and_the_schedule_goes_on(
     make_proxy: ProxyFactory, registry: FakeRegistry
 ) -> None:

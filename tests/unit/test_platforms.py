@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from proxy.oci.contents import Content, Platform, config_platform, contents
 from proxy.oci.digest import Digest
-from proxy.oci.platforms import Child, config_digest, config_platform, index_children, matches
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -26,37 +26,40 @@ def test_an_index_lists_its_children_with_their_platforms() -> None:
             ]
         }
     ).encode()
-    assert index_children(body) == [
-        Child(Digest.parse(D1), "linux/arm/v7"),
-        Child(Digest.parse(D2), "unknown/unknown"),
-        Child(Digest.parse(D2), ""),
-    ]
+    assert contents(body).manifests == (
+        Content(Digest.parse(D1), None, Platform("linux", "arm", "v7")),
+        Content(Digest.parse(D2), None, Platform("unknown", "unknown")),
+        Content(Digest.parse(D2), None),
+    )
+    assert [c.platform.is_image for c in contents(body).manifests if c.platform] == [True, False]
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"layers": []}'])
 def test_anything_else_is_not_an_index(body: bytes) -> None:
-    assert index_children(body) is None
+    assert not contents(body).is_index
 
 
 def test_a_config_names_its_platform_and_a_manifest_its_config() -> None:
-    assert config_platform(b'{"os": "linux", "architecture": "amd64"}') == "linux/amd64"
-    assert config_platform(b'{"os": "linux"}') == ""
-    assert config_platform(b"junk") == ""
-    assert config_digest(json.dumps({"config": {"digest": D1}}).encode()) == Digest.parse(D1)
-    assert config_digest(b'{"config": {"digest": "sha256:bad"}}') is None
-    assert config_digest(b'{"manifests": []}') is None
+    amd64 = Platform("linux", "amd64")
+    assert config_platform(b'{"os": "linux", "architecture": "amd64"}') == amd64
+    assert config_platform(b'{"os": "linux"}') is None
+    assert config_platform(b"junk") is None
+    config = contents(json.dumps({"config": {"digest": D1}}).encode()).config
+    assert config == Content(Digest.parse(D1), None)
+    assert contents(b'{"config": {"digest": "sha256:bad"}}').config is None
+    assert contents(b'{"manifests": []}').config is None
 
 
 @pytest.mark.parametrize(
     ("platform", "wanted", "result"),
     [
-        ("linux/amd64", (), True),
-        ("linux/amd64", ("linux/amd64",), True),
-        ("linux/arm64/v8", ("linux/arm64",), True),
-        ("linux/arm64", ("linux/arm64/v8",), False),
-        ("linux/arm", ("linux/arm64",), False),
-        ("", ("linux/amd64",), False),
+        ("linux/amd64", "linux/amd64", True),
+        ("linux/arm64/v8", "linux/arm64", True),
+        ("linux/arm64", "linux/arm64/v8", False),
+        ("linux/arm", "linux/arm64", False),
+        (None, "linux/amd64", False),
     ],
 )
-def test_matching_a_platform(platform: str, wanted: tuple[str, ...], result: bool) -> None:
-    assert matches(platform, wanted) is result
+def test_matching_a_platform(platform: str | None, wanted: str, result: bool) -> None:
+    entry = Platform.parse(platform) if platform is not None else None
+    assert Platform.parse(wanted).matches(entry) is result

@@ -1,6 +1,7 @@
 """Warming images: the walk from a tag to every manifest and blob the image needs, fetching
-what the cache lacks, whichever way the bytes come (the cache directory itself, or a running
-regcache; see warmsources.py).
+what the cache lacks, whichever way the bytes come (the cache directory itself, see
+cachesource.py, or a running regcache, see proxy.commands.warmsources), for ``regcache warm``
+and the scheduled prefetch alike.
 
 Blobs are fetched at most ``concurrency`` at a time over all images, and a blob two images
 share is fetched once: the second waits for the first's fetch.
@@ -13,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.commands.output import human_size
-from proxy.commands.progress import Item, Reporter
+from proxy.config.parsers import human_size
 from proxy.errors import RegistryError
 from proxy.oci.contents import Content, Contents, Platform, contents
 from proxy.oci.digest import Digest
 from proxy.oci.reference import Reference
+from proxy.routing import Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,11 @@ class Image:
     registry: str  # the upstream's name
     repository: str
     reference: Reference
+
+    @classmethod
+    def routed(cls, target: Target, reference: Reference) -> Image:
+        """The image as this config's routing found it."""
+        return cls(target.image(reference), target.upstream.name, target.repository, reference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,40 @@ class Source(Protocol):
         """Fetch the blob into the cache, reporting bytes as they arrive; its size."""
 
 
+class Item(Protocol):
+    """One image's progress: bytes as they arrive, then done or failed."""
+
+    def advance(self, count: int) -> None: ...
+
+    def finish(self, note: str = "") -> None: ...
+
+    def fail(self, reason: str) -> None: ...
+
+
+class Progress(Protocol):
+    """Where a warm reports (proxy.commands.progress.Reporter shows it to a person)."""
+
+    def item(self, name: str, total: int | None = None) -> Item: ...
+
+
+class _SilentItem:
+    def advance(self, count: int) -> None:
+        pass
+
+    def finish(self, note: str = "") -> None:
+        pass
+
+    def fail(self, reason: str) -> None:
+        pass
+
+
+class Silent:
+    """No one watching (the scheduled prefetch): its outcomes say what happened."""
+
+    def item(self, name: str, total: int | None = None) -> Item:
+        return _SilentItem()
+
+
 class WarmFailed(Exception):
     """The image cannot be warmed as asked (a platform it lacks); the message says why."""
 
@@ -65,12 +105,16 @@ class Outcome:
     def bytes(self, fetched: bool) -> int:
         return sum(size for size, was in self.contents.values() if was is fetched)
 
+    def blob_bytes_fetched(self) -> int:
+        """What was downloaded, without the manifests: the bytes of the image itself."""
+        return sum(size for d, (size, was) in self.contents.items() if was and d in self.blobs)
+
 
 class Warmer:
     def __init__(
         self,
         source: Source,
-        progress: Reporter,
+        progress: Progress,
         platforms: Sequence[Platform] = (),
         concurrency: int = 4,
     ) -> None:
