@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import __version__
+from proxy.commands import export, importbundle, inventory
 from proxy.config import (
     BUILTIN_UPSTREAMS,
     ENV_VARS,
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(serve)
     serve.set_defaults(handler=_serve)
     _add_config_command(commands)
+    for command in (export, inventory, importbundle):
+        command.add_parser(commands)
     return parser
 
 
