@@ -4,6 +4,7 @@ to an air-gapped site, whole or, with ``--have``, only what the far side lacks."
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ async def _plan(parts: CacheParts, args: argparse.Namespace) -> tuple[list[Plann
             planned.append(await plan_image(parts, name, fetch=args.fetch))
         except ExportError as exc:
             if args.all:
-                print(f"export: left out: {exc}")
+                print(f"export: left out: {exc}", file=sys.stderr)
             else:
                 failures.append(str(exc))
     return planned, failures

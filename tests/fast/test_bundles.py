@@ -342,3 +342,90 @@ async def test_progress_without_a_terminal_is_plain_lines(
     assert "\x1b" not in captured.err
     assert await cli("import", str(bundle), cache=tmp_path / "b") == 0
     assert f"import {IMAGE}: ready ({image.digest})" in capsys.readouterr().err
+
+
+async def test_what_export_refuses(
+    cli: Run,
+    tmp_path: Path,
+    registry: FakeRegistry,
+    image: FakeImage,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = str(tmp_path / "x.tar")
+    cache = tmp_path / "a"
+    assert await cli("export", "-o", out, cache=cache) == 2
+    assert await cli("export", IMAGE, "--all", "-o", out, cache=cache) == 2
+    bad = tmp_path / "have.json"
+    bad.write_text('{"format": "regcache-inventory", "version": 99}')
+    assert await cli("export", IMAGE, "--have", str(bad), "-o", out, cache=cache) == 2
+    assert "reads version 1" in capsys.readouterr().err
+    assert await cli("export", "docker.io/library/gone:1", "--fetch", "-o", out, cache=cache) == 1
+    assert "docker.io/library/gone:1: could not fetch it" in capsys.readouterr().err
+    assert await cli("export", "nowhere.example/app:1", "-o", out, cache=cache) == 1
+    assert "no upstream is named 'nowhere.example'" in capsys.readouterr().err
+
+
+async def test_export_all_takes_every_whole_tagged_image_and_names_the_others(
+    cli: Run,
+    tmp_path: Path,
+    registry: FakeRegistry,
+    image: FakeImage,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = registry.push_image("library/other", "2", layer_sizes=(KIB,))
+    cache = tmp_path / "a"
+    for name in (IMAGE, "docker.io/library/other:2"):
+        assert await cli("export", name, "--fetch", "-o", str(tmp_path / "x.tar"), cache=cache) == 0
+    next((cache / "blobs").rglob(other.layer_digests[0][7:])).unlink()
+    bundle = tmp_path / "all.tar"
+    capsys.readouterr()
+    assert await cli("export", "--all", "-o", str(bundle), cache=cache) == 0
+    assert "left out: docker.io/library/other:2: not whole" in capsys.readouterr().err
+    index = json.loads(entries(bundle)["index.json"])
+    assert [m["annotations"][REF_NAME] for m in index["manifests"]] == [IMAGE]
+
+
+async def test_what_import_refuses(
+    cli: Run,
+    tmp_path: Path,
+    registry: FakeRegistry,
+    image: FakeImage,
+    bundle: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fresh = tmp_path / "b"
+    not_tar = tmp_path / "not.tar"
+    not_tar.write_bytes(b"hello" * 1000)
+    assert await cli("import", str(not_tar), cache=fresh) == 1
+    assert "rejected" in capsys.readouterr().err
+
+    two = tmp_path / "two.tar"
+    second = "docker.io/library/app@" + image.digest
+    assert await cli("export", IMAGE, second, "-o", str(two), cache=tmp_path / "a") == 0
+    assert await cli("import", str(two), "--name", IMAGE, cache=fresh) == 1
+    assert "one-image archive; this one has 2" in capsys.readouterr().err
+
+    wrong = skopeo_style(bundle, tmp_path / "wrong.tar", "docker.io/library/app@sha256:" + "0" * 64)
+    assert await cli("import", str(wrong), cache=fresh) == 1
+    assert "which names another digest" in capsys.readouterr().err
+    assert await tags_of(fresh) == {}
+
+
+async def test_an_incremental_bundle_without_its_base_writes_no_tag(
+    cli: Run, tmp_path: Path, image: FakeImage, bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    have = tmp_path / "have.json"
+    assert await cli("inventory", "-o", str(have), cache=tmp_path / "a") == 0
+    update = tmp_path / "update.tar"
+    assert (
+        await cli("export", IMAGE, "--have", str(have), "-o", str(update), cache=tmp_path / "a")
+        == 0
+    )
+    assert [n for n in entries(update) if n.startswith("blobs/")] == []
+
+    fresh = tmp_path / "b"
+    assert await cli("import", str(update), cache=fresh) == 1
+    assert (
+        f"{IMAGE}: the bundle and the cache lack manifest {image.digest}" in capsys.readouterr().err
+    )
+    assert await tags_of(fresh) == {}
