@@ -8,6 +8,7 @@ something else (a server pulling the same layer meanwhile) has come to reference
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,14 +85,18 @@ class BundleReader:
         return index
 
     async def _blob(self, entry: TarEntry, digest: Digest) -> None:
-        if entry.size > MAX_MANIFEST_BYTES:
-            if await self._store.size(digest) is not None:
-                # Stored blobs were verified once; the archive skips to the next entry.
-                self._transfer.skipped += entry.size
-                return
-            await self._write(entry, digest)
-            return
-        body = await entry.read()
+        chunks = entry.chunks()
+        first = await anext(chunks, b"")
+        if entry.size <= MAX_MANIFEST_BYTES and first.lstrip()[:1] == b"{":
+            # JSON, small: a manifest, or a config; which one, the images tell later.
+            await self._document(digest, first + b"".join([c async for c in chunks]))
+        elif await self._store.size(digest) is not None:
+            # Stored blobs were verified once; the archive skips to the next entry.
+            self._transfer.skipped += entry.size
+        else:
+            await self._write(entry, digest, first, chunks)
+
+    async def _document(self, digest: Digest, body: bytes) -> None:
         actual = Digest.of(body, digest.algorithm)
         if actual != digest:
             raise DigestMismatch(digest, str(actual), len(body))
@@ -117,13 +122,17 @@ class BundleReader:
         item.advance(len(body))
         item.finish()
 
-    async def _write(self, entry: TarEntry, digest: Digest) -> None:
+    async def _write(
+        self, entry: TarEntry, digest: Digest, first: bytes, rest: AsyncIterator[bytes]
+    ) -> None:
         item = self._progress.item(f"blob {digest}", entry.size)
         writer = await self._store.writer(digest)
         try:
-            async for chunk in entry.chunks():
+            chunk = first
+            while chunk:
                 await writer.write(chunk)
                 item.advance(len(chunk))
+                chunk = await anext(rest, b"")
             await writer.commit()
         except BaseException as exc:
             await writer.abort()

@@ -108,6 +108,11 @@ async def test_export_fetches_writes_an_oci_layout_and_import_serves_it_offline(
     fresh = tmp_path / "b"
     assert await cli("import", str(bundle), cache=fresh) == 0
     assert (await tags_of(fresh))["library/app:1.0"] == image.digest
+    capsys.readouterr()
+    assert await cli("import", str(bundle), "--json", cache=fresh) == 0
+    again = json.loads(capsys.readouterr().out)[0]
+    assert again["blobs"] == 0
+    assert again["skipped"] == sum(len(blob) for blob in (image.config, *image.layers))
     offline = await make_proxy(cache_dir=fresh, offline=True)
     manifest = await offline.get("/v2/library/app/manifests/1.0", {"Accept": OCI_MANIFEST})
     assert manifest.status == 200
@@ -185,6 +190,14 @@ async def test_an_index_goes_with_the_platforms_cached_and_is_served_for_them(
     assert digest_of(answer.body) == index_digest
     assert (await offline.get(f"/v2/library/multi/manifests/{amd64.digest}")).status == 200
     assert (await offline.get(f"/v2/library/multi/manifests/{arm64.digest}")).status != 200
+
+    # Fetched for the export, an index comes with every platform.
+    every = tmp_path / "every.tar"
+    argv = ("docker.io/multi:1", "--fetch", "-o", str(every))
+    assert await cli("export", *argv, cache=tmp_path / "c") == 0
+    files = entries(every)
+    for blob in (arm64.manifest, arm64.config, *arm64.layers, amd64.manifest):
+        assert f"blobs/sha256/{digest_of(blob)[7:]}" in files
 
 
 @pytest.fixture
