@@ -311,18 +311,34 @@ async def test_a_running_server_serves_an_import_at_once(
     assert (await offline.get(layer)).body == image.layers[0]
 
 
-def skopeo_style(bundle: Path, into: Path, ref_name: str) -> Path:
-    """The bundle as skopeo's oci-archive writes it: only the OCI ref name, index.json first."""
+def rewritten(bundle: Path, into: Path, annotations: dict[str, str], **extra: bytes) -> Path:
+    """The bundle as another tool writes it: these annotations, index.json first, and
+    ``extra`` files (Docker's manifest.json)."""
     files = entries(bundle)
     index = json.loads(files.pop("index.json"))
     for descriptor in index["manifests"]:
-        descriptor["annotations"] = {REF_NAME: ref_name}
+        descriptor["annotations"] = annotations
     with tarfile.open(into, "w") as tar:
-        for name, data in {"index.json": json.dumps(index).encode(), **files}.items():
+        for name, data in {"index.json": json.dumps(index).encode(), **extra, **files}.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return into
+
+
+def skopeo_style(bundle: Path, into: Path, ref_name: str) -> Path:
+    """As skopeo's ``oci-archive:FILE:NAME`` writes it: only the OCI ref name."""
+    return rewritten(bundle, into, {REF_NAME: ref_name})
+
+
+async def test_an_archive_docker_saved_is_named_by_its_containerd_name(
+    cli: Run, tmp_path: Path, image: FakeImage, bundle: Path
+) -> None:
+    # Docker 25 and later: the full name for containerd, the tag alone as the OCI ref name.
+    names = {CONTAINERD_NAME: IMAGE, REF_NAME: "1.0"}
+    saved = rewritten(bundle, tmp_path / "saved.tar", names, **{"manifest.json": b"[]"})
+    assert await cli("import", str(saved), cache=tmp_path / "b") == 0
+    assert (await tags_of(tmp_path / "b"))["library/app:1.0"] == image.digest
 
 
 async def test_an_archive_that_names_its_image_only_by_tag_wants_name(

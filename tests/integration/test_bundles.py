@@ -110,3 +110,21 @@ async def test_an_import_beside_a_server_under_load_disturbs_no_pull(
     assert_same_image(pulled, upstream.images.app)
     assert offline_server.running
     assert offline_server.pid == pid
+
+
+def test_an_archive_skopeo_wrote_is_imported_under_the_name_given(
+    upstream: Upstream, far: CacheDir, tmp_path: Path
+) -> None:
+    archive = tmp_path / "skopeo.tar"
+    skopeo.copy_to_archive(upstream.ref("library/small", "1.0"), archive, "1.0")
+    refused = far.run("import", str(archive))
+    assert refused.returncode == 1
+    assert "give its full name with --name" in refused.stderr
+    far.ok("import", str(archive), "--name", "docker.io/library/small:1.0")
+    server = far.server(tmp_path / "server", "--offline")
+    server.start()
+    try:
+        pulled = skopeo.pull(f"{server.host}/library/small:1.0", tmp_path / "pulled")
+    finally:
+        server.stop()
+    assert_same_image(pulled, upstream.images.small)

@@ -325,3 +325,9 @@ def copy_from_archive(
     argv += ["--all"] if all_images else []
     _run([*argv, f"oci-archive:{archive}:{name}", f"dir:{out_dir}"], DEFAULT_TIMEOUT)
     return PulledImage(Path(out_dir))
+
+
+def copy_to_archive(src: str, archive: Path, name: str) -> None:
+    """``skopeo copy docker://SRC oci-archive:ARCHIVE:NAME`` from a plain-HTTP registry."""
+    argv = [*_global_args(), "copy", "--src-tls-verify=false", "--src-no-creds"]
+    _run([*argv, f"docker://{src}", f"oci-archive:{archive}:{name}"], DEFAULT_TIMEOUT)
