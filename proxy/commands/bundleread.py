@@ -27,8 +27,7 @@ from proxy.oci.layout import (
     parse_index,
 )
 from proxy.oci.mediatypes import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST
-from proxy.store import DigestMismatch, Index
-from proxy.store.fsblobs import FsBlobStore
+from proxy.store import BlobStore, DigestMismatch, Index
 
 
 class BadEntry(Exception):
@@ -43,7 +42,7 @@ class ReadBundle:
 
 class BundleReader:
     def __init__(
-        self, store: FsBlobStore, index: Index, progress: Reporter, transfer: Transfer
+        self, store: BlobStore, index: Index, progress: Reporter, transfer: Transfer
     ) -> None:
         self._store = store
         self._index = index

@@ -458,3 +458,25 @@ async def test_an_incremental_bundle_without_its_base_writes_no_tag(
         f"{IMAGE}: the bundle and the cache lack manifest {image.digest}" in capsys.readouterr().err
     )
     assert await tags_of(fresh) == {}
+
+
+async def test_an_imported_tag_replaces_what_clients_were_answered_before(
+    cli: Run, tmp_path: Path, registry: FakeRegistry, image: FakeImage, make_proxy: ProxyFactory
+) -> None:
+    far = tmp_path / "far"
+    accept = {"Accept": OCI_MANIFEST}
+    # The fake registry answers whatever the client accepts: this one is answered with an OCI
+    # manifest it did not ask for, remembered under its Accept list all the same.
+    docker_only = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    server = await make_proxy(cache_dir=far)
+    for asked in (accept, docker_only):
+        assert (await server.get("/v2/library/app/manifests/1.0", asked)).body == image.manifest
+    moved = registry.push_image("library/app", "1.0", layer_sizes=(KIB,), seed=7)
+    update = tmp_path / "update.tar"
+    assert await cli("export", IMAGE, "--fetch", "-o", str(update), cache=tmp_path / "a") == 0
+
+    assert await cli("import", str(update), cache=far) == 0
+    await server.restart(offline=True)
+    assert (await server.get("/v2/library/app/manifests/1.0", accept)).body == moved.manifest
+    # Not the old answer, which no longer is the tag's.
+    assert (await server.get("/v2/library/app/manifests/1.0", docker_only)).status == 404
