@@ -4,6 +4,7 @@ as other tools read it, import into another cache, and an offline regcache servi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import tarfile
@@ -18,7 +19,7 @@ from proxy.commands.importbundle import import_bundle
 from proxy.commands.inventory import inventory
 from proxy.oci.layout import CONTAINERD_NAME, REF_NAME
 from proxy.store.diskindex import DiskIndex
-from tests.fast.conftest import KIB, ProxyFactory
+from tests.fast.conftest import KIB, ProxyFactory, stall_once
 from tests.support.fakeregistry import OCI_MANIFEST, FakeImage, FakeRegistry, digest_of
 
 IMAGE = "docker.io/library/app:1.0"
@@ -480,3 +481,25 @@ async def test_an_imported_tag_replaces_what_clients_were_answered_before(
     assert (await server.get("/v2/library/app/manifests/1.0", accept)).body == moved.manifest
     # Not the old answer, which no longer is the tag's.
     assert (await server.get("/v2/library/app/manifests/1.0", docker_only)).status == 404
+
+
+async def test_an_import_leaves_a_running_servers_downloads_alone(
+    cli: Run, tmp_path: Path, registry: FakeRegistry, image: FakeImage, make_proxy: ProxyFactory
+) -> None:
+    other = tmp_path / "other.tar"
+    registry.push_image("library/other", "1", layer_sizes=(KIB,))
+    argv = ("docker.io/library/other:1", "--fetch", "-o", str(other))
+    assert await cli("export", *argv, cache=tmp_path / "a") == 0
+    far = tmp_path / "far"
+    server = await make_proxy(cache_dir=far)
+    layer = image.layer_digests[1]
+    registry.faults.append(stall_once(layer, seconds=1.0))
+    pull = asyncio.create_task(server.get(f"/v2/library/app/blobs/{layer}"))
+    while not list((far / "tmp").iterdir()):
+        await asyncio.sleep(0.01)
+
+    assert await cli("import", str(other), cache=far) == 0
+    answer = await pull
+    assert answer.status == 200
+    assert answer.body == image.layers[1]
+    assert layer[7:] in blob_files(far)
