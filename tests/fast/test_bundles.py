@@ -21,6 +21,7 @@ from proxy.oci.layout import CONTAINERD_NAME, REF_NAME
 from proxy.store.diskindex import DiskIndex
 from tests.fast.conftest import KIB, ProxyFactory, stall_once
 from tests.support.fakeregistry import OCI_MANIFEST, FakeImage, FakeRegistry, digest_of
+from tests.support.waiting import wait_until
 
 IMAGE = "docker.io/library/app:1.0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -495,8 +496,8 @@ async def test_an_import_leaves_a_running_servers_downloads_alone(
     layer = image.layer_digests[1]
     registry.faults.append(stall_once(layer, seconds=1.0))
     pull = asyncio.create_task(server.get(f"/v2/library/app/blobs/{layer}"))
-    while not list((far / "tmp").iterdir()):
-        await asyncio.sleep(0.01)
+    under_way = lambda: any((far / "tmp").iterdir())  # noqa: E731
+    await asyncio.to_thread(wait_until, under_way, "the download under way", 5.0)
 
     assert await cli("import", str(other), cache=far) == 0
     answer = await pull
