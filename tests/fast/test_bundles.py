@@ -496,7 +496,10 @@ async def test_an_import_leaves_a_running_servers_downloads_alone(
     layer = image.layer_digests[1]
     registry.faults.append(stall_once(layer, seconds=1.0))
     pull = asyncio.create_task(server.get(f"/v2/library/app/blobs/{layer}"))
-    under_way = lambda: any((far / "tmp").iterdir())  # noqa: E731
+
+    def under_way() -> bool:
+        return any((far / "tmp").iterdir())
+
     await asyncio.to_thread(wait_until, under_way, "the download under way", 5.0)
 
     assert await cli("import", str(other), cache=far) == 0
