@@ -70,13 +70,14 @@ async def export(args: argparse.Namespace) -> int:
     except InvalidInventory as exc:
         fail(f"export: --have: {exc}")
         return USAGE
-    transfer = Transfer()
     async with open_cache(config, evict=False) as parts:
         planned, failures = await _plan(parts, args)
         if failures:
             for failure in failures:
                 fail(f"export: {failure}")
             return FAILED
+        # Timed from here: the rate is the bundle's, not that of any fetching before it.
+        transfer = Transfer()
         with Reporter("export") as progress:
             try:
                 await BundleWriter(parts.store, have, progress, transfer).write(
