@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import __version__
-from proxy.commands import export, importbundle, inventory
+from proxy.commands import export, importbundle, inventory, listing, removal, unpin, warm
 from proxy.config import (
     BUILTIN_UPSTREAMS,
     ENV_VARS,
@@ -103,8 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(serve)
     serve.set_defaults(handler=_serve)
     _add_config_command(commands)
+    warm.add_parser(commands)
+    unpin.add_parser(commands)
     for command in (export, inventory, importbundle):
         command.add_parser(commands)
+    listing.add_parser(commands)
+    removal.add_parsers(commands)
     return parser
 
 

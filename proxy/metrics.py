@@ -94,6 +94,15 @@ class Metrics:
             ("kind",),
         )
         self.evicted_bytes = counter(r, "regcache_evicted_bytes", "Bytes freed by eviction", ())
+        self.prefetch_runs = counter(
+            r,
+            "regcache_prefetch_runs",
+            "Scheduled prefetches of one image (prefetch: in the config), by result",
+            ("result",),
+        )
+        self.prefetch_bytes = counter(
+            r, "regcache_prefetch_bytes", "Blob bytes downloaded by scheduled prefetches", ()
+        )
         self.cache_write_failures = counter(
             r,
             "regcache_cache_write_failures",

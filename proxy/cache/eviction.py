@@ -1,10 +1,13 @@
 """Keeping the cache within ``cache.max_size`` and ``cache.max_age``, in the background.
 
 Each pass takes victims from the cold end of the LRU order until the cache fits, passing
-over what is pinned (being served or downloaded), so its cost grows with what it evicts,
-not with the size of the cache. At start the order is rebuilt from the blob store and the
-usage records; blobs found without a record are adopted (a crash can leave those), with
-the time they were stored as their last use.
+over what is in use (being served or downloaded) and what ``regcache warm --pin`` pinned, so
+its cost grows with what it evicts, not with the size of the cache. Pins are read from the
+index on every pass, as another process (warm, unpin) may change them at any time.
+
+At start the order is rebuilt from the blob store and the usage records; blobs found
+without a record are adopted (a crash can leave those), with the time they were stored as
+their last use.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from proxy.cache.lru import Key, Lru, Pins
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
 from proxy.model import Kind
+from proxy.oci.digest import Digest
 from proxy.store import BlobStore, Index
 
 log = logging.getLogger(__name__)
@@ -91,11 +95,14 @@ class Evictor:
 
     async def evict(self) -> int:
         """One pass; returns the bytes freed."""
-        victims = self._choose(time.time())
+        if not self._due(time.time()):
+            return 0  # the common pass, with no index read for the pins
+        pinned = await self._pinned()
+        victims = self._choose(time.time(), pinned)
         freed = 0
         for key in victims:
             if key in self._pins:
-                continue  # pinned since it was chosen
+                continue  # in use since it was chosen
             entry = self._lru.remove(key)
             if entry is None:
                 continue
@@ -107,7 +114,22 @@ class Evictor:
             log.info("evicted %d items, %d bytes", len(victims), freed)
         return freed
 
-    def _choose(self, now: float) -> list[Key]:
+    def _due(self, now: float) -> bool:
+        """Whether the cache is over a bound: too big, or its coldest entry too old."""
+        if self.max_size is not None and self._lru.total > self.max_size:
+            return True
+        coldest = next(self._lru.oldest(), None)
+        return (
+            self.max_age is not None
+            and coldest is not None
+            and coldest[1].last_served < now - self.max_age
+        )
+
+    async def _pinned(self) -> frozenset[Digest]:
+        """Every digest an image pinned by name needs; one index read."""
+        return frozenset().union(*(await self._index.pins()).values())
+
+    def _choose(self, now: float, pinned: frozenset[Digest]) -> list[Key]:
         """Victims, coldest first; no await here, so the order cannot change under us."""
         victims: list[Key] = []
         excess = self._lru.total - self.max_size if self.max_size is not None else 0
@@ -116,7 +138,7 @@ class Evictor:
             too_old = oldest_allowed is not None and entry.last_served < oldest_allowed
             if excess <= 0 and not too_old:
                 break
-            if key in self._pins:
+            if key in self._pins or key[1] in pinned:
                 continue
             victims.append(key)
             excess -= entry.size

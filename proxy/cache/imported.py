@@ -6,9 +6,9 @@ content under it is whole and readable for that repository."""
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 from proxy.cache.closure import Closure
+from proxy.cache.images import tagged_images
 from proxy.cache.manifests import ANY_ACCEPT
 from proxy.cache.usage import Usage
 from proxy.model import Kind, RepoRef, TagEntry, TagKey
@@ -28,10 +28,10 @@ class ImageRecorder:
     @classmethod
     async def load(cls, index: Index, usage: Usage) -> ImageRecorder:
         """With the Accept lists each tag is known under, read once for every image."""
-        accepts: dict[TagName, list[TagKey]] = defaultdict(list)
-        async for key, _ in index.tags():
-            if key.accept != ANY_ACCEPT:
-                accepts[(key.upstream, key.repository, key.tag)].append(key)
+        accepts = {
+            (image.upstream, image.repository, image.tag): image.keys
+            for image in await tagged_images(index)
+        }
         return cls(index, usage, accepts)
 
     async def record(self, ref: RepoRef, tag: str | None, closure: Closure) -> None:
@@ -51,6 +51,8 @@ class ImageRecorder:
         Accept list would otherwise keep answering with the old digest while offline."""
         await self._index.put_tag(key, entry)
         for other in self._accepts.get((key.upstream, key.repository, key.tag), []):
+            if other.accept == ANY_ACCEPT:
+                continue
             if entry.media_type in other.accept:
                 await self._index.put_tag(other, entry)
             else:

@@ -75,6 +75,13 @@ class ManifestCache:
         self._usage.served(Kind.MANIFEST, answer.digest, target.ref)
         return answer
 
+    async def refresh(self, target: Target, tag: str, accept: tuple[str, ...]) -> ManifestAnswer:
+        """What the upstream says the tag is now, whatever the TTL; the manifest fetched and
+        stored if it is new. Not a client's request: nothing is counted as served."""
+        key = TagKey(target.upstream.name, target.repository, tag, accept)
+        previous = await self._index.get_tag(key)
+        return await self._resolve(target, key, accept, head=False, previous=previous)
+
     async def _by_digest(
         self, target: Target, digest: Digest, accept: tuple[str, ...], head: bool
     ) -> ManifestAnswer:

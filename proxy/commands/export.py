@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from proxy.cache.closure import Closure, image_closure
+from proxy.cache.fetchimage import fetch_image
+from proxy.cache.images import tagged_images
 from proxy.cache.manifests import ANY_ACCEPT
 from proxy.commands.bundlewrite import BundleWriter, ExportError, Planned
 from proxy.commands.common import FAILED, USAGE, add_cache_options, add_json_option, fail, load
 from proxy.commands.common import run as run_command
-from proxy.commands.fetch import fetch_image
 from proxy.commands.inventory import InvalidInventory, read_inventory
 from proxy.commands.progress import Reporter
 from proxy.commands.transfers import Transfer
@@ -91,7 +92,7 @@ async def export(args: argparse.Namespace) -> int:
 
 
 async def _plan(parts: CacheParts, args: argparse.Namespace) -> tuple[list[Planned], list[str]]:
-    names = args.images or await _tagged(parts)
+    names = args.images or [image.name for image in await tagged_images(parts.index)]
     planned: list[Planned] = []
     failures: list[str] = []
     for name in names:
@@ -105,15 +106,6 @@ async def _plan(parts: CacheParts, args: argparse.Namespace) -> tuple[list[Plann
     return planned, failures
 
 
-async def _tagged(parts: CacheParts) -> list[str]:
-    found = [
-        f"{key.upstream}/{key.repository}:{key.tag}"
-        async for key, _ in parts.index.tags()
-        if key.accept == ANY_ACCEPT
-    ]
-    return sorted(found)
-
-
 async def plan_image(parts: CacheParts, text: str, *, fetch: bool) -> Planned:
     """The image, whole in the cache (fetched first with ``fetch``); raises ExportError."""
     try:
@@ -125,7 +117,10 @@ async def plan_image(parts: CacheParts, text: str, *, fetch: bool) -> Planned:
     closure = await _closure(parts, root) if root is not None else None
     if fetch and (closure is None or not closure.complete):
         try:
-            closure = await _closure(parts, await fetch_image(parts, target, reference))
+            fetched = await fetch_image(
+                parts.manifests, parts.blobs, parts.store, target, reference
+            )
+            closure = await _closure(parts, fetched.digest)
         except RegistryError as exc:
             raise ExportError(f"{name}: could not fetch it: {exc.message}") from None
     if closure is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy.cache.manifests import ANY_ACCEPT
+from proxy.cache.images import tagged_images
 from proxy.commands.common import FAILED, USAGE, add_cache_options, add_json_option, fail, load
 from proxy.commands.common import run as run_command
 from proxy.commands.output import emit
@@ -45,12 +45,8 @@ class Inventory:
 async def take_inventory(parts: CacheParts) -> Inventory:
     manifests = frozenset([digest async for digest, _ in parts.index.manifest_sizes()])
     blobs = frozenset([digest async for digest in parts.store.digests()])
-    tags = {
-        f"{key.upstream}/{key.repository}:{key.tag}": entry.digest
-        async for key, entry in parts.index.tags()
-        if key.accept == ANY_ACCEPT
-    }
-    return Inventory(manifests, blobs, dict(sorted(tags.items())))
+    tags = {image.name: image.entry.digest for image in await tagged_images(parts.index)}
+    return Inventory(manifests, blobs, tags)
 
 
 def inventory_document(inventory: Inventory) -> dict[str, Any]:

@@ -11,11 +11,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# Off a terminal nothing says how wide a line may be; rich would assume 80 columns and fold
+# every image name and digest in a CI log. A log line may be long.
+PIPE_WIDTH = 200
+
 
 def console(stderr: bool = False) -> Console:
     """A console that writes plain text, with no colours or cursor codes, when not a
     terminal, so that logs and pipes read cleanly."""
-    return Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=True)
+    out = Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def emit(
@@ -31,7 +38,8 @@ def emit(
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        # Folded, not cut short: an image name or digest is no use with its end missing.
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     console().print(table)

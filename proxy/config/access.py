@@ -53,39 +53,50 @@ def check_user(text: str) -> str:
 
 def read_access(source: str, node: Node) -> tuple[AccessRule, ...]:
     """The rules in file order; a ConfigError naming the line for anything else."""
-    return _AccessReader(source).rules(node)
+    reader = ItemReader(source)
+    return tuple(reader.rule(item, prefix) for item, prefix in reader.items(node, "access"))
 
 
-class _AccessReader:
+class ItemReader:
+    """The file's lists of mappings (``access:``, ``prefetch:``), each error with its line."""
+
     def __init__(self, source: str) -> None:
         self.source = source
 
     def error(self, at: Node, key: str, reason: str) -> ConfigError:
         return ConfigError(reason, source=self.source, line=line(at), key=key)
 
-    def rules(self, node: Node) -> tuple[AccessRule, ...]:
+    def items(self, node: Node, name: str) -> list[tuple[Node, str]]:
+        """The list's items, each with its key path (``access[0]``)."""
         try:
             items = node_list(node)
         except Invalid as exc:
-            raise self.error(node, "access", str(exc)) from None
-        return tuple(self.rule(item, f"access[{index}]") for index, item in enumerate(items))
+            raise self.error(node, name, str(exc)) from None
+        return [(item, f"{name}[{index}]") for index, item in enumerate(items)]
 
-    def rule(self, item: Node, prefix: str) -> AccessRule:
+    def fields(
+        self, item: Node, prefix: str, keys: tuple[str, ...], required: tuple[str, ...]
+    ) -> dict[str, Node]:
+        """An item's keys, checked: only ``keys``, each once, the ``required`` ones given."""
         if not isinstance(item, MappingNode):
-            reason = f"must be a mapping with repositories and users, not {kind(item)}"
+            reason = f"must be a mapping with {' and '.join(required)}, not {kind(item)}"
             raise self.error(item, prefix, reason)
         found: dict[str, Node] = {}
         for key_node, value in item.value:
             key = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
-            if key not in RULE_KEYS:
-                hint = did_you_mean(key, RULE_KEYS) or f"; expected {' and '.join(RULE_KEYS)}"
+            if key not in keys:
+                hint = did_you_mean(key, keys) or f"; expected {', '.join(keys)}"
                 raise self.error(key_node, f"{prefix}.{key}", f"unknown key{hint}")
             if key in found:
                 raise self.error(key_node, f"{prefix}.{key}", "duplicate key")
             found[key] = value
-        for key in RULE_KEYS:
+        for key in required:
             if key not in found or is_null(found[key]):
                 raise self.error(item, prefix, f"the {key} key is missing")
+        return {key: value for key, value in found.items() if not is_null(value)}
+
+    def rule(self, item: Node, prefix: str) -> AccessRule:
+        found = self.fields(item, prefix, RULE_KEYS, RULE_KEYS)
         repositories = self.strings(found["repositories"], f"{prefix}.repositories", check_pattern)
         users = self.strings(found["users"], f"{prefix}.users", check_user)
         return AccessRule(repositories, users, line(item))

@@ -14,12 +14,18 @@ from proxy.config.declare import Setting
 from proxy.config.errors import DEFAULTS, Origin
 from proxy.config.model import Config, UpstreamConfig
 from proxy.config.parsers import did_you_mean, parse_name, parse_url
+from proxy.config.prefetch import PrefetchRule
 from proxy.config.table import FLAG_SETTINGS, SETTINGS
 from proxy.config.tls import TlsFileError, server_context
 from proxy.config.yamlfile import FileSettings, read_file
+from proxy.oci.imageref import parse_image
 
 _TLS_FILES = ("cert_file", "key_file", "client_ca_file")
 _FLAG_NAMES = frozenset(entry.name for entry in FLAG_SETTINGS)
+
+
+# What regcache's tokens need, with logins to regcache or only to passthrough upstreams.
+_TOKEN_SETTINGS = frozenset({"auth_token_key_file", "auth_token_ttl"})
 
 
 class CliOverrides:
@@ -76,6 +82,8 @@ class _Draft:
         self.upstreams_origin = DEFAULTS
         self.access: tuple[AccessRule, ...] | None = None
         self.access_origin = DEFAULTS
+        self.prefetch: tuple[PrefetchRule, ...] = ()
+        self.prefetch_origin = DEFAULTS
 
     def set(self, setting: Setting[Any], value: Any, origin: Origin) -> None:
         self.values[setting.name] = value
@@ -91,6 +99,8 @@ class _Draft:
             self.upstreams, self.upstreams_origin = found.upstreams
         if found.access is not None and found.access_origin is not None:
             self.access, self.access_origin = found.access, found.access_origin
+        if found.prefetch is not None and found.prefetch_origin is not None:
+            self.prefetch, self.prefetch_origin = found.prefetch, found.prefetch_origin
 
     def set_upstream_url(self, name: str, url: str) -> None:
         """Replace the URL of the upstream called ``name`` (or aliased so), else add one."""
@@ -104,16 +114,34 @@ class _Draft:
         values = {**self.values, "default_upstream": self._resolve_default()}
         self._check_auth()
         self._check_tls()
-        return Config(**values, upstreams=tuple(self.upstreams), access=self.access)
+        self._check_prefetch()
+        return Config(
+            **values, upstreams=tuple(self.upstreams), access=self.access, prefetch=self.prefetch
+        )
+
+    def _check_prefetch(self) -> None:
+        """Each image to prefetch names an upstream: at start, not at its first run."""
+        labels = {label for up in self.upstreams for label in (up.name, *up.aliases)}
+        for index, rule in enumerate(self.prefetch):
+            for position, image in enumerate(rule.images):
+                registry = parse_image(image).registry
+                if registry not in labels:
+                    key = f"prefetch[{index}].images[{position}]"
+                    reason = f"{registry!r} is not the name or alias of any upstream"
+                    raise self.prefetch_origin.error(key, reason)
 
     def _check_auth(self) -> None:
-        """Logins need the htpasswd file; without it, rules and auth keys would be ignored."""
+        """Logins need the htpasswd file; without it, rules and auth keys would be ignored.
+        Passthrough upstreams make regcache issue tokens anyway, so their keys may be set."""
         if self.values["auth_htpasswd"] is not None:
             return
         if self.access is not None:
             reason = "access rules need logins: set auth.htpasswd"
             raise self.access_origin.error("access", reason)
+        passthrough = any(upstream.passthrough for upstream in self.upstreams)
         for entry in SETTINGS:
+            if passthrough and entry.name in _TOKEN_SETTINGS:
+                continue
             if entry.section == "auth" and self.origins[entry.name] is not DEFAULTS:
                 reason = "is set but auth.htpasswd is not; logins are on only with it"
                 raise self.origins[entry.name].error(entry.key, reason)

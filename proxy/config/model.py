@@ -31,6 +31,7 @@ from proxy.config.parsers import (
     parse_nonempty,
     parse_size,
 )
+from proxy.config.prefetch import PrefetchRule
 from proxy.logs import LOG_FORMATS
 
 DEFAULT_TAG_TTL = 300.0
@@ -227,6 +228,8 @@ class Config:
         help="PEM CA certificates; when set, clients must present a certificate one of them "
         "signed (mutual TLS)",
     )
+    # Not a setting: the file's prefetch: list (proxy.config.prefetch).
+    prefetch: tuple[PrefetchRule, ...] = ()
     # Not a setting: the file's upstreams: list replaces it and --upstream edits it.
     upstreams: tuple[UpstreamConfig, ...] = tuple(
         UpstreamConfig(name=n, url=u) for n, u in BUILTIN_UPSTREAMS

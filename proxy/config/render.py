@@ -18,6 +18,7 @@ from proxy.config.authfiles import Htpasswd, TokenKey
 from proxy.config.declare import REDACTED, is_secret
 from proxy.config.model import Config, UpstreamConfig
 from proxy.config.parsers import Listen
+from proxy.config.prefetch import PrefetchRule
 from proxy.config.table import SETTINGS
 
 _SECRET_SETTINGS = frozenset(f.name for f in fields(Config) if is_secret(f))
@@ -40,6 +41,8 @@ def render(config: Config) -> str:
             {"repositories": list(rule.repositories), "users": list(rule.users)}
             for rule in config.access
         ]
+    if config.prefetch:
+        document["prefetch"] = [_prefetch(rule) for rule in config.prefetch]
     document["upstreams"] = [_upstream(upstream) for upstream in config.upstreams]
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
@@ -52,6 +55,13 @@ def _upstream(upstream: UpstreamConfig) -> dict[str, Any]:
         for model_field in fields(upstream)
         if not (model_field.name in ("username", "password") and upstream.username is None)
     }
+
+
+def _prefetch(rule: PrefetchRule) -> dict[str, Any]:
+    item: dict[str, Any] = {"images": list(rule.images), "every": rule.every}
+    if rule.platforms:  # none listed means all, and an empty list is refused
+        item["platforms"] = list(rule.platforms)
+    return item
 
 
 def _plain(value: Any, secret: bool) -> Any:

@@ -36,6 +36,7 @@ CACHE_KEYS: tuple[str, ...] = SECTIONS["cache"]
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     *dict.fromkeys(entry.section or entry.key for entry in SETTINGS),
     "access",
+    "prefetch",
     "upstreams",
 )
 

@@ -16,6 +16,7 @@ from proxy.config.errors import ConfigError, Origin
 from proxy.config.model import UpstreamConfig
 from proxy.config.nodes import is_null, kind, line, node_list, node_text
 from proxy.config.parsers import Invalid, did_you_mean, parse_name, parse_nonempty, parse_url
+from proxy.config.prefetch import PrefetchRule, read_prefetch
 from proxy.config.table import (
     PASSWORD_KEYS,
     SECTIONS,
@@ -47,6 +48,8 @@ class FileSettings:
     upstreams: UpstreamList | None = None
     access: tuple[AccessRule, ...] | None = None
     access_origin: Origin | None = None
+    prefetch: tuple[PrefetchRule, ...] | None = None
+    prefetch_origin: Origin | None = None
 
 
 def read_file(path: Path, env: Mapping[str, str]) -> FileSettings:
@@ -116,6 +119,9 @@ class _FileReader:
             elif key == "access":
                 found.access = read_access(self.source, entry.value)
                 found.access_origin = Origin(self.source, line(entry.key))
+            elif key == "prefetch":
+                found.prefetch = read_prefetch(self.source, entry.value)
+                found.prefetch_origin = Origin(self.source, line(entry.key))
             elif key in SECTIONS:
                 found.values += self.section(key, entry.value)
             else:

@@ -15,13 +15,14 @@ from aiohttp import web
 
 from proxy.auth.gate import Gate
 from proxy.cache.passthrough import Passthrough
+from proxy.cache.prefetch import Prefetcher
 from proxy.cache.references import References
 from proxy.cache.usage import PullCounter
 from proxy.config import Config
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router
 from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
-from proxy.server.cacheparts import open_cache
+from proxy.server.cacheparts import CacheParts, open_cache
 from proxy.server.handlers import Services, V2Handlers
 from proxy.server.login import token_endpoint
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
@@ -38,6 +39,7 @@ STORE = web.AppKey("store", FsBlobStore)
 ROUTER = web.AppKey("router", Router)
 STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", History)
+PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
 
 
@@ -106,11 +108,31 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
         app[HISTORY] = History()
         sampler = asyncio.create_task(app[HISTORY].run(metrics))
+        app[PREFETCHER] = _prefetcher(config, parts)
         log.info("cache at %s holds %d bytes", config.cache_dir, await parts.store.total_size())
         try:
             yield
         finally:
             sampler.cancel()
+            await app[PREFETCHER].stop()
+
+
+def _prefetcher(config: Config, parts: CacheParts) -> Prefetcher:
+    """The config's prefetch schedule, running; idle when offline, with no upstream to ask."""
+    prefetcher = Prefetcher(
+        config.prefetch,
+        parts.router,
+        parts.manifests,
+        parts.blobs,
+        parts.store,
+        parts.index,
+        parts.metrics,
+    )
+    if config.prefetch and config.offline:
+        log.info("offline: the prefetch schedule does not run")
+    else:
+        prefetcher.start()
+    return prefetcher
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
@@ -156,6 +178,7 @@ async def _status(request: web.Request) -> web.Response:
     size = await request.app[STORE].total_size()
     history = request.app[HISTORY]
     document = status_document(services, services.pulls, history, request.app[STARTED], size)
+    document["prefetch"] = request.app[PREFETCHER].status()
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 

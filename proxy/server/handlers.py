@@ -48,6 +48,9 @@ OCTET_STREAM = "application/octet-stream"
 _PULL_METHODS = frozenset({"GET", "HEAD"})
 # RFC 7234's code for a response served without the revalidation it was due.
 STALE_WARNING = '110 regcache "Response is Stale"'
+# Whether a manifest or blob came from the cache: how `regcache warm --server` tells what
+# was already there. A HEAD says HIT only for a repository known to reference the blob.
+CACHE_HEADER = "X-Cache"
 # An upstream's ns= in a pagination link: the name the client used decides the upstream.
 _NS_PARAM = re.compile(r"([?&])ns=[^&>]*(&?)")
 _OFFLINE_MISS: dict[Kind, type[RegistryError]] = {
@@ -146,6 +149,7 @@ class V2Handlers:
         headers = {
             "Docker-Content-Digest": str(answer.digest),
             "Content-Type": answer.media_type,
+            CACHE_HEADER: "MISS" if answer.result == "miss" else "HIT",
             **_namespace_header(target),
         }
         if answer.result == "stale":
@@ -166,9 +170,11 @@ class V2Handlers:
         if request.method == "HEAD":
             head = await self._s.blobs.head(target, digest)
             self._count(request, target, "blob", "hit" if head.cached else "miss")
+            headers[CACHE_HEADER] = "HIT" if head.cached else "MISS"
             return _head_response(head.size, headers)
         async with self._s.blobs.open(target, digest) as blob:
             self._count(request, target, "blob", "hit" if blob.hit else "miss")
+            headers[CACHE_HEADER] = "HIT" if blob.hit else "MISS"
             return await self._send(request, blob, headers)
 
     async def _send(

@@ -110,6 +110,35 @@ def test_logins_rules_and_mutual_tls_reach_regcaches_loader(
     assert config.tls_client_ca_file.read_text() == secrets["client-cas"]["ca.crt"]
 
 
+PASSTHROUGH_UPSTREAM = {
+    "name": "registry.example.com",
+    "url": "https://registry.example.com",
+    "credentials": "passthrough",
+    "passthrough_ttl": 30,
+}
+
+
+def test_passthrough_upstreams_share_the_token_key_without_logins(
+    chart: Chart, tmp_path: Path, secrets: dict[str, dict[str, str]]
+) -> None:
+    values = {
+        "replicaCount": 2,
+        "config": {"upstreams": [PASSTHROUGH_UPSTREAM], "default_upstream": "registry.example.com"},
+        "auth": {"tokenKey": {"existingSecret": "token-key"}},
+    }
+    rendered = chart.render(values)
+    config = load(rendered, tmp_path / "pod", secrets)
+    assert not config.auth_enabled
+    assert config.logins_needed
+    (upstream,) = config.upstreams
+    assert upstream.passthrough
+    assert upstream.passthrough_ttl == 30
+    assert config.auth_token_key_file is not None
+    assert config.auth_token_key_file.secret == TOKEN_KEY.encode()
+    sources = volume(rendered, "auth")["projected"]["sources"]
+    assert [source["secret"]["name"] for source in sources] == ["token-key"]
+
+
 def test_secret_contents_never_reach_the_configmap(
     chart: Chart, secrets: dict[str, dict[str, str]]
 ) -> None:
@@ -314,6 +343,10 @@ def test_schema_refuses_typos_and_bad_values(
         (
             {"replicaCount": 2, "auth": {"enabled": True, "existingSecret": "logins"}},
             "auth.tokenKey.existingSecret: with replicaCount 2",
+        ),
+        (
+            {"replicaCount": 3, "config": {"upstreams": [PASSTHROUGH_UPSTREAM]}},
+            "with passthrough upstreams and replicaCount 3",
         ),
         ({"access": RULES}, "access: rules need logins"),
         ({"tls": {"clientCa": {"existingSecret": "cas"}}}, "mutual TLS needs TLS"),

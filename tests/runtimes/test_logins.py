@@ -31,7 +31,7 @@ from tests.support.runtimes import (
     v2_requests,
     with_json_logs,
 )
-from tests.support.upstreams import Upstream
+from tests.support.upstreams import BASIC_CREDS, Upstream
 
 pytestmark = pytest.mark.runtimes
 
@@ -281,3 +281,52 @@ def test_podman_pull_as_a_denied_user(login_podman: Podman, login_cache: Regcach
     assert counted.get("denied:wrong_scope", 0) >= 1
     assert "denied:bad_credentials" not in counted
     assert_no_password_logged(login_cache)
+
+
+# -- pass-through credentials -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def passthrough_cache(
+    basic_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegcacheProcess]:
+    """regcache with no credentials of its own, in front of Distribution behind htpasswd, which
+    knows alice only: each Docker user logs in with its own registry login."""
+    entry = basic_upstream.entry("docker.io", creds=None, credentials="passthrough")
+    work_dir = tmp_path_factory.mktemp("passthrough-regcache")
+    proc = RegcacheProcess(
+        with_json_logs({"default_upstream": "docker.io", "upstreams": [entry]}), work_dir=work_dir
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+    print(f"--- {proc!r} log (last 20000 chars) ---\n{proc.log_text()[-20000:]}")
+
+
+def test_docker_logs_in_with_its_own_upstream_login(
+    docker: Dockerd, passthrough_cache: RegcacheProcess, basic_upstream: Upstream, tmp_path: Path
+) -> None:
+    host = passthrough_cache.host
+    user, password = BASIC_CREDS
+    out = docker_as(docker, tmp_path / "alice", "login", "-u", user, "-p", password, host)
+    assert "Login Succeeded" in out
+    docker_as(docker, tmp_path / "alice", "pull", f"{host}/library/small:1.0")
+    small = basic_upstream.images.small
+    assert docker.image(f"{host}/library/small:1.0").id == small.config_digest
+
+    # Everything is cached now; still, a login the registry refuses gets nothing.
+    with pytest.raises(CommandError) as bob:
+        docker_as(docker, tmp_path / "bob", "login", "-u", "bob", "-p", WRONG, host)
+    assert "unauthorized" in bob.value.output
+    with pytest.raises(CommandError) as anonymous:
+        docker_as(docker, tmp_path / "anonymous", "pull", f"{host}/library/small:1.0")
+    print("docker pull without a login:", anonymous.value.output)
+    assert "unauthorized" in anonymous.value.output or "denied" in anonymous.value.output
+    counted = auth_counts(passthrough_cache)
+    assert counted["denied:bad_credentials"] >= 1
+    assert counted["denied:upstream_refused"] >= 1
+    log = passthrough_cache.log_text()
+    assert "Traceback" not in log
+    assert password not in log
+    assert WRONG not in log
+    docker.remove_all_images()

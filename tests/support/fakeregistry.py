@@ -34,6 +34,7 @@ from .fakefaults import (
 )
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 _V2 = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")
@@ -152,6 +153,28 @@ class FakeRegistry:
             self.add_blob(blob, repository)
         self.add_manifest(repository, body, OCI_MANIFEST, tag)
         return FakeImage(repository, tag, body, OCI_MANIFEST, config, layers)
+
+    def push_index(
+        self, repository: str, tag: str, platforms: Iterable[str]
+    ) -> tuple[str, dict[str, FakeImage]]:
+        """A multi-platform image: an OCI index of one small image per ``os/arch``; its
+        digest, and the images by platform."""
+        images = {
+            platform: self.push_image(repository, f"{tag}-{platform.replace('/', '-')}", seed=n)
+            for n, platform in enumerate(platforms)
+        }
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    **_descriptor(OCI_MANIFEST, image.manifest),
+                    "platform": dict(zip(("os", "architecture"), platform.split("/"), strict=True)),
+                }
+                for platform, image in images.items()
+            ],
+        }
+        return self.add_manifest(repository, json.dumps(index).encode(), OCI_INDEX, tag), images
 
     # -- what it was asked -----------------------------------------------------------------
 

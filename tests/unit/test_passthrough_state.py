@@ -108,3 +108,15 @@ def test_a_bad_credentials_mode_names_its_line(tmp_path: Path, value: str, messa
         _load(tmp_path, text)
     assert message in str(info.value)
     assert "line 5" in str(info.value)
+
+
+def test_passthrough_alone_takes_the_token_settings(tmp_path: Path) -> None:
+    key = _write(tmp_path)
+    upstream = "upstreams:\n  - name: ghcr.io\n    url: https://ghcr.io\n"
+    text = f"default_upstream: ghcr.io\nauth:\n  token_key_file: {key}\n  token_ttl: 60\n{upstream}"
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert "is set but auth.htpasswd is not" in str(info.value)
+    config = _load(tmp_path, text + "    credentials: passthrough\n")
+    assert config.auth_token_key_file is not None
+    assert config.auth_token_ttl == 60

@@ -162,8 +162,22 @@ httpGet:
 
 {{/* What the schema cannot say about auth, access and tls; regcache's own refusals, or a
      setup that would start but fail its clients. */}}
+{{/* Whether some upstream passes its clients' own logins through: regcache then issues
+     tokens, which carry those logins sealed under the token key, with or without auth. */}}
+{{- define "regcache.passthrough" -}}
+{{- range .Values.config.upstreams }}{{ if eq (.credentials | default "configured") "passthrough" }}yes{{ end }}{{ end }}
+{{- end }}
+
+{{/* Whether the auth volume is mounted: the htpasswd file, the token key, or both. */}}
+{{- define "regcache.authVolume" -}}
+{{- if or .Values.auth.enabled (and (include "regcache.passthrough" .) .Values.auth.tokenKey.existingSecret) }}yes{{ end }}
+{{- end }}
+
 {{- define "regcache.validateSecurity" -}}
 {{- $auth := .Values.auth }}
+{{- if and (include "regcache.passthrough" .) (not $auth.enabled) (gt (int .Values.replicaCount) 1) (not $auth.tokenKey.existingSecret) }}
+{{- fail (printf "auth.tokenKey.existingSecret: with passthrough upstreams and replicaCount %d every pod must share the key that signs tokens and seals the logins in them; create a Secret holding 32+ random bytes and name it here" (int .Values.replicaCount)) }}
+{{- end }}
 {{- if $auth.enabled }}
 {{- if and $auth.htpasswd $auth.existingSecret }}
 {{- fail "auth: give the htpasswd file either inline (auth.htpasswd) or as auth.existingSecret, not both" }}
@@ -248,7 +262,7 @@ upstreams:
     aliases: {{ . | toJson }}
     {{- end }}
     {{- $up := . }}
-    {{- range $key := list "tag_ttl" "tls_verify" "connect_timeout" "read_timeout" "serve_stale_on_not_found" "allow_private_redirects" }}
+    {{- range $key := list "tag_ttl" "tls_verify" "connect_timeout" "read_timeout" "serve_stale_on_not_found" "allow_private_redirects" "credentials" "passthrough_ttl" }}
     {{- if hasKey $up $key }}
     {{ $key }}: {{ index $up $key | toJson }}
     {{- end }}
@@ -279,6 +293,11 @@ auth:
   {{- if $auth.tokenKey.existingSecret }}
   token_key_file: {{ printf "%s/token-key" $authDir | toJson }}
   {{- end }}
+{{- else if include "regcache.authVolume" . }}
+auth:
+  token_key_file: {{ printf "%s/token-key" $authDir | toJson }}
+{{- end }}
+{{- if $auth.enabled }}
 {{- with .Values.access }}
 access:
   {{- range . }}
