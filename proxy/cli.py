@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import __version__
-from proxy.commands import listing, removal, unpin, warm
+from proxy.commands import export, importbundle, inventory, listing, removal, unpin, warm
 from proxy.config import (
     BUILTIN_UPSTREAMS,
     ENV_VARS,
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_command(commands)
     warm.add_parser(commands)
     unpin.add_parser(commands)
+    for command in (export, inventory, importbundle):
+        command.add_parser(commands)
     listing.add_parser(commands)
     removal.add_parsers(commands)
     return parser

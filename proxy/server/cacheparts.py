@@ -47,12 +47,14 @@ class CacheParts:
 async def open_cache(
     config: Config, metrics: Metrics | None = None, *, evict: bool = True
 ) -> AsyncIterator[CacheParts]:
-    """The cache at ``config.cache_dir``, with its upstream clients; ``evict``: run the
-    evictor of a bounded cache too (a short-lived command leaves that to the server)."""
+    """The cache at ``config.cache_dir``, with its upstream clients. ``evict``: keep house as
+    the server does, running the evictor of a bounded cache and removing the temporary files
+    interrupted writes left; a short-lived command leaves both to the server, whose downloads
+    in flight those temporary files may be."""
     metrics = metrics or Metrics()
     router = Router(config)
     store = FsBlobStore(config.cache_dir)
-    await store.open()
+    await store.open(clean=evict)
     index = DiskIndex(config.cache_dir / "index")
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),

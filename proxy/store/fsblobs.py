@@ -167,14 +167,15 @@ class FsBlobStore(BlobStore):
         self._tmp = root / "tmp"
         self._total = 0
 
-    async def open(self) -> None:
-        """Create the layout, drop leftovers of interrupted writes, and size the cache."""
+    async def open(self, clean: bool = True) -> None:
+        """Create the layout, size the cache, and with ``clean`` drop leftovers of interrupted
+        writes (not while another process may be writing there)."""
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._clean_and_measure)
+        await asyncio.to_thread(self._clean_and_measure, clean)
 
-    def _clean_and_measure(self) -> None:
-        for leftover in self._tmp.iterdir():
+    def _clean_and_measure(self, clean: bool) -> None:
+        for leftover in self._tmp.iterdir() if clean else ():
             if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

@@ -49,6 +49,18 @@ async def test_reopening_removes_the_files_of_interrupted_writes(
     assert files_under(tmp_path) == [reopened.path(kept)]
 
 
+async def test_opened_beside_a_writer_without_cleaning_leaves_its_write_alone(
+    store: FsBlobStore, tmp_path: Path
+) -> None:
+    writing = await store.writer(Digest.of(LAYER))
+    await writing.write(LAYER[:500])
+    beside = FsBlobStore(tmp_path)
+    await beside.open(clean=False)
+    await writing.write(LAYER[500:])
+    await writing.commit()
+    assert await beside.size(Digest.of(LAYER)) == len(LAYER)
+
+
 async def test_readers_offer_spans_of_their_file(store: FsBlobStore) -> None:
     digest = Digest.of(LAYER)
     writer = await store.writer(digest)

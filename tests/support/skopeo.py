@@ -314,3 +314,20 @@ def inspect_raw(
     if proc.returncode != 0:
         raise SkopeoError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc.stdout
+
+
+def copy_from_archive(
+    archive: Path, name: str, out_dir: Path, all_images: bool = False
+) -> PulledImage:
+    """``skopeo copy oci-archive:ARCHIVE:NAME dir:OUT``: the image an OCI layout tar archive
+    names ``name`` (its ``org.opencontainers.image.ref.name``), as a pull would write it."""
+    argv = [*_global_args(), "copy", "--preserve-digests"]
+    argv += ["--all"] if all_images else []
+    _run([*argv, f"oci-archive:{archive}:{name}", f"dir:{out_dir}"], DEFAULT_TIMEOUT)
+    return PulledImage(Path(out_dir))
+
+
+def copy_to_archive(src: str, archive: Path, name: str) -> None:
+    """``skopeo copy docker://SRC oci-archive:ARCHIVE:NAME`` from a plain-HTTP registry."""
+    argv = [*_global_args(), "copy", "--src-tls-verify=false", "--src-no-creds"]
+    _run([*argv, f"docker://{src}", f"oci-archive:{archive}:{name}"], DEFAULT_TIMEOUT)
