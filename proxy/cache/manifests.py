@@ -132,7 +132,9 @@ class ManifestCache:
 
     async def _any_acceptable(self, key: TagKey, accept: tuple[str, ...]) -> TagEntry | None:
         entry = await self._index.get_tag(replace(key, accept=ANY_ACCEPT))
-        if entry is None or (accept and entry.media_type not in accept):
+        # A client that accepts anything (``*/*``, or no Accept at all) takes what there is.
+        anything = not accept or "*/*" in accept
+        if entry is None or not (anything or entry.media_type in accept):
             return None
         return entry
 

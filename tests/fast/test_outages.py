@@ -151,6 +151,9 @@ async def test_offline_mode_serves_the_cache_and_never_calls_out(
     tag = await regcache.get(TAG, ACCEPT)
     assert tag.body == image.manifest
     assert tag.headers["Warning"] == STALE
+    # A client that accepts anything is served what there is, as it would be online.
+    assert (await regcache.get(TAG, {"Accept": "*/*"})).body == image.manifest
+    assert (await regcache.get(TAG, {"Accept": "application/x-other"})).status == 404
     assert (await regcache.get(layer)).body == image.layers[0]
     missing = {
         "/v2/library/other/manifests/1.0": "MANIFEST_UNKNOWN",
