@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(docker-registry skopeo apache2-utils containerd docker.io podman chromium debootstrap)
+debian_packages=(docker-registry skopeo apache2-utils containerd docker.io podman chromium debootstrap redis-server)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
