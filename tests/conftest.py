@@ -23,6 +23,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support.faults import FaultyUpstream
+from tests.support.redisserver import RedisServer
 from tests.support.regcache import RegcacheProcess
 from tests.support.registry import Registry
 from tests.support.upstreams import (
@@ -84,6 +85,13 @@ def integration_tools() -> None:
 @pytest.fixture(scope="session")
 def test_images(tmp_path_factory: pytest.TempPathFactory) -> UpstreamImages:
     return build_standard_images(tmp_path_factory.mktemp("oci-layout"))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Debian ``redis-server`` for the session; tests keep apart by key prefix."""
+    with RedisServer(work_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 def _start_registry(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: Any) -> Registry:

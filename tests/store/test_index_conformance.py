@@ -1,9 +1,10 @@
 """The one conformance suite for ``Index`` (ManifestStore + TagIndex + UsageRecords).
 
-Every implementation runs every test: a new backend (Redis, say) only adds an entry to
+Every implementation runs every test: a new backend only adds an entry to
 ``IMPLEMENTATIONS``. An implementation is a factory that opens the index kept under a
 directory; opening the same directory again must find what was stored (for indexes that
-persist) or an empty index (for ``MemoryIndex``, which keeps nothing).
+persist) or an empty index (for ``MemoryIndex``, which keeps nothing). ``RedisIndex`` keeps
+an index per directory under a key prefix naming it, in the session's one redis-server.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from proxy.oci.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDE
 from proxy.store import DigestMismatch, Index
 from proxy.store.diskindex import DiskIndex
 from proxy.store.memory import MemoryIndex
+from proxy.store.redisindex import RedisIndex
+from tests.support.redisserver import RedisServer
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,27 @@ async def open_disk(directory: Path) -> Index:
     return DiskIndex(directory / "index")
 
 
+def redis_implementation(request: pytest.FixtureRequest) -> Implementation:
+    server: RedisServer = request.getfixturevalue("redis_server")
+
+    async def open_redis(directory: Path) -> Index:
+        return RedisIndex(server.url, prefix=f"regcache-test:{directory}:")
+
+    return Implementation(open_redis, persistent=True)
+
+
+# Factories, given the test's request: a backend needing a server asks for its fixture.
 IMPLEMENTATIONS = [
-    pytest.param(Implementation(open_memory, persistent=False), id="memory"),
-    pytest.param(Implementation(open_disk, persistent=True), id="disk"),
+    pytest.param(lambda _: Implementation(open_memory, persistent=False), id="memory"),
+    pytest.param(lambda _: Implementation(open_disk, persistent=True), id="disk"),
+    pytest.param(redis_implementation, id="redis"),
 ]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def implementation(request: pytest.FixtureRequest) -> Implementation:
-    return request.param  # type: ignore[no-any-return]
+    factory: Callable[[pytest.FixtureRequest], Implementation] = request.param
+    return factory(request)
 
 
 @pytest.fixture

@@ -1,0 +1,162 @@
+"""The index in Redis, shared by every replica (and command) pointed at the same Redis.
+
+Every key starts with a prefix (``regcache:`` by default), so one Redis can hold the
+indexes of several caches. The layout:
+
+- ``<prefix>manifest:<digest>``: a hash of the media type and the body, byte for byte;
+  ``<prefix>manifest-sizes``: digest -> body size, written in the same transaction, so
+  that listing sizes never reads the bodies.
+- ``<prefix>tags``: one hash, the tag key's JSON -> the entry's JSON. A hash rather than a
+  key per tag, so that listing is an HSCAN of it rather than a SCAN of the whole Redis.
+- ``<prefix>use:<kind>:<digest>``: a hash, the (upstream, repository) JSON -> last use.
+- ``<prefix>pins``: a hash, the pinned image's name -> its digests' JSON.
+
+Keys are never given an expiry: eviction is regcache's decision, as with the disk index,
+so the Redis must not evict them either (``maxmemory-policy noeviction``, its default).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
+from proxy.oci.digest import Digest
+from proxy.store import Index
+from proxy.store.memory import check_manifest
+
+DEFAULT_PREFIX = "regcache:"
+
+# Keeps the later of two uses in one step on the server: replicas record uses of the same
+# content concurrently, and a read-then-write from the client would let an older time
+# overwrite a newer one.
+_RECORD_USE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current or tonumber(current) < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+"""
+
+
+def _tag_field(key: TagKey) -> str:
+    # JSON keeps the accept tuple a tuple: ("a", "b") and ("a,b",) stay two keys.
+    return json.dumps([key.upstream, key.repository, key.tag, key.accept])
+
+
+def _ref_field(ref: RepoRef) -> str:
+    return json.dumps([ref.upstream, ref.repository])
+
+
+class RedisIndex(Index):
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+        # Bytes in and out: manifest bodies must come back byte-identical.
+        self._redis: Redis = Redis.from_url(url, decode_responses=False)
+        self._prefix = prefix
+        self._record_use = self._redis.register_script(_RECORD_USE)
+
+    def _manifest_key(self, digest: Digest) -> str:
+        return f"{self._prefix}manifest:{digest}"
+
+    def _use_key(self, kind: Kind, digest: Digest) -> str:
+        return f"{self._prefix}use:{kind.value}:{digest}"
+
+    @property
+    def _sizes_key(self) -> str:
+        return f"{self._prefix}manifest-sizes"
+
+    @property
+    def _tags_key(self) -> str:
+        return f"{self._prefix}tags"
+
+    @property
+    def _pins_key(self) -> str:
+        return f"{self._prefix}pins"
+
+    async def get_manifest(self, digest: Digest) -> StoredManifest | None:
+        media_type, body = await self._redis.hmget(self._manifest_key(digest), ["type", "body"])
+        if media_type is None or body is None:
+            return None
+        assert isinstance(body, bytes)  # the client never decodes (decode_responses=False)
+        return StoredManifest(digest, _text(media_type), body)
+
+    async def put_manifest(self, manifest: StoredManifest) -> None:
+        check_manifest(manifest)
+        fields = {"type": manifest.media_type, "body": manifest.body}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._manifest_key(manifest.digest), mapping=fields)  # type: ignore[arg-type]
+            pipe.hset(self._sizes_key, str(manifest.digest), len(manifest.body))
+            await pipe.execute()
+
+    async def delete_manifest(self, digest: Digest) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._manifest_key(digest))
+            pipe.hdel(self._sizes_key, str(digest))
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
+        async for digest, size in self._redis.hscan_iter(self._sizes_key):
+            yield Digest.parse(_text(digest)), int(size)
+
+    async def get_tag(self, key: TagKey) -> TagEntry | None:
+        value = await self._redis.hget(self._tags_key, _tag_field(key))
+        return None if value is None else _tag_entry(value)
+
+    async def put_tag(self, key: TagKey, entry: TagEntry) -> None:
+        value = json.dumps([str(entry.digest), entry.media_type, entry.size, entry.checked_at])
+        await self._redis.hset(self._tags_key, _tag_field(key), value)
+
+    async def delete_tag(self, key: TagKey) -> None:
+        await self._redis.hdel(self._tags_key, _tag_field(key))
+
+    async def tags(self) -> AsyncIterator[tuple[TagKey, TagEntry]]:
+        async for field, value in self._redis.hscan_iter(self._tags_key):
+            upstream, repository, tag, accept = json.loads(field)
+            yield TagKey(upstream, repository, tag, tuple(accept)), _tag_entry(value)
+
+    async def put_pin(self, name: str, contents: frozenset[Digest]) -> None:
+        # A field per pin: HSET and HDEL change one pin atomically, beside warm and unpin
+        # run from other processes.
+        value = json.dumps(sorted(str(digest) for digest in contents))
+        await self._redis.hset(self._pins_key, name, value)
+
+    async def delete_pin(self, name: str) -> bool:
+        return bool(await self._redis.hdel(self._pins_key, name))
+
+    async def pins(self) -> dict[str, frozenset[Digest]]:
+        stored = await self._redis.hgetall(self._pins_key)
+        return {
+            _text(name): frozenset(Digest.parse(d) for d in json.loads(digests))
+            for name, digests in stored.items()
+        }
+
+    async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
+        # repr: the shortest text that reads back as the same float.
+        key = self._use_key(kind, digest)
+        await self._record_use(keys=[key], args=[_ref_field(ref), repr(when)])
+
+    async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
+        stored = await self._redis.hgetall(self._use_key(kind, digest))
+        return {_ref(field): float(when) for field, when in stored.items()}
+
+    async def forget(self, kind: Kind, digest: Digest) -> None:
+        await self._redis.delete(self._use_key(kind, digest))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _tag_entry(value: bytes | str) -> TagEntry:
+    digest, media_type, size, checked_at = json.loads(value)
+    return TagEntry(Digest.parse(digest), media_type, size, checked_at)
+
+
+def _ref(field: bytes | str) -> RepoRef:
+    upstream, repository = json.loads(field)
+    return RepoRef(upstream, repository)
