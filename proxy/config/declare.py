@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from yaml.nodes import Node
 
@@ -40,14 +41,17 @@ class Setting(Generic[T]):
     metavar: str | None = None
     help: str = ""
     secret: bool = False
+    # How a secret is shown; None: it is replaced whole with REDACTED.
+    redact: Callable[[T], T] | None = None
     name: str = ""  # of the model field; filled in by declared_settings
 
     @property
     def key(self) -> str:
-        """The path in the file, which errors name: ``listen``, ``cache.max_size``."""
+        """The path in the file, which errors name: ``listen``, ``cache.max_size``,
+        ``index.redis.url`` (a section in a section)."""
         if self.section is None:
             return self.name
-        return f"{self.section}.{self.name.removeprefix(self.section + '_')}"
+        return f"{self.section}.{self.name.removeprefix(_field_prefix(self.section))}"
 
     @property
     def is_switch(self) -> bool:
@@ -65,12 +69,16 @@ def setting(
     metavar: str | None = None,
     help: str = "",
     secret: bool = False,
+    redact: Callable[[T], T] | None = None,
 ) -> T:
     """Declare a model field as a setting; ``section`` puts it under that mapping in the file.
 
-    A field in a section is named ``<section>_<key>``, so the model stays flat for its users.
+    A field in a section is named ``<section>_<key>``, so the model stays flat for its users;
+    in a nested section (``index.redis``), ``index_redis_<key>``.
     """
-    declared = Setting(default, parse, section, env, flag, metavar, help, secret)
+    if redact is not None and not secret:
+        raise TypeError("only a secret is redacted")
+    declared = Setting(default, parse, section, env, flag, metavar, help, secret, redact)
     # Out of repr too, so that logging a Config never prints one.
     return field(default=default, repr=not secret, metadata={_SETTING: declared, _SECRET: secret})
 
@@ -84,12 +92,27 @@ def declared_settings(model: type) -> tuple[Setting[Any], ...]:
             continue
         name = model_field.name
         # Caught at import, so a malformed declaration never reaches an operator.
-        if declared.section and not name.startswith(f"{declared.section}_"):
+        if declared.section and not name.startswith(_field_prefix(declared.section)):
             raise TypeError(f"{name}: a setting in {declared.section}: must start with its name")
         if declared.flag and declared.is_switch and declared.default:
             raise TypeError(f"{name}: a switch can only turn a setting on, so default to False")
         found.append(replace(declared, name=name))
     return tuple(found)
+
+
+def redact_url_password(url: str) -> str:
+    """The URL with its password, if it has one, replaced by REDACTED: what it points at
+    stays visible, and the shown URL is still one the setting reads."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+
+
+def _field_prefix(section: str) -> str:
+    return section.replace(".", "_") + "_"
 
 
 @dataclass(frozen=True)

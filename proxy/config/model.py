@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.config.access import AccessRule
 from proxy.config.authfiles import Htpasswd, TokenKey, parse_htpasswd, parse_token_key_file
-from proxy.config.declare import secret_field, setting, upstream_option
+from proxy.config.declare import redact_url_password, secret_field, setting, upstream_option
 from proxy.config.nodes import node_bool, node_choice, node_seconds, node_timeout
 from proxy.config.parsers import (
     EVENT_LOOPS,
@@ -25,10 +25,12 @@ from proxy.config.parsers import (
     parse_duration,
     parse_event_loop,
     parse_file,
+    parse_index_backend,
     parse_listen,
     parse_log_format,
     parse_log_level,
     parse_nonempty,
+    parse_redis_url,
     parse_size,
 )
 from proxy.config.prefetch import PrefetchRule
@@ -201,6 +203,33 @@ class Config:
         section="auth",
         help="the key that signs tokens (32+ bytes); random at each start when unset, so "
         "replicas behind one address must share a file",
+    )
+    # Where tags, manifests, usage records and pins live: the cache directory, or a Redis
+    # several replicas share (README, Scaling out).
+    index_backend: str = setting(
+        "local",
+        parse_index_backend,
+        section="index",
+        env="REGCACHE_INDEX_BACKEND",
+        help="local keeps the index in the cache directory; redis in index.redis.url",
+    )
+    # A password may be in the URL: shown without it.
+    index_redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        parse_redis_url,
+        section="index.redis",
+        env="REGCACHE_INDEX_REDIS_URL",
+        help="the Redis of index.backend redis: redis://[:PASSWORD@]HOST[:PORT][/DB], "
+        "rediss:// for TLS, or unix://PATH",
+        secret=True,
+        redact=redact_url_password,
+    )
+    index_redis_prefix: str = setting(
+        "regcache:",
+        parse_nonempty,
+        section="index.redis",
+        env="REGCACHE_INDEX_REDIS_PREFIX",
+        help="the start of every key, so that caches sharing one Redis keep apart",
     )
     # Not a setting: the file's access: list; None means the default rule (README, Security).
     access: tuple[AccessRule, ...] | None = None

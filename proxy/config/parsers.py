@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from proxy.logs import LOG_FORMATS
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 EVENT_LOOPS: tuple[str, ...] = ("auto", "asyncio", "uvloop")
+INDEX_BACKENDS: tuple[str, ...] = ("local", "redis")
 
 
 class Invalid(Exception):
@@ -98,6 +99,27 @@ def parse_url(text: str) -> str:
             "must be just scheme://host[:port] with no path or query; /v2/ is added automatically"
         )
     return f"{parts.scheme.lower()}://{parts.netloc}"
+
+
+def parse_redis_url(text: str) -> str:
+    """A URL redis-py opens: redis://, rediss:// (TLS) or unix://, perhaps with a password."""
+    if any(char.isspace() for char in text):
+        raise Invalid("must not contain whitespace")
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("redis", "rediss", "unix"):
+        raise Invalid("must be a redis://, rediss:// or unix:// URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise Invalid("has an invalid port") from None
+    if port == 0:
+        raise Invalid("has an invalid port")
+    if "password" in parse_qs(parts.query):
+        # Where redaction would not look for it.
+        raise Invalid("give the password as redis://:PASSWORD@HOST, not as a query parameter")
+    if parts.scheme.lower() == "unix" and not parts.path:
+        raise Invalid("must name the socket, e.g. unix:///run/redis/redis.sock")
+    return text
 
 
 def parse_nonempty(text: str) -> str:
@@ -199,6 +221,7 @@ def one_of(choices: Sequence[str], *, suggest: bool = False) -> Callable[[str], 
 parse_log_level = one_of(LOG_LEVELS, suggest=True)
 parse_log_format = one_of(LOG_FORMATS)
 parse_event_loop = one_of(EVENT_LOOPS)
+parse_index_backend = one_of(INDEX_BACKENDS)
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:

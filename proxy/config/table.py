@@ -23,18 +23,21 @@ ENV_VARS: Mapping[str, str] = {entry.env: entry.key for entry in SETTINGS if ent
 
 
 def _sections() -> dict[str, tuple[str, ...]]:
-    sections: dict[str, list[str]] = {}
+    # dicts as ordered sets: a section's keys in declaration order, each once.
+    sections: dict[str, dict[str, None]] = {}
     for entry in SETTINGS:
-        if entry.section:
-            sections.setdefault(entry.section, []).append(entry.key.partition(".")[2])
+        parts = entry.key.split(".")
+        for depth in range(1, len(parts)):
+            sections.setdefault(".".join(parts[:depth]), {})[parts[depth]] = None
     return {section: tuple(keys) for section, keys in sections.items()}
 
 
-# A mapping in the file -> the keys it may hold, e.g. cache -> max_size, max_age.
+# A mapping in the file -> the keys it may hold, e.g. cache -> max_size, max_age; a key
+# that is a section itself is in here too: index -> backend, redis; index.redis -> url.
 SECTIONS: Mapping[str, tuple[str, ...]] = _sections()
 CACHE_KEYS: tuple[str, ...] = SECTIONS["cache"]
 TOP_LEVEL_KEYS: tuple[str, ...] = (
-    *dict.fromkeys(entry.section or entry.key for entry in SETTINGS),
+    *dict.fromkeys(entry.key.partition(".")[0] for entry in SETTINGS),
     "access",
     "prefetch",
     "upstreams",

@@ -139,11 +139,16 @@ class _FileReader:
         found = self.fields(node, name, SECTIONS[name])
         # In declared order, so that of two bad values the one reported does not depend on
         # the file's layout.
-        return [
-            self.setting(SETTINGS_BY_KEY[f"{name}.{key}"], found[key].value)
-            for key in SECTIONS[name]
-            if key in found
-        ]
+        assigned: list[Assigned] = []
+        for key in SECTIONS[name]:
+            if key not in found:
+                continue
+            path, value = f"{name}.{key}", found[key].value
+            if path in SECTIONS:
+                assigned += self.section(path, value)
+            else:
+                assigned.append(self.setting(SETTINGS_BY_KEY[path], value))
+        return assigned
 
     def fields(self, node: MappingNode, prefix: str, allowed: Sequence[str]) -> dict[str, _Entry]:
         """Checked keys of a mapping; keys with an empty value are left out, as if absent."""
