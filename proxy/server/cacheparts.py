@@ -3,7 +3,8 @@ for the commands that work on a cache directory themselves (warm, import, ls...)
 
 Several processes may open the same directory at once: blobs are written to temporary files
 and renamed into place, and the index is SQLite (diskcache), so a command run beside a
-running server is seen by it at once.
+running server is seen by it at once. With ``index.backend: redis`` the index is in Redis
+instead, where every process pointed at it sees it just as soon.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from proxy.cache.usage import Usage
 from proxy.config import Config
 from proxy.metrics import Metrics
 from proxy.routing import Router
+from proxy.store import Index
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
+from proxy.store.redisindex import RedisIndex
 from proxy.upstream.client import UpstreamClient
 
 
@@ -34,7 +37,7 @@ class CacheParts:
     metrics: Metrics
     router: Router
     store: FsBlobStore
-    index: DiskIndex
+    index: Index
     clients: dict[str, UpstreamClient]
     usage: Usage
     pins: Pins
@@ -55,7 +58,7 @@ async def open_cache(
     router = Router(config)
     store = FsBlobStore(config.cache_dir)
     await store.open(clean=evict)
-    index = DiskIndex(config.cache_dir / "index")
+    index = _open_index(config)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
         auto_decompress=False,
@@ -88,8 +91,14 @@ async def open_cache(
         await index.close()
 
 
+def _open_index(config: Config) -> Index:
+    if config.index_backend == "redis":
+        return RedisIndex(config.index_redis_url, config.index_redis_prefix)
+    return DiskIndex(config.cache_dir / "index")
+
+
 async def _start_evictor(
-    config: Config, store: FsBlobStore, index: DiskIndex, usage: Usage, pins: Pins, metrics: Metrics
+    config: Config, store: FsBlobStore, index: Index, usage: Usage, pins: Pins, metrics: Metrics
 ) -> Evictor:
     """The evictor of a bounded cache, with the cache already brought within its bounds."""
     evictor = Evictor(

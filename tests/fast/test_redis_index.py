@@ -1,0 +1,77 @@
+"""``index.backend: redis``: the server and the cache-directory commands keep the index in a
+real redis-server (the session's, tests keeping apart by key prefix), and nothing of it in
+the cache directory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from proxy.commands.listing import list_images
+from proxy.model import Kind, RepoRef
+from proxy.oci.digest import Digest
+from proxy.store.redisindex import RedisIndex
+from tests.fast.conftest import ProxyFactory
+from tests.fast.test_manage import as_json, pull
+from tests.support.fakeregistry import FakeImage, FakeRegistry
+from tests.support.redisserver import RedisServer
+
+
+@pytest.fixture
+def redis_settings(redis_server: RedisServer) -> dict[str, Any]:
+    return {
+        "index_backend": "redis",
+        "index_redis_url": redis_server.url,
+        "index_redis_prefix": f"test-{uuid.uuid4().hex}:",
+    }
+
+
+@pytest.fixture
+async def index(redis_settings: dict[str, Any]) -> AsyncIterator[RedisIndex]:
+    """The index the regcache under test uses, as another process would open it."""
+    opened = RedisIndex(redis_settings["index_redis_url"], redis_settings["index_redis_prefix"])
+    yield opened
+    await opened.close()
+
+
+async def test_a_restarted_regcache_serves_from_the_redis_index(
+    make_proxy: ProxyFactory,
+    registry: FakeRegistry,
+    image: FakeImage,
+    redis_settings: dict[str, Any],
+    index: RedisIndex,
+) -> None:
+    regcache = await make_proxy(**redis_settings)
+    await pull(regcache, image)
+    # Offline, the tag can only be answered from what the index remembers.
+    await regcache.restart(offline=True)
+    seen = len(registry.seen)
+    await pull(regcache, image)
+    assert len(registry.seen) == seen
+    await regcache.stop()
+    assert not (regcache.config.cache_dir / "index").exists()
+    tags = {(key.repository, key.tag) async for key, _ in index.tags()}
+    assert tags == {("library/app", "1.0")}  # a key per Accept list asked for
+    assert await index.get_manifest(Digest.parse(image.digest)) is not None
+    layer = Digest.parse(image.layer_digests[0])
+    assert list(await index.references(Kind.BLOB, layer)) == [RepoRef("docker.io", "library/app")]
+
+
+async def test_ls_lists_what_the_redis_index_holds(
+    make_proxy: ProxyFactory,
+    image: FakeImage,
+    redis_settings: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    regcache = await make_proxy(**redis_settings)
+    await pull(regcache, image)
+    await regcache.stop()
+    status, rows = await as_json(capsys, list_images(regcache.config, as_json=True))
+    assert status == 0
+    assert [(row["repository"], row["tag"], row["digest"]) for row in rows] == [
+        ("library/app", "1.0", image.digest)
+    ]
+    assert rows[0]["last_served"].endswith("Z")
