@@ -1,22 +1,36 @@
-"""Index writes that must not fail a pull: a full disk costs caching, never the response."""
+"""Index writes and reads that must not fail a pull: a full disk or a shared index out of
+reach costs caching, never the response."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable
+from typing import TypeVar
 
 from proxy.metrics import Metrics
+from proxy.store import INDEX_FAILURES
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 async def best_effort(action: Awaitable[None], what: str, metrics: Metrics) -> bool:
     """Run ``action``; on a storage error log it, count it and carry on. True if it worked."""
     try:
         await action
-    except (OSError, sqlite3.Error) as exc:
+    except INDEX_FAILURES as exc:
         metrics.cache_write_failures.labels("index").inc()
         log.warning("could not %s, serving without caching it: %s", what, exc)
         return False
     return True
+
+
+async def or_miss(read: Awaitable[T | None], what: str) -> T | None:
+    """Run the index ``read``; on a storage error log it and answer None, a miss, so that
+    the upstream is asked instead."""
+    try:
+        return await read
+    except INDEX_FAILURES as exc:
+        log.warning("could not %s, asking the upstream: %s", what, exc)
+        return None

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-from proxy.cache.besteffort import best_effort
+from proxy.cache.besteffort import best_effort, or_miss
 from proxy.cache.references import References
 from proxy.cache.singleflight import SingleFlight
 from proxy.cache.upstreams import client_for
@@ -79,13 +79,13 @@ class ManifestCache:
         """What the upstream says the tag is now, whatever the TTL; the manifest fetched and
         stored if it is new. Not a client's request: nothing is counted as served."""
         key = TagKey(target.upstream.name, target.repository, tag, accept)
-        previous = await self._index.get_tag(key)
+        previous = await self._get_tag(key)
         return await self._resolve(target, key, accept, head=False, previous=previous)
 
     async def _by_digest(
         self, target: Target, digest: Digest, accept: tuple[str, ...], head: bool
     ) -> ManifestAnswer:
-        stored = await self._index.get_manifest(digest)
+        stored = await self._get_manifest(digest)
         if stored is not None:
             await self._references.check(target, Kind.MANIFEST, digest)
             return self._served(target, stored, head, "hit")
@@ -101,7 +101,7 @@ class ManifestCache:
     ) -> ManifestAnswer:
         key = TagKey(target.upstream.name, target.repository, tag, accept)
         now = time.time()
-        entry = await self._index.get_tag(key)
+        entry = await self._get_tag(key)
         if entry is not None and now - entry.checked_at < target.upstream.tag_ttl:
             return await self._serve(target, entry, accept, head, "hit")
         try:
@@ -115,11 +115,20 @@ class ManifestCache:
             if entry is None:
                 raise
             if not target.upstream.serve_stale_on_not_found:
-                await self._index.delete_tag(key)
-                # Else an outage would serve the deleted tag to any client from this copy.
-                await self._index.delete_tag(replace(key, accept=ANY_ACCEPT))
+                await best_effort(self._forget_tag(key), "forget a tag", self._metrics)
                 raise
             return await self._stale(target, entry, head, error)
+
+    async def _get_tag(self, key: TagKey) -> TagEntry | None:
+        return await or_miss(self._index.get_tag(key), "read a tag")
+
+    async def _get_manifest(self, digest: Digest) -> StoredManifest | None:
+        return await or_miss(self._index.get_manifest(digest), "read a manifest")
+
+    async def _forget_tag(self, key: TagKey) -> None:
+        await self._index.delete_tag(key)
+        # Else an outage would serve the deleted tag to any client from this copy.
+        await self._index.delete_tag(replace(key, accept=ANY_ACCEPT))
 
     async def _remember(self, key: TagKey, entry: TagEntry) -> None:
         await best_effort(self._put_tag(key, entry), "remember a tag", self._metrics)
@@ -131,7 +140,7 @@ class ManifestCache:
         await self._index.put_tag(replace(key, accept=ANY_ACCEPT), entry)
 
     async def _any_acceptable(self, key: TagKey, accept: tuple[str, ...]) -> TagEntry | None:
-        entry = await self._index.get_tag(replace(key, accept=ANY_ACCEPT))
+        entry = await self._get_tag(replace(key, accept=ANY_ACCEPT))
         # A client that accepts anything (``*/*``, or no Accept at all) takes what there is.
         anything = not accept or "*/*" in accept
         if entry is None or not (anything or entry.media_type in accept):
@@ -158,7 +167,7 @@ class ManifestCache:
         self, target: Target, entry: TagEntry, head: bool, error: RegistryError
     ) -> ManifestAnswer:
         """The last known answer, when the upstream cannot give a current one."""
-        stored = await self._index.get_manifest(entry.digest)
+        stored = await self._get_manifest(entry.digest)
         if stored is None and not head:
             raise error
         log.warning(
@@ -178,7 +187,7 @@ class ManifestCache:
     ) -> ManifestAnswer:
         if head:
             return ManifestAnswer(entry.digest, entry.media_type, entry.size, None, result)
-        stored = await self._index.get_manifest(entry.digest)
+        stored = await self._get_manifest(entry.digest)
         if stored is None:
             stored = await self._fetch(target, str(entry.digest), accept, entry.digest)
             result = "miss"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections import Counter, OrderedDict
 from typing import TypeVar
@@ -15,7 +14,7 @@ from proxy.metrics import Metrics
 from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
 from proxy.oci.manifest import references
-from proxy.store import Index
+from proxy.store import INDEX_FAILURES, Index
 
 log = logging.getLogger(__name__)
 _K = TypeVar("_K")
@@ -63,7 +62,7 @@ class Usage:
             try:
                 if ref not in await self._index.references(kind, digest):
                     return False
-            except (OSError, sqlite3.Error) as exc:
+            except INDEX_FAILURES as exc:
                 # Not known is the safe answer: the upstream is asked instead.
                 log.warning("could not read the references of %s: %s", digest, exc)
                 return False

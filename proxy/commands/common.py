@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config import CliOverrides, Config, ConfigError, load_config
+from proxy.store import IndexUnavailable
 
 # Exit statuses: 1 is "some of the work failed" (an image, an entry), 2 a usage or config error.
 FAILED = 1
@@ -52,8 +53,12 @@ def fail(message: str) -> None:
 
 
 def run(work: Coroutine[Any, Any, int]) -> int:
-    """The coroutine's exit status; Ctrl-C is 130, as for any command, not a traceback."""
+    """The coroutine's exit status; Ctrl-C is 130, as for any command, not a traceback, and
+    an index out of reach is a line saying so."""
     try:
         return asyncio.run(work)
     except KeyboardInterrupt:
         return 130
+    except IndexUnavailable as exc:
+        fail(f"the index is out of reach: {exc}")
+        return FAILED

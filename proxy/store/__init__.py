@@ -19,6 +19,7 @@ must pass.
 
 from __future__ import annotations
 
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,16 @@ class DigestMismatch(Exception):
         self.expected = expected
         self.actual = actual
         self.size = size
+
+
+class IndexUnavailable(Exception):
+    """A shared index's server could not be reached or failed: an outage to ride out, as a
+    full disk is, rather than a bug."""
+
+
+# What an index raises when its storage fails rather than the code: the disk index's SQLite
+# and file errors, a shared index's IndexUnavailable.
+INDEX_FAILURES: tuple[type[Exception], ...] = (OSError, sqlite3.Error, IndexUnavailable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,17 +17,24 @@ so the Redis must not evict them either (``maxmemory-policy noeviction``, its de
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
-from proxy.store import Index
+from proxy.store import Index, IndexUnavailable
 from proxy.store.memory import check_manifest
 
 DEFAULT_PREFIX = "regcache:"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
 
 # Keeps the later of two uses in one step on the server: replicas record uses of the same
 # content concurrently, and a read-then-write from the client would let an older time
@@ -38,6 +45,36 @@ if not current or tonumber(current) < tonumber(ARGV[2]) then
     redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 """
+
+
+def _reaching(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Redis' errors as the store's IndexUnavailable, which the cache rides out (a write
+    counted and skipped, a reference asked of the upstream) as it does a full disk."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except RedisError as exc:
+            raise IndexUnavailable(f"Redis: {exc}") from exc
+
+    return call
+
+
+def _reaching_each(method: Callable[P, AsyncIterator[Y]]) -> Callable[P, AsyncIterator[Y]]:
+    """``_reaching`` for a listing, which talks to Redis between the items it yields."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]:
+        try:
+            async for item in method(*args, **kwargs):
+                yield item
+        except RedisError as exc:
+            raise IndexUnavailable(f"Redis: {exc}") from exc
+
+    return call
 
 
 def _tag_field(key: TagKey) -> str:
@@ -74,6 +111,7 @@ class RedisIndex(Index):
     def _pins_key(self) -> str:
         return f"{self._prefix}pins"
 
+    @_reaching
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         media_type, body = await self._redis.hmget(self._manifest_key(digest), ["type", "body"])
         if media_type is None or body is None:
@@ -81,6 +119,7 @@ class RedisIndex(Index):
         assert isinstance(body, bytes)  # the client never decodes (decode_responses=False)
         return StoredManifest(digest, _text(media_type), body)
 
+    @_reaching
     async def put_manifest(self, manifest: StoredManifest) -> None:
         check_manifest(manifest)
         fields = {"type": manifest.media_type, "body": manifest.body}
@@ -89,6 +128,7 @@ class RedisIndex(Index):
             pipe.hset(self._sizes_key, str(manifest.digest), len(manifest.body))
             await pipe.execute()
 
+    @_reaching
     async def delete_manifest(self, digest: Digest) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._manifest_key(digest))
@@ -96,35 +136,43 @@ class RedisIndex(Index):
             deleted, _ = await pipe.execute()
         return bool(deleted)
 
+    @_reaching_each
     async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
         async for digest, size in self._redis.hscan_iter(self._sizes_key):
             yield Digest.parse(_text(digest)), int(size)
 
+    @_reaching
     async def get_tag(self, key: TagKey) -> TagEntry | None:
         value = await self._redis.hget(self._tags_key, _tag_field(key))
         return None if value is None else _tag_entry(value)
 
+    @_reaching
     async def put_tag(self, key: TagKey, entry: TagEntry) -> None:
         value = json.dumps([str(entry.digest), entry.media_type, entry.size, entry.checked_at])
         await self._redis.hset(self._tags_key, _tag_field(key), value)
 
+    @_reaching
     async def delete_tag(self, key: TagKey) -> None:
         await self._redis.hdel(self._tags_key, _tag_field(key))
 
+    @_reaching_each
     async def tags(self) -> AsyncIterator[tuple[TagKey, TagEntry]]:
         async for field, value in self._redis.hscan_iter(self._tags_key):
             upstream, repository, tag, accept = json.loads(field)
             yield TagKey(upstream, repository, tag, tuple(accept)), _tag_entry(value)
 
+    @_reaching
     async def put_pin(self, name: str, contents: frozenset[Digest]) -> None:
         # A field per pin: HSET and HDEL change one pin atomically, beside warm and unpin
         # run from other processes.
         value = json.dumps(sorted(str(digest) for digest in contents))
         await self._redis.hset(self._pins_key, name, value)
 
+    @_reaching
     async def delete_pin(self, name: str) -> bool:
         return bool(await self._redis.hdel(self._pins_key, name))
 
+    @_reaching
     async def pins(self) -> dict[str, frozenset[Digest]]:
         stored = await self._redis.hgetall(self._pins_key)
         return {
@@ -132,15 +180,18 @@ class RedisIndex(Index):
             for name, digests in stored.items()
         }
 
+    @_reaching
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         # repr: the shortest text that reads back as the same float.
         key = self._use_key(kind, digest)
         await self._record_use(keys=[key], args=[_ref_field(ref), repr(when)])
 
+    @_reaching
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
         stored = await self._redis.hgetall(self._use_key(kind, digest))
         return {_ref(field): float(when) for field, when in stored.items()}
 
+    @_reaching
     async def forget(self, kind: Kind, digest: Digest) -> None:
         await self._redis.delete(self._use_key(kind, digest))
 

@@ -1,22 +1,26 @@
 """``index.backend: redis``: the server and the cache-directory commands keep the index in a
 real redis-server (the session's, tests keeping apart by key prefix), and nothing of it in
-the cache directory."""
+the cache directory. A Redis out of reach costs caching, not answers."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from proxy.cli import main
 from proxy.commands.listing import list_images
 from proxy.model import Kind, RepoRef
 from proxy.oci.digest import Digest
+from proxy.store import IndexUnavailable
 from proxy.store.redisindex import RedisIndex
 from tests.fast.conftest import ProxyFactory
 from tests.fast.test_manage import as_json, pull
 from tests.support.fakeregistry import FakeImage, FakeRegistry
+from tests.support.ports import free_port
 from tests.support.redisserver import RedisServer
 
 
@@ -75,3 +79,41 @@ async def test_ls_lists_what_the_redis_index_holds(
         ("library/app", "1.0", image.digest)
     ]
     assert rows[0]["last_served"].endswith("Z")
+
+
+async def test_an_outage_of_redis_costs_caching_not_answers(
+    make_proxy: ProxyFactory,
+    registry: FakeRegistry,
+    image: FakeImage,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A Redis of its own, to stop and start again without disturbing other tests.
+    with RedisServer(work_dir=tmp_path / "redis") as server:
+        settings = {"index_backend": "redis", "index_redis_url": server.url}
+        regcache = await make_proxy(**settings)
+        await pull(regcache, image)
+        server.stop()
+        seen = len(registry.seen)
+        await pull(regcache, image)  # the tag and manifest from the upstream again
+        assert len(registry.seen) > seen
+        with pytest.raises(IndexUnavailable):
+            await list_images(regcache.config, as_json=True)
+        # Back, and empty (it kept nothing): the next pull fills it again.
+        server.start()
+        await pull(regcache, image)
+        await regcache.stop()
+        status, rows = await as_json(capsys, list_images(regcache.config, as_json=True))
+        assert (status, [row["digest"] for row in rows]) == (0, [image.digest])
+
+
+def test_a_command_says_in_one_line_that_redis_is_out_of_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REGCACHE_INDEX_BACKEND", "redis")
+    monkeypatch.setenv("REGCACHE_INDEX_REDIS_URL", f"redis://:pw@127.0.0.1:{free_port()}/0")
+    assert main(["ls", "--cache-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("regcache: the index is out of reach: Redis: ")
+    assert err.count("\n") == 1
+    assert ":pw@" not in err
