@@ -31,6 +31,11 @@ from proxy.store import Index, IndexUnavailable
 from proxy.store.memory import check_manifest
 
 DEFAULT_PREFIX = "regcache:"
+# Without them a Redis that stops answering (a paused VM, a partition) would hold every
+# request that reads the index for as long as it lasts; a failure is answered as a miss
+# instead. ``?socket_timeout=`` and ``?socket_connect_timeout=`` in the URL override them.
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,7 +94,12 @@ def _ref_field(ref: RepoRef) -> str:
 class RedisIndex(Index):
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
         # Bytes in and out: manifest bodies must come back byte-identical.
-        self._redis: Redis = Redis.from_url(url, decode_responses=False)
+        self._redis: Redis = Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+        )
         self._prefix = prefix
         self._record_use = self._redis.register_script(_RECORD_USE)
 

@@ -4,6 +4,9 @@ the cache directory. A Redis out of reach costs caching, not answers."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,3 +120,22 @@ def test_a_command_says_in_one_line_that_redis_is_out_of_reach(
     assert err.startswith("regcache: the index is out of reach: Redis: ")
     assert err.count("\n") == 1
     assert ":pw@" not in err
+
+
+async def test_a_redis_that_stops_answering_costs_seconds_not_the_pull(
+    make_proxy: ProxyFactory, image: FakeImage, tmp_path: Path
+) -> None:
+    with RedisServer(work_dir=tmp_path / "redis") as server:
+        url = f"{server.url}?socket_timeout=0.2&socket_connect_timeout=0.2"
+        regcache = await make_proxy(index_backend="redis", index_redis_url=url)
+        await pull(regcache, image)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            started = time.monotonic()
+            await pull(regcache, image)
+            # A bound on waiting, not a timing assertion: without timeouts this never ends.
+            assert time.monotonic() - started < 30
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        await regcache.stop()
