@@ -15,6 +15,8 @@ must pass.
 - ``UsageRecords``: for every cached blob and manifest, which (upstream, repository)
   pairs reference it and when each last served it. Access control and LRU eviction
   are built on these records.
+- ``Index.generation``: a counter other processes bump when they change which blobs and
+  manifests the cache holds, so that a running server knows to look at the stores again.
 """
 
 from __future__ import annotations
@@ -210,6 +212,15 @@ class UsageRecords(ABC):
 
 class Index(ManifestStore, TagIndex, UsageRecords, PinRecords, ABC):
     """The metadata half of the cache; one backend usually holds all of it."""
+
+    @abstractmethod
+    async def generation(self) -> int:
+        """The change counter; 0 until first bumped. Cheap: a server reads it on each pass."""
+
+    @abstractmethod
+    async def bump_generation(self) -> int:
+        """Add one to the counter, atomically across every process sharing the index; the new
+        value."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -39,6 +39,7 @@ def _manifest_key(digest: Digest) -> str:
 _MANIFEST_PREFIX = "manifest "
 _TAG_PREFIX = '["tag", '
 _PINS = "pins"
+_GENERATION = "generation"
 
 
 class DiskIndex(Index):
@@ -125,6 +126,14 @@ class DiskIndex(Index):
 
     async def forget(self, kind: Kind, digest: Digest) -> None:
         self._cache.delete(_use_key(kind, digest))
+
+    async def generation(self) -> int:
+        value: Any = self._cache.get(_GENERATION, 0)
+        return int(value)
+
+    async def bump_generation(self) -> int:
+        # diskcache's incr is a transaction of its own: bumps from several processes add up.
+        return int(self._cache.incr(_GENERATION))
 
     async def close(self) -> None:
         self._cache.close()
