@@ -149,6 +149,11 @@ class BlobStore(ABC):
     async def total_size(self) -> int: ...
 
     @abstractmethod
+    async def remeasure(self) -> None:
+        """Count ``total_size`` afresh, after other processes stored or deleted blobs. A store
+        whose ``total_size`` asks its backend each time has nothing to do."""
+
+    @abstractmethod
     def digests(self) -> AsyncIterator[Digest]: ...
 
 

@@ -47,6 +47,8 @@ class DiskIndex(Index):
         # diskcache culls entries past 1 GB by default; losing a manifest or a usage record
         # silently is not acceptable, and eviction is regcache's own decision.
         self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62)
+        # Manifests this process stored or deleted: whether a command must tell a running server.
+        self.changes = 0
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         value: Any = self._cache.get(_manifest_key(digest))
@@ -58,9 +60,12 @@ class DiskIndex(Index):
     async def put_manifest(self, manifest: StoredManifest) -> None:
         check_manifest(manifest)
         self._cache.set(_manifest_key(manifest.digest), (manifest.media_type, manifest.body))
+        self.changes += 1
 
     async def delete_manifest(self, digest: Digest) -> bool:
-        return bool(self._cache.delete(_manifest_key(digest)))
+        deleted = bool(self._cache.delete(_manifest_key(digest)))
+        self.changes += deleted
+        return deleted
 
     async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
         for key in list(self._cache.iterkeys()):
