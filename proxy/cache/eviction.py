@@ -146,7 +146,7 @@ class Evictor:
             return 0  # the common pass, with no index read for the pins
         pinned = await self._pinned()
         victims = self._choose(time.time(), pinned)
-        freed = 0
+        freed = evicted = 0
         for key in victims:
             if key in self._pins:
                 continue  # in use since it was chosen
@@ -154,10 +154,11 @@ class Evictor:
             if entry is None or not await self._delete(key):
                 continue  # gone already: another process freed those bytes, not this one
             freed += entry.size
+            evicted += 1
             self._metrics.evictions.labels(key[0].value).inc()
             self._metrics.evicted_bytes.inc(entry.size)
-        if victims:
-            log.info("evicted %d items, %d bytes", len(victims), freed)
+        if evicted:
+            log.info("evicted %d items, %d bytes", evicted, freed)
         return freed
 
     def _due(self, now: float) -> bool:
