@@ -187,8 +187,8 @@ class FsBlobStore(BlobStore):
 
     async def remeasure(self) -> None:
         # A blob committed here while the walk runs may be missed, and is then not counted
-        # until the next measure: a small, self-correcting error, where locking every commit
-        # out of the walk would stall downloads for its length.
+        # until the next measure (after the next command's changes, or at a restart): a small
+        # error, where keeping commits out of the walk would stall downloads for its length.
         self._total = await asyncio.to_thread(self._measure)
 
     def _measure(self) -> int:
