@@ -3,7 +3,9 @@ for the commands that work on a cache directory themselves (warm, import, ls...)
 
 Several processes may open the same directory at once: blobs are written to temporary files
 and renamed into place, and the index is SQLite (diskcache), so a command run beside a
-running server is seen by it at once.
+running server is seen by it at once. Only a bounded server's eviction keeps what the cache
+holds in memory; a command that stored or deleted content bumps the index's change counter as
+it closes the cache, so that the server's next eviction pass looks at the stores again.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ async def open_cache(
             await evictor.stop()
         await blobs.downloads.close()
         await session.close()
+        # Here rather than in each command, or at each write of the stores: every command that
+        # changes the cache closes it, a server's own writes do not bump (it knows of them),
+        # and a command that changed a thousand blobs costs the server one rebuild, not many.
+        if not evict and (store.changes or index.changes):
+            await index.bump_generation()
         await index.close()
 
 
@@ -101,7 +108,6 @@ async def _start_evictor(
         max_size=config.cache_max_size,
         max_age=config.cache_max_age,
     )
-    await evictor.rebuild()
-    await evictor.evict()
+    await evictor.evict()  # its first pass builds the order
     evictor.start()
     return evictor

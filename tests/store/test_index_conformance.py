@@ -334,6 +334,46 @@ async def test_concurrent_record_use_loses_nothing(index: Index) -> None:
     }
 
 
+# --- the change counter -----------------------------------------------------------------
+
+
+async def test_generation_starts_at_zero_and_each_bump_adds_one(index: Index) -> None:
+    assert await index.generation() == 0
+    assert await index.bump_generation() == 1
+    assert await index.bump_generation() == 2
+    assert await index.generation() == 2
+
+
+async def test_generation_is_not_moved_by_other_writes(index: Index) -> None:
+    # The server's own writes must not look like another process's changes to it.
+    await index.put_manifest(manifest(INDEX_BODY, OCI_INDEX))
+    await index.record_use(Kind.BLOB, Digest.of(b"layer"), NGINX, 1.0)
+    await index.delete_manifest(Digest.of(INDEX_BODY))
+    assert await index.generation() == 0
+
+
+async def test_concurrent_bumps_lose_nothing(index: Index) -> None:
+    await asyncio.gather(*(index.bump_generation() for _ in range(20)))
+    assert await index.generation() == 20
+
+
+async def test_a_bump_is_seen_by_another_handle_at_once(
+    implementation: Implementation, tmp_path: Path
+) -> None:
+    """As a command beside a running server bumps it: both have the index open."""
+    if not implementation.persistent:
+        pytest.skip("an index kept in memory is not shared")
+    server, command = await implementation.open(tmp_path), await implementation.open(tmp_path)
+    try:
+        before = await server.generation()
+        await command.bump_generation()
+        await command.bump_generation()
+        assert await server.generation() == before + 2
+    finally:
+        await command.close()
+        await server.close()
+
+
 # --- persistence ----------------------------------------------------------------------
 
 
@@ -345,6 +385,7 @@ async def test_reopening(implementation: Implementation, tmp_path: Path) -> None
     await first.put_tag(tag_key(), tag_entry(INDEX_BODY))
     await first.record_use(Kind.BLOB, digest, NGINX, 42.0)
     await first.put_pin("pinned", frozenset({digest}))
+    await first.bump_generation()
     await first.close()
 
     second = await implementation.open(tmp_path)
@@ -355,6 +396,7 @@ async def test_reopening(implementation: Implementation, tmp_path: Path) -> None
             assert await second.references(Kind.BLOB, digest) == {NGINX: 42.0}
             assert await second.pins() == {"pinned": frozenset({digest})}
             assert [key async for key, _ in second.tags()] == [tag_key()]
+            assert await second.generation() == 1
         else:
             assert await second.get_manifest(stored.digest) is None
             assert await second.get_tag(tag_key()) is None
