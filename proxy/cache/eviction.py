@@ -7,7 +7,10 @@ index on every pass, as another process (warm, unpin) may change them at any tim
 
 At start the order is rebuilt from the blob store and the usage records; blobs found
 without a record are adopted (a crash can leave those), with the time they were stored as
-their last use.
+their last use. Commands run beside the server (warm, import, rm, prune) change the stores
+behind its back; they bump the index's change counter when they did (proxy.server.cacheparts),
+and a pass that finds the counter moved rebuilds the order the same way, adopting what they
+stored and dropping what they removed, which no pass then counts as evicted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from proxy.oci.digest import Digest
 from proxy.store import BlobStore, Index
 
 log = logging.getLogger(__name__)
+
+# How often an idle server reads the index's change counter, so that what a command run beside
+# it stored is evicted (and what it removed is no longer counted) without waiting for a request.
+FOLLOW_EVERY = 10.0
 
 
 class Evictor:
@@ -49,27 +56,65 @@ class Evictor:
         self.max_size = max_size
         self.max_age = max_age
         self._task: asyncio.Task[None] | None = None
+        self._generation: int | None = None
+
+    async def follow(self) -> None:
+        """Rebuild the order when another process changed the stores since the last look
+        (always, the first time); one index read otherwise."""
+        generation = await self._index.generation()
+        if generation == self._generation:
+            return
+        # Taken before the walk: a change made during it is looked at on the next pass.
+        self._generation = generation
+        await self.rebuild()
 
     async def rebuild(self) -> None:
+        """Make the order match the stores: adopt what it lacks, drop what is gone. Entries
+        already known keep their last use, which is newer than the records (written in
+        batches); what is dropped was freed by someone else, so it is not counted evicted."""
+        found: set[Key] = set()
+        adopted = await self._add_blobs(found)
+        await self._add_manifests(found)
+        for key in [key for key, _ in self._lru.oldest() if key not in found]:
+            # Stored by this server during the walk, after the walk passed it, is not gone.
+            if not await self._present(key):
+                self._lru.remove(key)
+        self._lru.sort()
+        await self._store.remeasure()
+        if adopted:
+            log.warning("adopted %d cached blobs that had no usage record", adopted)
+        log.info("cache index: %d entries, %d bytes", len(self._lru), self._lru.total)
+
+    async def _add_blobs(self, found: set[Key]) -> int:
+        """Every stored blob into ``found``, those new to the order into it; how many of those
+        had no usage record (a crash, or a command, can leave those)."""
         adopted = 0
         async for digest in self._store.digests():
+            key = (Kind.BLOB, digest)
+            found.add(key)
+            if key in self._lru:
+                continue
             info = await self._store.stat(digest)
             if info is None:
                 continue
             uses = await self._index.references(Kind.BLOB, digest)
-            if uses:
-                last = max(uses.values())
-            else:
-                adopted += 1
-                last = info.modified
-            self._lru.add((Kind.BLOB, digest), info.size, last)
+            adopted += not uses
+            self._lru.add(key, info.size, max(uses.values(), default=info.modified))
+        return adopted
+
+    async def _add_manifests(self, found: set[Key]) -> None:
         async for digest, size in self._index.manifest_sizes():
-            uses = await self._index.references(Kind.MANIFEST, digest)
-            self._lru.add((Kind.MANIFEST, digest), size, max(uses.values(), default=time.time()))
-        self._lru.sort()
-        if adopted:
-            log.warning("adopted %d cached blobs that had no usage record", adopted)
-        log.info("cache index: %d entries, %d bytes", len(self._lru), self._lru.total)
+            key = (Kind.MANIFEST, digest)
+            found.add(key)
+            if key not in self._lru:
+                uses = await self._index.references(Kind.MANIFEST, digest)
+                self._lru.add(key, size, max(uses.values(), default=time.time()))
+
+    async def _present(self, key: Key) -> bool:
+        kind, digest = key
+        if kind is Kind.BLOB:
+            return await self._store.stat(digest) is not None
+        return await self._index.get_manifest(digest) is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -81,9 +126,10 @@ class Evictor:
                 await self._task
 
     async def _loop(self) -> None:
-        # Age limits need a look now and then even when nothing new arrives.
-        period = min(self.max_age / 10, 60.0) if self.max_age else None
         while True:
+            # Age limits, and commands run beside the server, need a look now and then even
+            # when nothing new arrives here.
+            period = min(self.max_age / 10, FOLLOW_EVERY) if self.max_age else FOLLOW_EVERY
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
                     await self._usage.grew.wait()
@@ -95,23 +141,24 @@ class Evictor:
 
     async def evict(self) -> int:
         """One pass; returns the bytes freed."""
+        await self.follow()
         if not self._due(time.time()):
             return 0  # the common pass, with no index read for the pins
         pinned = await self._pinned()
         victims = self._choose(time.time(), pinned)
-        freed = 0
+        freed = evicted = 0
         for key in victims:
             if key in self._pins:
                 continue  # in use since it was chosen
             entry = self._lru.remove(key)
-            if entry is None:
-                continue
-            await self._delete(key)
+            if entry is None or not await self._delete(key):
+                continue  # gone already: another process freed those bytes, not this one
             freed += entry.size
+            evicted += 1
             self._metrics.evictions.labels(key[0].value).inc()
             self._metrics.evicted_bytes.inc(entry.size)
-        if victims:
-            log.info("evicted %d items, %d bytes", len(victims), freed)
+        if evicted:
+            log.info("evicted %d items, %d bytes", evicted, freed)
         return freed
 
     def _due(self, now: float) -> bool:
@@ -144,10 +191,12 @@ class Evictor:
             excess -= entry.size
         return victims
 
-    async def _delete(self, key: Key) -> None:
+    async def _delete(self, key: Key) -> bool:
+        """Whether there was something to delete."""
         kind, digest = key
         if kind is Kind.BLOB:
-            await self._store.delete(digest)
+            deleted = await self._store.delete(digest)
         else:
-            await self._index.delete_manifest(digest)
+            deleted = await self._index.delete_manifest(digest)
         await self._usage.forget(kind, digest)
+        return deleted

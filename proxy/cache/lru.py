@@ -31,6 +31,9 @@ class Lru:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
     def add(self, key: Key, size: int, when: float) -> None:
         old = self._entries.pop(key, None)
         if old is not None:

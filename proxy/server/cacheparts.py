@@ -4,7 +4,10 @@ for the commands that work on a cache directory themselves (warm, import, ls...)
 Several processes may open the same directory at once: blobs are written to temporary files
 and renamed into place, and the index is SQLite (diskcache), so a command run beside a
 running server is seen by it at once. With ``index.backend: redis`` the index is in Redis
-instead, where every process pointed at it sees it just as soon.
+instead, where every process pointed at it sees it just as soon. Only a bounded server's
+eviction keeps what the cache holds in memory; a command that stored or deleted content
+bumps the index's change counter as it closes the cache, so that the server's next eviction
+pass looks at the stores again.
 """
 
 from __future__ import annotations
@@ -88,10 +91,15 @@ async def open_cache(
             await evictor.stop()
         await blobs.downloads.close()
         await session.close()
+        # Here rather than in each command, or at each write of the stores: every command that
+        # changes the cache closes it, a server's own writes do not bump (it knows of them),
+        # and a command that changed a thousand blobs costs the server one rebuild, not many.
+        if not evict and (store.changes or index.changes):
+            await index.bump_generation()
         await index.close()
 
 
-def _open_index(config: Config) -> Index:
+def _open_index(config: Config) -> DiskIndex | RedisIndex:
     if config.index_backend == "redis":
         return RedisIndex(config.index_redis_url, config.index_redis_prefix)
     return DiskIndex(config.cache_dir / "index")
@@ -110,7 +118,6 @@ async def _start_evictor(
         max_size=config.cache_max_size,
         max_age=config.cache_max_age,
     )
-    await evictor.rebuild()
-    await evictor.evict()
+    await evictor.evict()  # its first pass builds the order
     evictor.start()
     return evictor

@@ -15,6 +15,8 @@ must pass.
 - ``UsageRecords``: for every cached blob and manifest, which (upstream, repository)
   pairs reference it and when each last served it. Access control and LRU eviction
   are built on these records.
+- ``Index.generation``: a counter other processes bump when they change which blobs and
+  manifests the cache holds, so that a running server knows to look at the stores again.
 """
 
 from __future__ import annotations
@@ -158,6 +160,11 @@ class BlobStore(ABC):
     async def total_size(self) -> int: ...
 
     @abstractmethod
+    async def remeasure(self) -> None:
+        """Count ``total_size`` afresh, after other processes stored or deleted blobs. A store
+        whose ``total_size`` asks its backend each time has nothing to do."""
+
+    @abstractmethod
     def digests(self) -> AsyncIterator[Digest]: ...
 
 
@@ -221,6 +228,15 @@ class UsageRecords(ABC):
 
 class Index(ManifestStore, TagIndex, UsageRecords, PinRecords, ABC):
     """The metadata half of the cache; one backend usually holds all of it."""
+
+    @abstractmethod
+    async def generation(self) -> int:
+        """The change counter; 0 until first bumped. Cheap: a server reads it on each pass."""
+
+    @abstractmethod
+    async def bump_generation(self) -> int:
+        """Add one to the counter, atomically across every process sharing the index; the new
+        value."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -39,6 +39,7 @@ def _manifest_key(digest: Digest) -> str:
 _MANIFEST_PREFIX = "manifest "
 _TAG_PREFIX = '["tag", '
 _PINS = "pins"
+_GENERATION = "generation"
 
 
 class DiskIndex(Index):
@@ -46,6 +47,8 @@ class DiskIndex(Index):
         # diskcache culls entries past 1 GB by default; losing a manifest or a usage record
         # silently is not acceptable, and eviction is regcache's own decision.
         self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62)
+        # Manifests this process stored or deleted: whether a command must tell a running server.
+        self.changes = 0
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         value: Any = self._cache.get(_manifest_key(digest))
@@ -57,9 +60,12 @@ class DiskIndex(Index):
     async def put_manifest(self, manifest: StoredManifest) -> None:
         check_manifest(manifest)
         self._cache.set(_manifest_key(manifest.digest), (manifest.media_type, manifest.body))
+        self.changes += 1
 
     async def delete_manifest(self, digest: Digest) -> bool:
-        return bool(self._cache.delete(_manifest_key(digest)))
+        deleted = bool(self._cache.delete(_manifest_key(digest)))
+        self.changes += deleted
+        return deleted
 
     async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
         for key in list(self._cache.iterkeys()):
@@ -125,6 +131,14 @@ class DiskIndex(Index):
 
     async def forget(self, kind: Kind, digest: Digest) -> None:
         self._cache.delete(_use_key(kind, digest))
+
+    async def generation(self) -> int:
+        value: Any = self._cache.get(_GENERATION, 0)
+        return int(value)
+
+    async def bump_generation(self) -> int:
+        # diskcache's incr is a transaction of its own: bumps from several processes add up.
+        return int(self._cache.incr(_GENERATION))
 
     async def close(self) -> None:
         self._cache.close()

@@ -166,24 +166,37 @@ class FsBlobStore(BlobStore):
         self._blobs = root / "blobs"
         self._tmp = root / "tmp"
         self._total = 0
+        # Blobs this process stored or deleted: whether a command must tell a running server.
+        self.changes = 0
 
     async def open(self, clean: bool = True) -> None:
         """Create the layout, size the cache, and with ``clean`` drop leftovers of interrupted
         writes (not while another process may be writing there)."""
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._clean_and_measure, clean)
+        if clean:
+            await asyncio.to_thread(self._clean)
+        await self.remeasure()
 
-    def _clean_and_measure(self, clean: bool) -> None:
-        for leftover in self._tmp.iterdir() if clean else ():
+    def _clean(self) -> None:
+        for leftover in self._tmp.iterdir():
             if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
+
+    async def remeasure(self) -> None:
+        # A blob committed here while the walk runs may be missed, and is then not counted
+        # until the next measure (after the next command's changes, or at a restart): a small
+        # error, where keeping commits out of the walk would stall downloads for its length.
+        self._total = await asyncio.to_thread(self._measure)
+
+    def _measure(self) -> int:
         total = 0
         for _, path in self._walk():
-            total += path.stat().st_size
-        self._total = total
+            with contextlib.suppress(FileNotFoundError):  # deleted by another process meanwhile
+                total += path.stat().st_size
+        return total
 
     def _walk(self) -> list[tuple[Digest, Path]]:
         found = []
@@ -223,6 +236,7 @@ class FsBlobStore(BlobStore):
         except FileNotFoundError:
             return False
         self._total -= size
+        self.changes += 1
         return True
 
     async def total_size(self) -> int:
@@ -234,3 +248,4 @@ class FsBlobStore(BlobStore):
 
     def added(self, size: int) -> None:
         self._total += size
+        self.changes += 1

@@ -25,6 +25,7 @@ class MemoryIndex(Index):
         self._tags: dict[TagKey, TagEntry] = {}
         self._uses: dict[tuple[Kind, Digest], dict[RepoRef, float]] = {}
         self._pins: dict[str, frozenset[Digest]] = {}
+        self._generation = 0
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         return self._manifests.get(digest)
@@ -71,6 +72,13 @@ class MemoryIndex(Index):
 
     async def forget(self, kind: Kind, digest: Digest) -> None:
         self._uses.pop((kind, digest), None)
+
+    async def generation(self) -> int:
+        return self._generation
+
+    async def bump_generation(self) -> int:
+        self._generation += 1
+        return self._generation
 
     async def close(self) -> None:
         pass

@@ -10,6 +10,7 @@ indexes of several caches. The layout:
   key per tag, so that listing is an HSCAN of it rather than a SCAN of the whole Redis.
 - ``<prefix>use:<kind>:<digest>``: a hash, the (upstream, repository) JSON -> last use.
 - ``<prefix>pins``: a hash, the pinned image's name -> its digests' JSON.
+- ``<prefix>generation``: the change counter, an integer INCR bumps.
 
 Keys are never given an expiry: eviction is regcache's decision, as with the disk index,
 so the Redis must not evict them either (``maxmemory-policy noeviction``, its default).
@@ -102,6 +103,8 @@ class RedisIndex(Index):
         )
         self._prefix = prefix
         self._record_use = self._redis.register_script(_RECORD_USE)
+        # Manifests this process stored or deleted: whether a command must tell a running server.
+        self.changes = 0
 
     def _manifest_key(self, digest: Digest) -> str:
         return f"{self._prefix}manifest:{digest}"
@@ -121,6 +124,10 @@ class RedisIndex(Index):
     def _pins_key(self) -> str:
         return f"{self._prefix}pins"
 
+    @property
+    def _generation_key(self) -> str:
+        return f"{self._prefix}generation"
+
     @_reaching
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         media_type, body = await self._redis.hmget(self._manifest_key(digest), ["type", "body"])
@@ -137,6 +144,7 @@ class RedisIndex(Index):
             pipe.hset(self._manifest_key(manifest.digest), mapping=fields)  # type: ignore[arg-type]
             pipe.hset(self._sizes_key, str(manifest.digest), len(manifest.body))
             await pipe.execute()
+        self.changes += 1
 
     @_reaching
     async def delete_manifest(self, digest: Digest) -> bool:
@@ -144,6 +152,7 @@ class RedisIndex(Index):
             pipe.delete(self._manifest_key(digest))
             pipe.hdel(self._sizes_key, str(digest))
             deleted, _ = await pipe.execute()
+        self.changes += bool(deleted)
         return bool(deleted)
 
     @_reaching_each
@@ -204,6 +213,14 @@ class RedisIndex(Index):
     @_reaching
     async def forget(self, kind: Kind, digest: Digest) -> None:
         await self._redis.delete(self._use_key(kind, digest))
+
+    @_reaching
+    async def generation(self) -> int:
+        return int(await self._redis.get(self._generation_key) or 0)
+
+    @_reaching
+    async def bump_generation(self) -> int:
+        return int(await self._redis.incr(self._generation_key))
 
     async def close(self) -> None:
         await self._redis.aclose()

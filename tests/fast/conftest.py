@@ -2,8 +2,9 @@
 registry of tests.support.fakeregistry, both on 127.0.0.1 and started in milliseconds.
 
 Tests here drive regcache through its HTTP API only. The few internals they must touch (a
-backoff constant, the point where ENOSPC is injected) are patched in fixtures below and
-nowhere else, so that a refactor of the internals means repointing one fixture.
+backoff constant, how often eviction looks for other processes' changes, the point where
+ENOSPC is injected) are patched in fixtures below and nowhere else, so that a refactor of the
+internals means repointing one fixture.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, cast
 import pytest
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
+import proxy.cache.eviction
 import proxy.upstream.blobstream
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobWriter
@@ -43,6 +45,12 @@ def quick_resume_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # Production waits 0.1 s, 0.5 s and 2 s between resumes; the count of attempts is what
     # the tests check, not the waits.
     monkeypatch.setattr(proxy.upstream.blobstream, "RESUME_BACKOFF", (0.01, 0.01, 0.01))
+
+
+@pytest.fixture(autouse=True)
+def quick_eviction_follow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Production looks for commands' changes every 10 s; tests would wait that long for each.
+    monkeypatch.setattr(proxy.cache.eviction, "FOLLOW_EVERY", 0.05)
 
 
 @pytest.fixture

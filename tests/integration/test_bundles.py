@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import skopeo
 from tests.support.bundles import APP, MULTI, SMALL, CacheDir
 from tests.support.images import ImageInfo
 from tests.support.regcache import RegcacheProcess
 from tests.support.upstreams import Upstream
+from tests.support.waiting import wait_until
+
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +132,26 @@ def test_an_archive_skopeo_wrote_is_imported_under_the_name_given(
     finally:
         server.stop()
     assert_same_image(pulled, upstream.images.small)
+
+
+def blob_bytes(cache: CacheDir) -> int:
+    return sum(p.stat().st_size for p in (cache.cache_dir / "blobs").rglob("*") if p.is_file())
+
+
+def test_an_import_beside_a_bounded_server_is_evicted_to_its_bound(
+    bundle: Path, far: CacheDir, tmp_path: Path
+) -> None:
+    """The monthly bundle of an edge site, imported while its bounded server runs."""
+    config = {**yaml.safe_load(far.config.read_text()), "cache": {"max_size": "2MiB"}}
+    server = RegcacheProcess(
+        config, work_dir=tmp_path / "server", cache_dir=far.cache_dir, extra_args=["--offline"]
+    )
+    server.start()
+    try:
+        far.ok("import", str(bundle))  # the three images hold several MiB
+        # The server's next pass, within its 10 s look at the index's change counter.
+        wait_until(lambda: blob_bytes(far) <= 2 * MIB, "eviction to the bound")
+        assert server.metric("regcache_evictions_total") > 0
+        assert server.metric("regcache_cache_size_bytes") == blob_bytes(far)
+    finally:
+        server.stop()

@@ -388,6 +388,20 @@ async def test_reopening_keeps_blobs_and_recomputes_the_total(
     assert await stored_bytes(reopened, layer) == LAYER
 
 
+async def test_remeasure_counts_what_another_handle_stored_and_deleted(
+    store: BlobStore, implementation: Implementation, tmp_path: Path
+) -> None:
+    """As a server's store after a command run beside it changed the same directory."""
+    layer = await put(store, LAYER)
+    other = await implementation.open(tmp_path)
+    await put(other, CONFIG)
+    assert await other.delete(layer) is True
+    await store.remeasure()
+    assert await store.total_size() == len(CONFIG)
+    assert await store.delete(layer) is False
+    assert await store.total_size() == len(CONFIG)
+
+
 async def test_reopening_removes_interrupted_writes(
     store: BlobStore, implementation: Implementation, tmp_path: Path, leftovers: Leftovers
 ) -> None:

@@ -29,11 +29,25 @@ from proxy.store.memory import MemoryIndex
 from proxy.store.redisindex import RedisIndex
 from tests.support.redisserver import RedisServer
 
+Opener = Callable[[Path], Awaitable[Index]]
+
 
 @dataclass(frozen=True)
 class Implementation:
-    open: Callable[[Path], Awaitable[Index]]
+    open: Opener
     persistent: bool
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An implementation before a test asks for it: one that needs a server gets it from
+    the test's fixtures (``opener``, given the test's request)."""
+
+    opener: Callable[[pytest.FixtureRequest], Opener]
+    persistent: bool
+
+    def implementation(self, request: pytest.FixtureRequest) -> Implementation:
+        return Implementation(self.opener(request), self.persistent)
 
 
 async def open_memory(directory: Path) -> Index:
@@ -44,27 +58,26 @@ async def open_disk(directory: Path) -> Index:
     return DiskIndex(directory / "index")
 
 
-def redis_implementation(request: pytest.FixtureRequest) -> Implementation:
+def redis_opener(request: pytest.FixtureRequest) -> Opener:
     server: RedisServer = request.getfixturevalue("redis_server")
 
     async def open_redis(directory: Path) -> Index:
         return RedisIndex(server.url, prefix=f"regcache-test:{directory}:")
 
-    return Implementation(open_redis, persistent=True)
+    return open_redis
 
 
-# Factories, given the test's request: a backend needing a server asks for its fixture.
 IMPLEMENTATIONS = [
-    pytest.param(lambda _: Implementation(open_memory, persistent=False), id="memory"),
-    pytest.param(lambda _: Implementation(open_disk, persistent=True), id="disk"),
-    pytest.param(redis_implementation, id="redis"),
+    pytest.param(Backend(lambda _: open_memory, persistent=False), id="memory"),
+    pytest.param(Backend(lambda _: open_disk, persistent=True), id="disk"),
+    pytest.param(Backend(redis_opener, persistent=True), id="redis"),
 ]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def implementation(request: pytest.FixtureRequest) -> Implementation:
-    factory: Callable[[pytest.FixtureRequest], Implementation] = request.param
-    return factory(request)
+    backend: Backend = request.param
+    return backend.implementation(request)
 
 
 @pytest.fixture
@@ -349,6 +362,50 @@ async def test_concurrent_record_use_loses_nothing(index: Index) -> None:
     }
 
 
+# --- the change counter -----------------------------------------------------------------
+
+
+async def test_generation_starts_at_zero_and_each_bump_adds_one(index: Index) -> None:
+    assert await index.generation() == 0
+    assert await index.bump_generation() == 1
+    assert await index.bump_generation() == 2
+    assert await index.generation() == 2
+
+
+async def test_generation_is_not_moved_by_other_writes(index: Index) -> None:
+    # The server's own writes must not look like another process's changes to it.
+    await index.put_manifest(manifest(INDEX_BODY, OCI_INDEX))
+    await index.record_use(Kind.BLOB, Digest.of(b"layer"), NGINX, 1.0)
+    await index.delete_manifest(Digest.of(INDEX_BODY))
+    assert await index.generation() == 0
+
+
+async def test_concurrent_bumps_lose_nothing(index: Index) -> None:
+    await asyncio.gather(*(index.bump_generation() for _ in range(20)))
+    assert await index.generation() == 20
+
+
+# Only an index kept outside the process can be opened twice.
+SHARED = [param for param in IMPLEMENTATIONS if param.values[0].persistent]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("shared", SHARED)
+async def test_a_bump_is_seen_by_another_handle_at_once(
+    shared: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """As a command beside a running server bumps it: both have the index open."""
+    opened = shared.implementation(request)
+    server, command = await opened.open(tmp_path), await opened.open(tmp_path)
+    try:
+        before = await server.generation()
+        await command.bump_generation()
+        await command.bump_generation()
+        assert await server.generation() == before + 2
+    finally:
+        await command.close()
+        await server.close()
+
+
 # --- persistence ----------------------------------------------------------------------
 
 
@@ -360,6 +417,7 @@ async def test_reopening(implementation: Implementation, tmp_path: Path) -> None
     await first.put_tag(tag_key(), tag_entry(INDEX_BODY))
     await first.record_use(Kind.BLOB, digest, NGINX, 42.0)
     await first.put_pin("pinned", frozenset({digest}))
+    await first.bump_generation()
     await first.close()
 
     second = await implementation.open(tmp_path)
@@ -370,6 +428,7 @@ async def test_reopening(implementation: Implementation, tmp_path: Path) -> None
             assert await second.references(Kind.BLOB, digest) == {NGINX: 42.0}
             assert await second.pins() == {"pinned": frozenset({digest})}
             assert [key async for key, _ in second.tags()] == [tag_key()]
+            assert await second.generation() == 1
         else:
             assert await second.get_manifest(stored.digest) is None
             assert await second.get_tag(tag_key()) is None
