@@ -16,11 +16,14 @@ import pytest
 
 from proxy.cli import main
 from proxy.commands.listing import list_images
+from proxy.commands.warm import WarmOptions, plan_image, warm_images
 from proxy.model import Kind, RepoRef
 from proxy.oci.digest import Digest
+from proxy.routing import Router
 from proxy.store import IndexUnavailable
 from proxy.store.redisindex import RedisIndex
 from tests.fast.conftest import ProxyFactory
+from tests.fast.test_eviction_beside import BOUND, IMAGE, evicted_to_the_bound
 from tests.fast.test_manage import as_json, pull
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.ports import free_port
@@ -82,6 +85,17 @@ async def test_ls_lists_what_the_redis_index_holds(
         ("library/app", "1.0", image.digest)
     ]
     assert rows[0]["last_served"].endswith("Z")
+
+
+async def test_what_warm_stores_beside_a_server_sharing_the_redis_index_is_evicted(
+    make_proxy: ProxyFactory, image: FakeImage, redis_settings: dict[str, Any]
+) -> None:
+    """The change counter the command bumps is in Redis: the server sees it at its next pass."""
+    regcache = await make_proxy(cache_max_size=BOUND, **redis_settings)
+    options = WarmOptions(platforms=(), concurrency=4, pin=False, server=None, as_json=True)
+    planned = [plan_image(IMAGE, Router(regcache.config), False)]
+    assert await warm_images(regcache.config, planned, options) == 0
+    await evicted_to_the_bound(regcache)
 
 
 async def test_an_outage_of_redis_costs_caching_not_answers(
