@@ -22,15 +22,13 @@ def test_a_restarted_process_serves_offline_from_the_redis_index(
     config = {"upstreams": [upstream.entry("docker.io")], "index": index}
     proxy = regcache_factory(config)
     image = upstream.images.small
-    assert skopeo.pull(proxy.ref("library/small", "1.0"), tmp_path / "one").manifest == (
-        image.manifest
-    )
+    pulled = skopeo.pull(proxy.ref("library/small", "1.0"), tmp_path / "one")
+    assert pulled.manifest == image.manifest
 
     proxy.write_config({**config, "offline": True})
     proxy.restart()
     mark = upstream.registry.mark()
-    assert skopeo.pull(proxy.ref("library/small", "1.0"), tmp_path / "two").manifest == (
-        image.manifest
-    )
+    pulled = skopeo.pull(proxy.ref("library/small", "1.0"), tmp_path / "two")
+    assert pulled.manifest == image.manifest
     assert upstream.registry.requests(since=mark) == []
     assert not (proxy.cache_dir / "index").exists()
