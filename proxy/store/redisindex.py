@@ -102,6 +102,10 @@ class RedisIndex(Index):
             socket_timeout=COMMAND_TIMEOUT,
         )
         self._prefix = prefix
+        self._sizes_key = f"{prefix}manifest-sizes"
+        self._tags_key = f"{prefix}tags"
+        self._pins_key = f"{prefix}pins"
+        self._generation_key = f"{prefix}generation"
         self._record_use = self._redis.register_script(_RECORD_USE)
         # Manifests this process stored or deleted: whether a command must tell a running server.
         self.changes = 0
@@ -111,22 +115,6 @@ class RedisIndex(Index):
 
     def _use_key(self, kind: Kind, digest: Digest) -> str:
         return f"{self._prefix}use:{kind.value}:{digest}"
-
-    @property
-    def _sizes_key(self) -> str:
-        return f"{self._prefix}manifest-sizes"
-
-    @property
-    def _tags_key(self) -> str:
-        return f"{self._prefix}tags"
-
-    @property
-    def _pins_key(self) -> str:
-        return f"{self._prefix}pins"
-
-    @property
-    def _generation_key(self) -> str:
-        return f"{self._prefix}generation"
 
     @_reaching
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
