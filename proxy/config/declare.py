@@ -44,10 +44,11 @@ class Setting(Generic[T]):
 
     @property
     def key(self) -> str:
-        """The path in the file, which errors name: ``listen``, ``cache.max_size``."""
+        """The path in the file, which errors name: ``listen``, ``cache.max_size``,
+        ``storage.s3.bucket``."""
         if self.section is None:
             return self.name
-        return f"{self.section}.{self.name.removeprefix(self.section + '_')}"
+        return f"{self.section}.{self.name.removeprefix(field_prefix(self.section))}"
 
     @property
     def is_switch(self) -> bool:
@@ -66,13 +67,19 @@ def setting(
     help: str = "",
     secret: bool = False,
 ) -> T:
-    """Declare a model field as a setting; ``section`` puts it under that mapping in the file.
+    """Declare a model field as a setting; ``section`` puts it under that mapping in the file,
+    and a dotted one (``storage.s3``) under a mapping in a mapping.
 
-    A field in a section is named ``<section>_<key>``, so the model stays flat for its users.
+    A field in a section is named ``<section>_<key>`` (``storage_s3_bucket``), so the model
+    stays flat for its users.
     """
     declared = Setting(default, parse, section, env, flag, metavar, help, secret)
     # Out of repr too, so that logging a Config never prints one.
     return field(default=default, repr=not secret, metadata={_SETTING: declared, _SECRET: secret})
+
+
+def field_prefix(section: str) -> str:
+    return section.replace(".", "_") + "_"
 
 
 def declared_settings(model: type) -> tuple[Setting[Any], ...]:
@@ -84,7 +91,7 @@ def declared_settings(model: type) -> tuple[Setting[Any], ...]:
             continue
         name = model_field.name
         # Caught at import, so a malformed declaration never reaches an operator.
-        if declared.section and not name.startswith(f"{declared.section}_"):
+        if declared.section and not name.startswith(field_prefix(declared.section)):
             raise TypeError(f"{name}: a setting in {declared.section}: must start with its name")
         if declared.flag and declared.is_switch and declared.default:
             raise TypeError(f"{name}: a switch can only turn a setting on, so default to False")

@@ -28,11 +28,11 @@ def render(config: Config) -> str:
     document: dict[str, Any] = {}
     for entry in SETTINGS:
         value = _plain(getattr(config, entry.name), entry.name in _SECRET_SETTINGS)
-        if entry.section is None:
-            document[entry.key] = value
-        else:
-            section = document.setdefault(entry.section, {})
-            section[entry.key.partition(".")[2]] = value
+        *sections, key = entry.key.split(".")
+        mapping = document
+        for section in sections:
+            mapping = mapping.setdefault(section, {})
+        mapping[key] = value
     if not config.auth_enabled:
         # Auth keys without the htpasswd file are refused; off means the section is absent.
         del document["auth"]

@@ -23,18 +23,23 @@ ENV_VARS: Mapping[str, str] = {entry.env: entry.key for entry in SETTINGS if ent
 
 
 def _sections() -> dict[str, tuple[str, ...]]:
-    sections: dict[str, list[str]] = {}
+    sections: dict[str, dict[str, None]] = {}
     for entry in SETTINGS:
         if entry.section:
-            sections.setdefault(entry.section, []).append(entry.key.partition(".")[2])
+            sections.setdefault(entry.section, {})[entry.key.rpartition(".")[2]] = None
+            # A mapping in a mapping is a key of the outer one: storage -> s3.
+            parent, _, child = entry.section.rpartition(".")
+            if parent:
+                sections.setdefault(parent, {})[child] = None
     return {section: tuple(keys) for section, keys in sections.items()}
 
 
-# A mapping in the file -> the keys it may hold, e.g. cache -> max_size, max_age.
+# A mapping in the file -> the keys it may hold, e.g. cache -> max_size, max_age;
+# storage -> backend, s3; storage.s3 -> endpoint, bucket...
 SECTIONS: Mapping[str, tuple[str, ...]] = _sections()
 CACHE_KEYS: tuple[str, ...] = SECTIONS["cache"]
 TOP_LEVEL_KEYS: tuple[str, ...] = (
-    *dict.fromkeys(entry.section or entry.key for entry in SETTINGS),
+    *dict.fromkeys((entry.section or entry.key).partition(".")[0] for entry in SETTINGS),
     "access",
     "prefetch",
     "upstreams",
