@@ -210,8 +210,9 @@ class S3BlobStore(BlobStore):
         self._total = 0
         self._commit_locks: dict[Digest, tuple[asyncio.Lock, int]] = {}
 
-    async def open(self) -> None:
-        """Connect, clear the local spool and stale uploads, and size the store."""
+    async def open(self, clean: bool = True) -> None:
+        """Connect and size the store; with ``clean``, also drop what interrupted writes left
+        (the local spool, stale uploads), as for FsBlobStore.open."""
         location = self._location
         config = AioConfig(
             signature_version="s3v4",
@@ -233,8 +234,9 @@ class S3BlobStore(BlobStore):
             )
         )
         self._spool_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(clear_directory, self._spool_dir)
-        await self._abort_stale_uploads(time.time() - STALE_UPLOAD_AGE)
+        if clean:
+            await asyncio.to_thread(clear_directory, self._spool_dir)
+            await self._abort_stale_uploads(time.time() - STALE_UPLOAD_AGE)
         self._total = sum([size async for _, size in self._objects()])
 
     async def close(self) -> None:
