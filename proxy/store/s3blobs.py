@@ -187,9 +187,7 @@ class S3BlobWriter(BlobWriter):
         await self._spool.discard()
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            await self._store.client.abort_multipart_upload(
-                Bucket=self._store.bucket, Key=self._key, UploadId=upload_id
-            )
+            await self._store.abort_upload(self._key, upload_id)
 
 
 class S3BlobStore(BlobStore):
@@ -222,6 +220,11 @@ class S3BlobStore(BlobStore):
             # S3 implementations (Ceph 16) refuse; the digest checks the bytes anyway.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            # A client waits on every call: an unreachable store must fail it in seconds, not
+            # after the legacy mode's five attempts and their growing backoff.
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=30,
         )
         self._client = await self._exits.enter_async_context(
             _shared_session().create_client(
@@ -274,9 +277,17 @@ class S3BlobStore(BlobStore):
     async def _abort_stale_uploads(self, started_before: float) -> None:
         for key, upload_id, started in await self.uploads():
             if started < started_before:
-                await self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+                await self.abort_upload(key, upload_id)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            await self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except ClientError as error:
+            # Another process cleared it as stale: what aborting was for is done.
+            if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
 
     async def stat(self, digest: Digest) -> BlobInfo | None:
         try:
