@@ -302,6 +302,15 @@ class S3BlobStore(BlobStore):
         info = await self.stat(digest)
         return None if info is None else S3StoredBlob(self, self.key(digest), info.size)
 
+    async def presigned_url(self, digest: Digest, expires: int = 300) -> str:
+        """A URL that GETs the blob without credentials for ``expires`` seconds, for
+        redirecting clients to the store (``storage.s3.redirect``)."""
+        return await self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.key(digest)},
+            ExpiresIn=expires,
+        )
+
     async def writer(self, digest: Digest) -> BlobWriter:
         spool = self._spool_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}"
         writer = S3BlobWriter(self, digest, spool)
