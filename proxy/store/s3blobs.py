@@ -34,7 +34,7 @@ from proxy.store.fsblobs import Spool, clear_directory
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, UploadPartOutputTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class S3BlobWriter(BlobWriter):
         self._part = bytearray()
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
+        self._sending: asyncio.Task[UploadPartOutputTypeDef] | None = None
         self._state = "open"
         self.written = 0
 
@@ -119,20 +120,27 @@ class S3BlobWriter(BlobWriter):
             await self._send_part()
 
     async def _send_part(self) -> None:
+        """Start the buffered part's upload. One part goes up while the next one fills, so
+        that the download feeding the writer is held up only when the store is slower."""
+        await self._sent()
         client, bucket = self._store.client, self._store.bucket
         if self._upload_id is None:
             started = await client.create_multipart_upload(Bucket=bucket, Key=self._key)
             self._upload_id = started["UploadId"]
-        number = len(self._parts) + 1
-        sent = await client.upload_part(
-            Bucket=bucket,
-            Key=self._key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=bytes(self._part),
-        )
-        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+        number, body = len(self._parts) + 1, bytes(self._part)
         self._part.clear()
+        self._sending = asyncio.create_task(
+            client.upload_part(
+                Bucket=bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+        )
+        self._parts.append({"PartNumber": number, "ETag": ""})
+
+    async def _sent(self) -> None:
+        """Wait for the part going up, if any; its failure is the writer's."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            self._parts[-1]["ETag"] = (await sending)["ETag"]
 
     async def commit(self) -> None:
         assert self._state == "open", self._state
@@ -153,6 +161,7 @@ class S3BlobWriter(BlobWriter):
             return
         if self._part:
             await self._send_part()
+        await self._sent()
         await client.complete_multipart_upload(
             Bucket=bucket,
             Key=self._key,
@@ -185,6 +194,14 @@ class S3BlobWriter(BlobWriter):
         self._state = state
         self._part.clear()
         await self._spool.discard()
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            sending.cancel()
+            # Not aborted under a part still going up. Cancelled or failed, the part no longer
+            # matters: wait() does not raise, so the caller's own cancellation still does.
+            await asyncio.wait([sending])
+            if not sending.cancelled():
+                sending.exception()  # retrieved, so that asyncio does not report it lost
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             await self._store.abort_upload(self._key, upload_id)

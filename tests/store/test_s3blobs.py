@@ -70,6 +70,14 @@ async def test_an_upload_under_way_shows_nothing_under_the_blobs_key(store: S3Bl
     assert await keys(store) == [store.key(digest)]
 
 
+async def test_an_abort_while_a_part_goes_up_leaves_no_upload(store: S3BlobStore) -> None:
+    writer = await store.writer(Digest.of(LAYER))
+    await writer.write(LAYER[: 2 * MIN_PART_SIZE])  # the second part is on its way now
+    await writer.abort()
+    assert await store.uploads() == []
+    assert await keys(store) == []
+
+
 async def test_opening_aborts_only_uploads_left_long_ago(
     store: S3BlobStore, location: S3Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
