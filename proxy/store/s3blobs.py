@@ -64,13 +64,13 @@ class S3Location:
     bucket: str
     endpoint: str | None = None
     region: str | None = None
-    prefix: str = ""
+    prefix: str = ""  # empty, or a folder ending in "/" (as the config's parser gives it)
     access_key_id: str | None = None
     secret_access_key: str | None = None
 
 
-def _missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
 
 
 class S3StoredBlob(StoredBlob):
@@ -213,10 +213,9 @@ class S3BlobStore(BlobStore):
     to the same bucket are not counted until the next ``open``."""
 
     def __init__(self, location: S3Location, spool_dir: Path, part_size: int = PART_SIZE) -> None:
+        assert not location.prefix or location.prefix.endswith("/"), "a prefix is a folder"
         self.bucket = location.bucket
         self.prefix = location.prefix
-        if self.prefix and not self.prefix.endswith("/"):
-            self.prefix += "/"
         self.part_size = part_size
         self._location = location
         self._spool_dir = spool_dir
@@ -303,14 +302,14 @@ class S3BlobStore(BlobStore):
             )
         except ClientError as error:
             # Another process cleared it as stale: what aborting was for is done.
-            if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            if _code(error) != "NoSuchUpload":
                 raise
 
     async def stat(self, digest: Digest) -> BlobInfo | None:
         try:
             head = await self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
         except ClientError as error:
-            if _missing(error):
+            if _code(error) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
         return BlobInfo(head["ContentLength"], head["LastModified"].timestamp())

@@ -50,6 +50,9 @@ osd pool default pgp num = 8
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 osd crush chooseleaf type = 0
+# A killed gateway's watches outlive it by this long, and until they lapse every change of a
+# bucket waits for its answer: 30 s by default, after each staged outage.
+osd client watch timeout = 2
 osd objectstore = memstore
 memstore device bytes = 2147483648
 rgw multipart min part size = {min_part_size}
