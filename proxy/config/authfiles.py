@@ -1,4 +1,5 @@
-"""The files client authentication reads at start: the htpasswd file and the token key.
+"""The files client authentication reads at start: the htpasswd file and the token key; and
+secrets given by file or by environment variable (upstream passwords, S3 keys).
 
 Read while the configuration loads, so a missing file or an entry regcache cannot verify
 stops the start with a config error naming it, instead of failing logins later.
@@ -7,6 +8,7 @@ stops the start with a config error naming it, instead of failing logins later.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,3 +85,29 @@ def parse_token_key_file(text: str) -> TokenKey:
             f"{MIN_KEY_BYTES} (e.g. head -c 48 /dev/urandom | base64)"
         )
     return TokenKey(path, secret)
+
+
+def parse_secret_file(text: str) -> str:
+    """The secret in the file named ``text``."""
+    path = Path(parse_nonempty(text)).expanduser()
+    try:
+        content = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Invalid(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise Invalid(f"{str(path)!r} is not UTF-8 text") from None
+    # Files written by `echo` or editors end with a newline that is not part of the secret.
+    secret = content.rstrip("\r\n")
+    if not secret:
+        raise Invalid(f"{str(path)!r} is empty")
+    return secret
+
+
+def secret_from_env(env: Mapping[str, str], name: str) -> str:
+    """The secret in the environment variable ``name``."""
+    value = env.get(name)
+    if value is None:
+        raise Invalid(f"environment variable {name!r} is not set")
+    if not value:
+        raise Invalid(f"environment variable {name!r} is empty")
+    return value

@@ -71,7 +71,8 @@ def setting(
     secret: bool = False,
     redact: Callable[[T], T] | None = None,
 ) -> T:
-    """Declare a model field as a setting; ``section`` puts it under that mapping in the file.
+    """Declare a model field as a setting; ``section`` puts it under that mapping in the file,
+    and a dotted one (``storage.s3``) under a mapping in a mapping.
 
     A field in a section is named ``<section>_<key>``, so the model stays flat for its users;
     in a nested section (``index.redis``), ``index_redis_<key>``.

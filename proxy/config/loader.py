@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config.access import AccessRule
+from proxy.config.authfiles import secret_from_env
 from proxy.config.declare import Setting
 from proxy.config.errors import DEFAULTS, Origin
 from proxy.config.model import Config, UpstreamConfig
@@ -21,6 +22,7 @@ from proxy.config.yamlfile import FileSettings, read_file
 from proxy.oci.imageref import parse_image
 
 _TLS_FILES = ("cert_file", "key_file", "client_ca_file")
+_S3_KEYS = ("access_key_id", "secret_access_key")
 _FLAG_NAMES = frozenset(entry.name for entry in FLAG_SETTINGS)
 
 
@@ -52,7 +54,7 @@ class CliOverrides:
 
 def load_config(path: Path | None, env: Mapping[str, str], overrides: CliOverrides) -> Config:
     """Merge defaults, the YAML file at ``path``, ``env`` and ``overrides``; raise ConfigError."""
-    draft = _Draft()
+    draft = _Draft(env)
     if path is not None:
         draft.take_file(read_file(path, env))
     for entry in SETTINGS:
@@ -75,7 +77,8 @@ def load_config(path: Path | None, env: Mapping[str, str], overrides: CliOverrid
 class _Draft:
     """The configuration being assembled, one source at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
         self.values: dict[str, Any] = {entry.name: entry.default for entry in SETTINGS}
         self.origins: dict[str, Origin] = {entry.name: DEFAULTS for entry in SETTINGS}
         self.upstreams = list(Config().upstreams)
@@ -112,12 +115,51 @@ class _Draft:
 
     def finish(self) -> Config:
         values = {**self.values, "default_upstream": self._resolve_default()}
+        values.update(self._s3_keys())
+        self._check_storage()
         self._check_auth()
         self._check_tls()
         self._check_prefetch()
         return Config(
             **values, upstreams=tuple(self.upstreams), access=self.access, prefetch=self.prefetch
         )
+
+    def _s3_keys(self) -> dict[str, str | None]:
+        """The S3 key id and key, each from its file or its variable; both or neither."""
+        found = {name: self._s3_key(name) for name in _S3_KEYS}
+        given = [key for _, key in found.values() if key is not None]
+        if len(given) == 1:
+            key = given[0]
+            missing = next(name for name, (value, _) in found.items() if value is None)
+            reason = (
+                f"is set but storage.s3.{missing}_file or _env is not; give both, or neither "
+                "for the standard AWS credential chain"
+            )
+            raise self.origins[key.replace(".", "_")].error(key, reason)
+        return {f"storage_s3_{name}": value for name, (value, _) in found.items()}
+
+    def _s3_key(self, name: str) -> tuple[str | None, str | None]:
+        """One S3 key, and the key of the file that gave it, if any."""
+        file_key, env_key = f"storage.s3.{name}_file", f"storage.s3.{name}_env"
+        from_file = self.values[file_key.replace(".", "_")]
+        variable = self.values[env_key.replace(".", "_")]
+        env_origin = self.origins[env_key.replace(".", "_")]
+        if from_file is not None and variable is not None:
+            raise env_origin.error(env_key, f"conflicts with {file_key}; give one of them")
+        if variable is not None:
+            return env_origin.check(env_key, variable, self._from_env), env_key
+        return from_file, file_key if from_file is not None else None
+
+    def _from_env(self, variable: str) -> str:
+        return secret_from_env(self.env, variable)
+
+    def _check_storage(self) -> None:
+        if self.values["storage_s3_redirect"]:
+            reason = "redirects to presigned URLs are not supported yet"
+            raise self.origins["storage_s3_redirect"].error("storage.s3.redirect", reason)
+        if self.values["storage_backend"] == "s3" and self.values["storage_s3_bucket"] is None:
+            reason = "is s3 but storage.s3.bucket is not set"
+            raise self.origins["storage_backend"].error("storage.backend", reason)
 
     def _check_prefetch(self) -> None:
         """Each image to prefetch names an upstream: at start, not at its first run."""

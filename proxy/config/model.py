@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.config.access import AccessRule
-from proxy.config.authfiles import Htpasswd, TokenKey, parse_htpasswd, parse_token_key_file
+from proxy.config.authfiles import (
+    Htpasswd,
+    TokenKey,
+    parse_htpasswd,
+    parse_secret_file,
+    parse_token_key_file,
+)
 from proxy.config.declare import redact_url_password, secret_field, setting, upstream_option
 from proxy.config.nodes import node_bool, node_choice, node_seconds, node_timeout
 from proxy.config.parsers import (
@@ -23,15 +29,19 @@ from proxy.config.parsers import (
     parse_bool,
     parse_cache_dir,
     parse_duration,
+    parse_env_name,
     parse_event_loop,
     parse_file,
     parse_index_backend,
+    parse_key_prefix,
     parse_listen,
     parse_log_format,
     parse_log_level,
     parse_nonempty,
     parse_redis_url,
     parse_size,
+    parse_storage_backend,
+    parse_url,
 )
 from proxy.config.prefetch import PrefetchRule
 from proxy.logs import LOG_FORMATS
@@ -257,6 +267,49 @@ class Config:
         help="PEM CA certificates; when set, clients must present a certificate one of them "
         "signed (mutual TLS)",
     )
+    storage_backend: str = setting(
+        "local",
+        parse_storage_backend,
+        section="storage",
+        help="where blobs live: local (under cache_dir) or s3 (a bucket, storage.s3)",
+    )
+    storage_s3_endpoint: str | None = setting(
+        None,
+        parse_url,
+        section="storage.s3",
+        help="the S3 server, scheme://host[:port]; empty for AWS",
+    )
+    storage_s3_bucket: str | None = setting(
+        None, parse_nonempty, section="storage.s3", help="the bucket; needed with backend s3"
+    )
+    storage_s3_region: str | None = setting(
+        None, parse_nonempty, section="storage.s3", help="the bucket's region"
+    )
+    storage_s3_prefix: str | None = setting(
+        None, parse_key_prefix, section="storage.s3", help="a folder for every key, e.g. cache/"
+    )
+    # The keys come from a file or a variable, or from the standard AWS chain when neither.
+    storage_s3_access_key_id_file: str | None = setting(
+        None, parse_secret_file, section="storage.s3", help="file holding the key id", secret=True
+    )
+    storage_s3_access_key_id_env: str | None = setting(
+        None, parse_env_name, section="storage.s3", help="variable holding the key id"
+    )
+    storage_s3_secret_access_key_file: str | None = setting(
+        None, parse_secret_file, section="storage.s3", help="file holding the key", secret=True
+    )
+    storage_s3_secret_access_key_env: str | None = setting(
+        None, parse_env_name, section="storage.s3", help="variable holding the key"
+    )
+    storage_s3_redirect: bool = setting(
+        False,
+        parse_bool,
+        section="storage.s3",
+        help="answer cached blob GETs with a 307 to a presigned URL (not supported yet)",
+    )
+    # Not settings: the S3 keys, resolved from the _file or _env settings above.
+    storage_s3_access_key_id: str | None = secret_field(None)
+    storage_s3_secret_access_key: str | None = secret_field(None)
     # Not a setting: the file's prefetch: list (proxy.config.prefetch).
     prefetch: tuple[PrefetchRule, ...] = ()
     # Not a setting: the file's upstreams: list replaces it and --upstream edits it.

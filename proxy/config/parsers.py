@@ -218,6 +218,27 @@ def one_of(choices: Sequence[str], *, suggest: bool = False) -> Callable[[str], 
     return parse
 
 
+STORAGE_BACKENDS = ("local", "s3")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_env_name(text: str) -> str:
+    if not _ENV_NAME.fullmatch(text):
+        raise Invalid(f"{text[:80]!r} is not an environment variable name")
+    return text
+
+
+def parse_key_prefix(text: str) -> str:
+    """An object key prefix, as a folder: ``cache`` and ``cache/`` both give ``cache/``."""
+    prefix = text.strip().strip("/")
+    if not prefix:
+        raise Invalid("must name a folder such as cache/; leave it empty for none")
+    if any(char.isspace() or not char.isprintable() for char in prefix):
+        raise Invalid("must not contain whitespace or control characters")
+    return prefix + "/"
+
+
+parse_storage_backend = one_of(STORAGE_BACKENDS)
 parse_log_level = one_of(LOG_LEVELS, suggest=True)
 parse_log_format = one_of(LOG_FORMATS)
 parse_event_loop = one_of(EVENT_LOOPS)

@@ -11,6 +11,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from proxy.config.access import AccessRule, read_access
+from proxy.config.authfiles import parse_secret_file, secret_from_env
 from proxy.config.declare import Setting
 from proxy.config.errors import ConfigError, Origin
 from proxy.config.model import UpstreamConfig
@@ -252,30 +253,10 @@ class _FileReader:
 
     def password_parser(self, key: str) -> Callable[[str], str]:
         if key == "password_file":
-            return _read_password_file
+            return parse_secret_file
         if key == "password_env":
             return self.read_password_env
         return parse_nonempty
 
     def read_password_env(self, name: str) -> str:
-        value = self.env.get(name)
-        if value is None:
-            raise Invalid(f"environment variable {name!r} is not set")
-        if not value:
-            raise Invalid(f"environment variable {name!r} is empty")
-        return value
-
-
-def _read_password_file(text: str) -> str:
-    path = Path(parse_nonempty(text)).expanduser()
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise Invalid(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise Invalid(f"{str(path)!r} is not UTF-8 text") from None
-    # Files written by `echo` or editors end with a newline that is not part of the secret.
-    password = content.rstrip("\r\n")
-    if not password:
-        raise Invalid(f"{str(path)!r} is empty")
-    return password
+        return secret_from_env(self.env, name)

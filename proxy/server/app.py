@@ -29,13 +29,13 @@ from proxy.server.middleware import API_VERSION_HEADER, error_middleware
 from proxy.server.reload import RELOADERS, reload_on_sighup
 from proxy.server.status import History, status_document
 from proxy.server.tls import listening_context
-from proxy.store.fsblobs import FsBlobStore
+from proxy.store import BlobStore
 
 log = logging.getLogger(__name__)
 
 SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", Config)
-STORE = web.AppKey("store", FsBlobStore)
+STORE = web.AppKey("store", BlobStore)
 ROUTER = web.AppKey("router", Router)
 STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", History)

@@ -27,10 +27,11 @@ from proxy.cache.usage import Usage
 from proxy.config import Config
 from proxy.metrics import Metrics
 from proxy.routing import Router
-from proxy.store import Index
+from proxy.store import BlobStore, Index
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 from proxy.store.redisindex import RedisIndex
+from proxy.store.s3blobs import S3BlobStore, S3Location
 from proxy.upstream.client import UpstreamClient
 
 
@@ -39,7 +40,7 @@ class CacheParts:
     config: Config
     metrics: Metrics
     router: Router
-    store: FsBlobStore
+    store: BlobStore
     index: Index
     clients: dict[str, UpstreamClient]
     usage: Usage
@@ -59,8 +60,8 @@ async def open_cache(
     in flight those temporary files may be."""
     metrics = metrics or Metrics()
     router = Router(config)
-    store = FsBlobStore(config.cache_dir)
-    await store.open(clean=evict)
+    exits = contextlib.AsyncExitStack()
+    store = await exits.enter_async_context(_blob_store(config, clean=evict))
     index = _open_index(config)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
@@ -97,6 +98,33 @@ async def open_cache(
         if not evict and (store.changes or index.changes):
             await index.bump_generation()
         await index.close()
+        await exits.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _blob_store(config: Config, *, clean: bool) -> AsyncIterator[BlobStore]:
+    """The blob store the config chooses, open. ``clean`` as for FsBlobStore.open."""
+    if config.storage_backend == "local":
+        local = FsBlobStore(config.cache_dir)
+        await local.open(clean=clean)
+        yield local
+        return
+    assert config.storage_s3_bucket is not None, "the config loader requires a bucket"
+    location = S3Location(
+        bucket=config.storage_s3_bucket,
+        endpoint=config.storage_s3_endpoint,
+        region=config.storage_s3_region,
+        prefix=config.storage_s3_prefix or "",
+        access_key_id=config.storage_s3_access_key_id,
+        secret_access_key=config.storage_s3_secret_access_key,
+    )
+    # Downloads are spooled where the file store keeps its temporary files.
+    bucket = S3BlobStore(location, config.cache_dir / "tmp")
+    try:
+        await bucket.open(clean=clean)
+        yield bucket
+    finally:
+        await bucket.close()
 
 
 def _open_index(config: Config) -> DiskIndex | RedisIndex:
@@ -106,7 +134,7 @@ def _open_index(config: Config) -> DiskIndex | RedisIndex:
 
 
 async def _start_evictor(
-    config: Config, store: FsBlobStore, index: Index, usage: Usage, pins: Pins, metrics: Metrics
+    config: Config, store: BlobStore, index: Index, usage: Usage, pins: Pins, metrics: Metrics
 ) -> Evictor:
     """The evictor of a bounded cache, with the cache already brought within its bounds."""
     evictor = Evictor(

@@ -159,6 +159,10 @@ class BlobStore(ABC):
     @abstractmethod
     async def total_size(self) -> int: ...
 
+    # Blobs this process stored or deleted: whether a command must tell a running server
+    # (proxy.server.cacheparts). Each store counts on its instance.
+    changes: int = 0
+
     @abstractmethod
     async def remeasure(self) -> None:
         """Count ``total_size`` afresh, after other processes stored or deleted blobs. A store

@@ -88,35 +88,83 @@ def _open_stored(path: Path) -> FsStoredBlob | None:
         raise
 
 
-class FsBlobWriter(BlobWriter):
-    def __init__(self, store: FsBlobStore, digest: Digest, path: Path) -> None:
-        self._store = store
-        self._digest = digest
-        self._hasher: Hasher = digest.hasher()
-        self._file: AsyncBufferedIOBase | None = None
+class Spool:
+    """A file written chunk by chunk that readers follow while it grows: the file store's
+    blob before it is renamed into place, the object store's copy for followers while
+    parts go up."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.written = 0
+        self._file: AsyncBufferedIOBase | None = None
 
     async def open(self) -> None:
         self._file = await aiofiles.open(self.path, "wb")
 
     async def write(self, chunk: bytes) -> None:
-        assert self._file is not None, "writer not open"
-        self._hasher.update(chunk)
+        assert self._file is not None, "spool not open"
         await self._file.write(chunk)
         # Followers read the file while it grows; they must see every byte counted.
         await self._file.flush()
+
+    async def sync_and_close(self) -> None:
+        assert self._file is not None, "spool not open"
+        await self._file.flush()
+        await asyncio.to_thread(os.fsync, self._file.fileno())
+        await self._file.close()
+
+    async def close(self) -> None:
+        """Stop writing; what was flushed stays readable until ``discard``."""
+        if self._file is not None and not self._file.closed:
+            # Closing flushes what is buffered, which fails again on a full disk; the file
+            # is closed all the same.
+            with contextlib.suppress(OSError):
+                await self._file.close()
+
+    def open_reader(self) -> FsFileReader | None:
+        """Blocking: run it in a thread. None once discarded."""
+        try:
+            return FsFileReader(open(self.path, "rb", buffering=0))
+        except FileNotFoundError:
+            return None
+
+    async def discard(self) -> None:
+        await self.close()
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(self.path)
+
+
+def clear_directory(directory: Path) -> None:
+    """Blocking: remove what interrupted writes left in a spool directory."""
+    for leftover in directory.iterdir():
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+class FsBlobWriter(BlobWriter):
+    def __init__(self, store: FsBlobStore, digest: Digest, path: Path) -> None:
+        self._store = store
+        self._digest = digest
+        self._hasher: Hasher = digest.hasher()
+        self._spool = Spool(path)
+        self.path = path
+        self.written = 0
+
+    async def open(self) -> None:
+        await self._spool.open()
+
+    async def write(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        await self._spool.write(chunk)
         self.written += len(chunk)
 
     async def commit(self) -> None:
-        assert self._file is not None, "writer not open"
-        await self._file.flush()
         # Durable before visible: after a crash a blob in place is a whole blob.
-        await asyncio.to_thread(os.fsync, self._file.fileno())
-        await self._file.close()
+        await self._spool.sync_and_close()
         actual = self._hasher.hexdigest()
         if actual != self._digest.hex:
-            await self._discard()
+            await self._spool.discard()
             raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
         final = self._store.path(self._digest)
         await aiofiles.os.makedirs(final.parent, exist_ok=True)
@@ -128,36 +176,22 @@ class FsBlobWriter(BlobWriter):
             pass
         else:
             self._store.added(self.written)
-        await self._discard()
+        await self._spool.discard()
 
     async def detach(self) -> Hasher:
-        if self._file is not None:
-            # Closing flushes what is buffered, which fails again on a full disk; the file is
-            # closed all the same, and what it holds up to ``written`` stays readable.
-            with contextlib.suppress(OSError):
-                await self._file.close()
-            self._file = None
+        await self._spool.close()
         return self._hasher
 
     async def reader(self) -> BlobReader | None:
         return await asyncio.get_running_loop().run_in_executor(None, self._open_written)
 
     def _open_written(self) -> BlobReader | None:
-        try:
-            return FsFileReader(open(self.path, "rb", buffering=0))
-        except FileNotFoundError:
-            # Committed (linked into place and removed here) or discarded since it began.
-            return _open_stored(self._store.path(self._digest))
+        # Committed (linked into place and removed) or discarded since it began: the stored
+        # blob, if any.
+        return self._spool.open_reader() or _open_stored(self._store.path(self._digest))
 
     async def abort(self) -> None:
-        if self._file is not None and not self._file.closed:
-            with contextlib.suppress(OSError):  # a full disk fails the final flush
-                await self._file.close()
-        await self._discard()
-
-    async def _discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self.path)
+        await self._spool.discard()
 
 
 class FsBlobStore(BlobStore):
@@ -166,8 +200,6 @@ class FsBlobStore(BlobStore):
         self._blobs = root / "blobs"
         self._tmp = root / "tmp"
         self._total = 0
-        # Blobs this process stored or deleted: whether a command must tell a running server.
-        self.changes = 0
 
     async def open(self, clean: bool = True) -> None:
         """Create the layout, size the cache, and with ``clean`` drop leftovers of interrupted
@@ -179,11 +211,7 @@ class FsBlobStore(BlobStore):
         await self.remeasure()
 
     def _clean(self) -> None:
-        for leftover in self._tmp.iterdir():
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        clear_directory(self._tmp)
 
     async def remeasure(self) -> None:
         # A blob committed here while the walk runs may be missed, and is then not counted

@@ -21,7 +21,7 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 import proxy.cache.eviction
 import proxy.upstream.blobstream
 from proxy.store.diskindex import DiskIndex
-from proxy.store.fsblobs import FsBlobWriter
+from proxy.store.fsblobs import Spool
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache, make_config
@@ -110,19 +110,19 @@ class _FullDisk:
 def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """``disk_full_after(n)``: blob files cannot grow past ``n`` bytes (ENOSPC).
 
-    Injected into the file the file store's writer opens, so that the writer's own bookkeeping
+    Injected into the file a blob writer spools to, so that the writer's own bookkeeping
     (hash, byte count) runs as on a real full disk. Internal seam: repoint when the store
     interfaces are refactored.
     """
 
     def arm(limit: int) -> None:
-        original = FsBlobWriter.open
+        original = Spool.open
 
-        async def open_on_full_disk(self: FsBlobWriter) -> None:
+        async def open_on_full_disk(self: Spool) -> None:
             await original(self)
             self._file = cast(AsyncBufferedIOBase, _FullDisk(self._file, limit))
 
-        monkeypatch.setattr(FsBlobWriter, "open", open_on_full_disk)
+        monkeypatch.setattr(Spool, "open", open_on_full_disk)
 
     return arm
 

@@ -10,9 +10,10 @@ tested in ``test_fsblobs.py``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ import pytest
 from proxy.oci.digest import Digest
 from proxy.store import BlobReader, BlobStore, BlobWriter, DigestMismatch
 from proxy.store.fsblobs import FsBlobStore
+from proxy.store.s3blobs import S3BlobStore, S3Location
 from tests.store.memblobs import MemoryBlobStore
+from tests.support.ceph import MIN_PART_SIZE, CephCluster
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Implementation:
     # Whatever the backend holds that no stored blob accounts for (temporary files,
     # unfinished uploads): after a commit, an abort or a restart there must be none.
     leftovers: Callable[[BlobStore, Path], Awaitable[list[str]]]
+    close: Callable[[BlobStore], Awaitable[None]] | None = None
 
 
 def files_under(root: Path) -> list[Path]:
@@ -56,15 +60,64 @@ async def memory_leftovers(store: BlobStore, root: Path) -> list[str]:
     return [repr(writer) for writer in store.bucket.pending]
 
 
+S3_BUCKET = "conformance"
+
+
+def s3_implementation(request: pytest.FixtureRequest) -> Implementation:
+    """One bucket for the session; each test's blobs under a prefix of its own, named after
+    its directory, so that reopening the directory reopens the same blobs."""
+    cluster: CephCluster = request.getfixturevalue("rgw")
+    cluster.create_bucket(S3_BUCKET)
+    endpoint = cluster.endpoint
+
+    async def open_s3(root: Path) -> BlobStore:
+        prefix = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        location = S3Location(
+            S3_BUCKET,
+            endpoint.url,
+            endpoint.region,
+            f"{prefix}/",
+            endpoint.access_key,
+            endpoint.secret_key,
+        )
+        # Parts of the smallest size the gateway takes: the tests' blobs go up in several.
+        store = S3BlobStore(location, root / "spool", part_size=MIN_PART_SIZE)
+        await store.open()
+        return store
+
+    async def close_s3(store: BlobStore) -> None:
+        assert isinstance(store, S3BlobStore)
+        await store.close()
+
+    return Implementation(open_s3, s3_leftovers, close_s3)
+
+
+async def s3_leftovers(store: BlobStore, root: Path) -> list[str]:
+    assert isinstance(store, S3BlobStore)
+    uploads = [f"upload of {key}" for key, _, _ in await store.uploads()]
+    return uploads + [str(path) for path in files_under(root / "spool")]
+
+
 IMPLEMENTATIONS = [
-    pytest.param(Implementation(open_fs, fs_leftovers), id="fs"),
-    pytest.param(Implementation(open_memory, memory_leftovers), id="memory"),
+    pytest.param(lambda _: Implementation(open_fs, fs_leftovers), id="fs"),
+    pytest.param(lambda _: Implementation(open_memory, memory_leftovers), id="memory"),
+    pytest.param(s3_implementation, id="s3"),
 ]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def implementation(request: pytest.FixtureRequest) -> Implementation:
-    return request.param  # type: ignore[no-any-return]
+async def implementation(request: pytest.FixtureRequest) -> AsyncIterator[Implementation]:
+    chosen: Implementation = request.param(request)
+    opened: list[BlobStore] = []
+
+    async def open_and_keep(root: Path) -> BlobStore:
+        opened.append(await chosen.open(root))
+        return opened[-1]
+
+    yield replace(chosen, open=open_and_keep)
+    if chosen.close is not None:
+        for store in opened:
+            await chosen.close(store)
 
 
 @pytest.fixture

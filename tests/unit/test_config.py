@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from proxy.config import (
     BUILTIN_UPSTREAMS,
     DEFAULT_TAG_TTL,
+    SECTIONS,
     TOP_LEVEL_KEYS,
     UPSTREAM_KEYS,
     CliOverrides,
@@ -72,7 +73,8 @@ def test_example_file_equals_defaults() -> None:
 
 def test_example_file_documents_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for key in (*TOP_LEVEL_KEYS, *UPSTREAM_KEYS):
+    section_keys = [key for keys in SECTIONS.values() for key in keys]
+    for key in (*TOP_LEVEL_KEYS, *section_keys, *UPSTREAM_KEYS):
         assert re.search(rf"^\s*(#\s*)?(- )?{key}:", text, re.MULTILINE), key
     for name, url in BUILTIN_UPSTREAMS:
         assert f"name: {name}" in text

@@ -1,0 +1,373 @@
+"""Blobs as objects ``<prefix>blobs/<algorithm>/<hex>`` in an S3-compatible bucket.
+
+A writer uploads while the bytes stream in: a multipart upload to the blob's final key,
+begun once a part's worth has arrived, or one PUT at commit for a blob smaller than a part.
+The upload is completed only after the digest checks out, and S3 shows nothing under a key
+before its multipart upload is completed, so a visible object is always a verified one.
+That spares the copy a temporary key would cost (a server-side copy of a large blob takes
+as long as its upload did) and its leftover object after a crash; an interrupted upload
+leaves only parts, which ``open`` aborts once they are old.
+
+Upload parts cannot be read before the object is complete, so a writer also spools its
+bytes to a local file, which followers of the growing blob read (with sendfile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import ClientError
+
+from proxy.oci.digest import Digest, Hasher, InvalidDigest
+from proxy.store import BlobInfo, BlobReader, BlobStore, BlobWriter, DigestMismatch, StoredBlob
+from proxy.store.fsblobs import Spool, clear_directory
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, UploadPartOutputTypeDef
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024
+READ_CHUNK = 256 * 1024
+# An upload still unfinished after this long belongs to a process that is gone: a live one
+# completes or aborts its own. Other replicas may be uploading right now, so younger ones stay.
+STALE_UPLOAD_AGE = 24 * 3600.0
+
+_session: AioSession | None = None
+
+
+def _shared_session() -> AioSession:
+    """Every session loads botocore's service models anew (a tenth of a second): one will do
+    for every store in the process."""
+    global _session
+    if _session is None:
+        _session = get_session()
+    return _session
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """Where the blobs live, and how to reach them. No keys means the standard AWS chain
+    (environment, shared files, instance roles)."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str | None = None
+    prefix: str = ""  # empty, or a folder ending in "/" (as the config's parser gives it)
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+class S3StoredBlob(StoredBlob):
+    def __init__(self, store: S3BlobStore, key: str, size: int) -> None:
+        self._store = store
+        self._key = key
+        self.size = size
+
+    async def read(self, offset: int, end: int) -> AsyncIterator[bytes]:
+        if offset >= end:
+            return
+        answer = await self._store.client.get_object(
+            Bucket=self._store.bucket, Key=self._key, Range=f"bytes={offset}-{end - 1}"
+        )
+        async with answer["Body"] as body:
+            async for chunk in body.iter_chunks(READ_CHUNK):
+                yield chunk
+
+    async def close(self) -> None:
+        pass  # every read holds its own response, released when the read ends
+
+
+class S3BlobWriter(BlobWriter):
+    def __init__(self, store: S3BlobStore, digest: Digest, spool: Path) -> None:
+        self._store = store
+        self._digest = digest
+        self._key = store.key(digest)
+        self._hasher = digest.hasher()
+        self._spool = Spool(spool)
+        self._part = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+        self._sending: asyncio.Task[UploadPartOutputTypeDef] | None = None
+        self._state = "open"
+        self.written = 0
+
+    async def open(self) -> None:
+        await self._spool.open()
+
+    async def write(self, chunk: bytes) -> None:
+        assert self._state == "open", self._state
+        self._hasher.update(chunk)
+        await self._spool.write(chunk)
+        self.written += len(chunk)
+        self._part += chunk
+        if len(self._part) >= self._store.part_size:
+            await self._send_part()
+
+    async def _send_part(self) -> None:
+        """Start the buffered part's upload. One part goes up while the next one fills, so
+        that the download feeding the writer is held up only when the store is slower."""
+        await self._sent()
+        client, bucket = self._store.client, self._store.bucket
+        if self._upload_id is None:
+            started = await client.create_multipart_upload(Bucket=bucket, Key=self._key)
+            self._upload_id = started["UploadId"]
+        number, body = len(self._parts) + 1, bytes(self._part)
+        self._part.clear()
+        self._sending = asyncio.create_task(
+            client.upload_part(
+                Bucket=bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+        )
+        self._parts.append({"PartNumber": number, "ETag": ""})
+
+    async def _sent(self) -> None:
+        """Wait for the part going up, if any; its failure is the writer's."""
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            self._parts[-1]["ETag"] = (await sending)["ETag"]
+
+    async def commit(self) -> None:
+        assert self._state == "open", self._state
+        actual = self._hasher.hexdigest()
+        if actual != self._digest.hex:
+            await self._end("aborted")
+            raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
+        async with self._store.committing(self._digest):
+            if await self._store.stat(self._digest) is None:
+                await self._complete()
+                self._store.added(self.written)
+        await self._end("committed")
+
+    async def _complete(self) -> None:
+        client, bucket = self._store.client, self._store.bucket
+        if self._upload_id is None:
+            await client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._part))
+            return
+        if self._part:
+            await self._send_part()
+        await self._sent()
+        await client.complete_multipart_upload(
+            Bucket=bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+        # Completed: nothing left for ``_end`` to abort. (Ceph answers an empty ETag here,
+        # which is why nothing reads it.)
+        self._upload_id = None
+
+    async def abort(self) -> None:
+        if self._state != "committed":
+            await self._end("aborted")
+
+    async def detach(self) -> Hasher:
+        self._state = "detached"
+        await self._spool.close()
+        return self._hasher
+
+    async def reader(self) -> BlobReader | None:
+        if self._state == "aborted":
+            return None
+        if self._state in ("open", "detached"):
+            opened = await asyncio.to_thread(self._spool.open_reader)
+            if opened is not None:
+                return opened
+        return await self._store.reader(self._digest)
+
+    async def _end(self, state: str) -> None:
+        self._state = state
+        self._part.clear()
+        await self._spool.discard()
+        if self._sending is not None:
+            sending, self._sending = self._sending, None
+            sending.cancel()
+            # Not aborted under a part still going up. Cancelled or failed, the part no longer
+            # matters: wait() does not raise, so the caller's own cancellation still does.
+            await asyncio.wait([sending])
+            if not sending.cancelled():
+                sending.exception()  # retrieved, so that asyncio does not report it lost
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            await self._store.abort_upload(self._key, upload_id)
+
+
+class S3BlobStore(BlobStore):
+    """``open`` before use, ``close`` after. ``total_size`` is measured at ``open`` and kept by
+    this process's own commits and deletes, as the file store's is; other replicas writing
+    to the same bucket are not counted until the next ``open``."""
+
+    def __init__(self, location: S3Location, spool_dir: Path, part_size: int = PART_SIZE) -> None:
+        assert not location.prefix or location.prefix.endswith("/"), "a prefix is a folder"
+        self.bucket = location.bucket
+        self.prefix = location.prefix
+        self.part_size = part_size
+        self._location = location
+        self._spool_dir = spool_dir
+        self._exits = AsyncExitStack()
+        self._client: S3Client | None = None
+        self._total = 0
+        self._commit_locks: dict[Digest, tuple[asyncio.Lock, int]] = {}
+
+    async def open(self, clean: bool = True) -> None:
+        """Connect and size the store; with ``clean``, also drop what interrupted writes left
+        (the local spool, stale uploads), as for FsBlobStore.open."""
+        location = self._location
+        config = AioConfig(
+            signature_version="s3v4",
+            # Custom endpoints (MinIO, Ceph) rarely have per-bucket host names.
+            s3={"addressing_style": "path" if location.endpoint else "auto"},
+            # Checksums beyond the signature's are sent as aws-chunked trailers, which older
+            # S3 implementations (Ceph 16) refuse; the digest checks the bytes anyway.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            # A client waits on every call: an unreachable store must fail it in seconds, not
+            # after the legacy mode's five attempts and their growing backoff.
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        self._client = await self._exits.enter_async_context(
+            _shared_session().create_client(
+                "s3",
+                endpoint_url=location.endpoint or None,
+                region_name=location.region or None,
+                aws_access_key_id=location.access_key_id,
+                aws_secret_access_key=location.secret_access_key,
+                config=config,
+            )
+        )
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        if clean:
+            await asyncio.to_thread(clear_directory, self._spool_dir)
+            await self._abort_stale_uploads(time.time() - STALE_UPLOAD_AGE)
+        await self.remeasure()
+
+    async def remeasure(self) -> None:
+        self._total = sum([size async for _, size in self._objects()])
+
+    async def close(self) -> None:
+        await self._exits.aclose()
+        self._client = None
+
+    @property
+    def client(self) -> S3Client:
+        assert self._client is not None, "S3 blob store not open"
+        return self._client
+
+    def key(self, digest: Digest) -> str:
+        return f"{self.prefix}blobs/{digest.algorithm}/{digest.hex}"
+
+    async def _objects(self) -> AsyncIterator[tuple[Digest, int]]:
+        pages = self.client.get_paginator("list_objects_v2")
+        async for page in pages.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"):
+            for found in page.get("Contents", []):
+                name = found["Key"].removeprefix(f"{self.prefix}blobs/").replace("/", ":", 1)
+                try:
+                    yield Digest.parse(name), found["Size"]
+                except InvalidDigest:
+                    log.warning("ignoring stray object in the blob bucket: %s", found["Key"])
+
+    async def uploads(self) -> list[tuple[str, str, float]]:
+        """Unfinished multipart uploads under the prefix: key, upload id, start time."""
+        pages = self.client.get_paginator("list_multipart_uploads")
+        found = []
+        async for page in pages.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"):
+            for upload in page.get("Uploads", []):
+                started = upload["Initiated"].timestamp()
+                found.append((upload["Key"], upload["UploadId"], started))
+        return found
+
+    async def _abort_stale_uploads(self, started_before: float) -> None:
+        for key, upload_id, started in await self.uploads():
+            if started < started_before:
+                await self.abort_upload(key, upload_id)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            await self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except ClientError as error:
+            # Another process cleared it as stale: what aborting was for is done.
+            if _code(error) != "NoSuchUpload":
+                raise
+
+    async def stat(self, digest: Digest) -> BlobInfo | None:
+        try:
+            head = await self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
+        except ClientError as error:
+            if _code(error) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return BlobInfo(head["ContentLength"], head["LastModified"].timestamp())
+
+    async def reader(self, digest: Digest) -> StoredBlob | None:
+        info = await self.stat(digest)
+        return None if info is None else S3StoredBlob(self, self.key(digest), info.size)
+
+    async def presigned_url(self, digest: Digest, expires: int = 300) -> str:
+        """A URL that GETs the blob without credentials for ``expires`` seconds, for
+        redirecting clients to the store (``storage.s3.redirect``)."""
+        return await self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.key(digest)},
+            ExpiresIn=expires,
+        )
+
+    async def writer(self, digest: Digest) -> BlobWriter:
+        spool = self._spool_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}"
+        writer = S3BlobWriter(self, digest, spool)
+        await writer.open()
+        return writer
+
+    async def delete(self, digest: Digest) -> bool:
+        info = await self.stat(digest)
+        if info is None:
+            return False
+        await self.client.delete_object(Bucket=self.bucket, Key=self.key(digest))
+        self._total -= info.size
+        self.changes += 1
+        return True
+
+    async def total_size(self) -> int:
+        return self._total
+
+    async def digests(self) -> AsyncIterator[Digest]:
+        async for digest, _ in self._objects():
+            yield digest
+
+    def added(self, size: int) -> None:
+        self._total += size
+        self.changes += 1
+
+    @asynccontextmanager
+    async def committing(self, digest: Digest) -> AsyncIterator[None]:
+        """Writers racing on one digest in this process complete (and count) it once: the
+        check for the stored object and the completion must not interleave."""
+        lock, users = self._commit_locks.get(digest, (asyncio.Lock(), 0))
+        self._commit_locks[digest] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._commit_locks[digest]
+            if users == 1:
+                del self._commit_locks[digest]
+            else:
+                self._commit_locks[digest] = (lock, users - 1)
