@@ -15,8 +15,12 @@ from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore
+from proxy.store import BlobStore, Presigning
 from proxy.upstream.client import UpstreamClient
+
+# How long a presigned URL works: long enough for a slow client to start a large layer
+# (Distribution's S3 driver presigns for 20 minutes), short enough to leak little.
+PRESIGNED_SECONDS = 20 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +37,12 @@ class BlobCache:
         metrics: Metrics,
         usage: Usage,
         pins: Pins,
+        *,
+        redirect: bool = False,
     ) -> None:
         self._store = store
+        # Only a store that can presign may send clients elsewhere (storage.s3.redirect).
+        self._presigning = store if redirect and isinstance(store, Presigning) else None
         self._clients = clients
         self._metrics = metrics
         self._usage = usage
@@ -80,6 +88,14 @@ class BlobCache:
         if download is None or download.target.ref == target.ref:
             return True
         return await self._references.known(target, Kind.BLOB, digest)
+
+    async def redirect_url(self, blob: OpenBlob) -> str | None:
+        """Where the client may fetch ``blob`` itself, for a cached blob of a store that
+        presigns; None to send the bytes from here. Asked after ``open``, so only for a
+        repository that references the blob."""
+        if self._presigning is None or not blob.hit:
+            return None
+        return await self._presigning.presigned_url(blob.digest, PRESIGNED_SECONDS)
 
     async def head(self, target: Target, digest: Digest) -> BlobHead:
         """What a HEAD answers; from the cache or the download only for a repository known

@@ -154,8 +154,8 @@ class _Draft:
         return secret_from_env(self.env, variable)
 
     def _check_storage(self) -> None:
-        if self.values["storage_s3_redirect"]:
-            reason = "redirects to presigned URLs are not supported yet"
+        if self.values["storage_s3_redirect"] and self.values["storage_backend"] != "s3":
+            reason = "redirects to presigned URLs need storage.backend: s3"
             raise self.origins["storage_s3_redirect"].error("storage.s3.redirect", reason)
         if self.values["storage_backend"] == "s3" and self.values["storage_s3_bucket"] is None:
             reason = "is s3 but storage.s3.bucket is not set"

@@ -305,7 +305,7 @@ class Config:
         False,
         parse_bool,
         section="storage.s3",
-        help="answer cached blob GETs with a 307 to a presigned URL (not supported yet)",
+        help="answer cached blob GETs with a 307 to a presigned URL, so the bytes bypass regcache",
     )
     # Not settings: the S3 keys, resolved from the _file or _env settings above.
     storage_s3_access_key_id: str | None = secret_field(None)

@@ -78,7 +78,7 @@ async def open_cache(
     evictor = None
     if bounded and evict:
         evictor = await _start_evictor(config, store, index, usage, pins, metrics)
-    blobs = BlobCache(store, clients, metrics, usage, pins)
+    blobs = BlobCache(store, clients, metrics, usage, pins, redirect=config.storage_s3_redirect)
     manifests = ManifestCache(index, clients, metrics, usage)
     try:
         yield CacheParts(

@@ -175,6 +175,10 @@ class V2Handlers:
         async with self._s.blobs.open(target, digest) as blob:
             self._count(request, target, "blob", "hit" if blob.hit else "miss")
             headers[CACHE_HEADER] = "HIT" if blob.hit else "MISS"
+            location = await self._s.blobs.redirect_url(blob)
+            if location is not None:
+                # As Distribution's redirect option answers: the bytes bypass the replicas.
+                return web.Response(status=307, headers={**headers, "Location": location})
             return await self._send(request, blob, headers)
 
     async def _send(

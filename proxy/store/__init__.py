@@ -25,6 +25,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from proxy.model import FileSpan, Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest, Hasher
@@ -72,6 +73,14 @@ class StoredBlob(BlobReader):
     """A stored blob, open: ``size`` is its length."""
 
     size: int
+
+
+@runtime_checkable
+class Presigning(Protocol):
+    """A store whose blobs a client may fetch itself, without credentials, for a while: what
+    ``storage.s3.redirect`` sends clients to."""
+
+    async def presigned_url(self, digest: Digest, expires: int) -> str: ...
 
 
 class LocalFile(ABC):

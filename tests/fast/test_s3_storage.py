@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.fast.conftest import KIB, ProxyFactory, blob_path, stall_once
@@ -86,3 +87,38 @@ async def test_clients_follow_a_download_while_it_goes_up_to_the_bucket(
     assert all(answer.body == layer for answer in answers[:4])
     assert answers[4].body == layer[200000:]
     assert registry.count("GET", blob_path(digest)) == 1
+
+
+async def test_with_redirect_a_cached_blob_is_a_307_to_a_url_that_serves_it(
+    make_proxy: ProxyFactory,
+    s3_settings: dict[str, Any],
+    registry: FakeRegistry,
+    image: FakeImage,
+    tmp_path: Path,
+) -> None:
+    regcache = await make_proxy(
+        cache_dir=tmp_path / "cache", storage_s3_redirect=True, **s3_settings
+    )
+    digest, layer = image.layer_digests[0], image.layers[0]
+    # A miss streams from here, as it arrives: nothing is in the bucket to send the client to.
+    first = await regcache.get(blob_path(digest))
+    assert first.status == 200
+    assert first.body == layer
+
+    async with regcache.client.get(
+        regcache.url + blob_path(digest), allow_redirects=False
+    ) as answer:
+        assert answer.status == 307
+        assert answer.headers["Docker-Content-Digest"] == digest
+        location = answer.headers["Location"]
+    # Presigned with SigV4 for the bucket's own endpoint: no credentials needed, and the bytes.
+    assert location.startswith(s3_settings["storage_s3_endpoint"])
+    assert "X-Amz-Signature=" in location
+    async with aiohttp.ClientSession() as anyone, anyone.get(location) as fetched:
+        assert fetched.status == 200
+        assert await fetched.read() == layer
+    # HEAD still answers here; and the URL is only for a repository that references the blob.
+    assert (await regcache.head(blob_path(digest))).status == 200
+    other = await regcache.get(blob_path(digest, "library/other"))
+    assert other.status == 404
+    assert "Location" not in other.headers

@@ -110,7 +110,12 @@ def test_without_keys_the_aws_chain_is_left_to_find_them(tmp_path: Path) -> None
             "storage.s3.access_key_id_env",
             "conflicts with storage.s3.access_key_id_file",
         ),
-        ("storage: {s3: {bucket: b, redirect: true}}", {}, "storage.s3.redirect", "not supported"),
+        (
+            "storage: {s3: {bucket: b, redirect: true}}",
+            {},
+            "storage.s3.redirect",
+            "need storage.backend: s3",
+        ),
         ("storage: {s3: {buckett: b}}", {}, "storage.s3.buckett", "did you mean 'bucket'"),
         ("storage: {s3: {prefix: /}}", {}, "storage.s3.prefix", "must name a folder"),
         ("storage: {s3: {endpoint: ftp://x}}", {}, "storage.s3.endpoint", "http"),
