@@ -36,6 +36,13 @@ KUBE_VERSIONS = ("1.25.0", None)
 
 Manifest = dict[str, Any]
 
+# The least values that make the replicas share one cache (a bucket, a Redis without a password):
+# the chart refuses more than one replica without them.
+SHARED_BACKENDS: dict[str, Any] = {
+    "storage": {"backend": "s3", "s3": {"bucket": "regcache"}},
+    "index": {"backend": "redis", "redis": {"url": "redis://redis.storage.svc:6379/0"}},
+}
+
 
 class RenderError(AssertionError):
     """helm refused the chart or the values; the message carries helm's complaint."""
@@ -86,8 +93,15 @@ class Rendered:
         return self.one("StatefulSet")
 
     @property
+    def workload(self) -> Manifest:
+        """The StatefulSet, or the Deployment the chart makes instead with the shared backends."""
+        found = self.all("StatefulSet") + self.all("Deployment")
+        assert len(found) == 1, [f"{d['kind']}/{d['metadata']['name']}" for d in found]
+        return found[0]
+
+    @property
     def pod_spec(self) -> Manifest:
-        spec: Manifest = self.statefulset["spec"]["template"]["spec"]
+        spec: Manifest = self.workload["spec"]["template"]["spec"]
         return spec
 
     @property
