@@ -270,6 +270,22 @@ def pod_files(
     return config_path
 
 
+def pod_env(
+    rendered: Rendered, existing_secrets: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The container's environment as the kubelet would set it: plain values, and values from
+    ``existing_secrets`` for each ``secretKeyRef`` (a missing key raises, as the pod would not
+    start)."""
+    env: dict[str, str] = {}
+    for var in rendered.container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = existing_secrets[ref["name"]][ref["key"]]
+    return env
+
+
 def tls_secret(ca: CertificateAuthority) -> dict[str, str]:
     """A kubernetes.io/tls Secret's data, as the pod's files would hold it."""
     issued = ca.server("regcache.registry.svc")

@@ -229,8 +229,12 @@ httpGet:
 {{- define "regcache.validateSecurity" -}}
 {{- $auth := .Values.auth }}
 {{- $replicas := int (include "regcache.maxReplicas" .) }}
+{{- $count := printf "replicaCount %d" $replicas }}
+{{- if .Values.autoscaling.enabled }}
+{{- $count = printf "autoscaling up to %d replicas" $replicas }}
+{{- end }}
 {{- if and (include "regcache.passthrough" .) (not $auth.enabled) (gt $replicas 1) (not $auth.tokenKey.existingSecret) }}
-{{- fail (printf "auth.tokenKey.existingSecret: with passthrough upstreams and replicaCount %d every pod must share the key that signs tokens and seals the logins in them; create a Secret holding 32+ random bytes and name it here" $replicas) }}
+{{- fail (printf "auth.tokenKey.existingSecret: with passthrough upstreams and %s every pod must share the key that signs tokens and seals the logins in them; create a Secret holding 32+ random bytes and name it here" $count) }}
 {{- end }}
 {{- if $auth.enabled }}
 {{- if and $auth.htpasswd $auth.existingSecret }}
@@ -240,7 +244,7 @@ httpGet:
 {{- fail "auth.enabled: logins need an htpasswd file: set auth.existingSecret (a Secret holding it) or auth.htpasswd" }}
 {{- end }}
 {{- if and (gt $replicas 1) (not $auth.tokenKey.existingSecret) }}
-{{- fail (printf "auth.tokenKey.existingSecret: with replicaCount %d every pod must sign tokens with the same key, or a token one pod issued is refused by the next; create a Secret holding 32+ random bytes and name it here" $replicas) }}
+{{- fail (printf "auth.tokenKey.existingSecret: with %s every pod must sign tokens with the same key, or a token one pod issued is refused by the next; create a Secret holding 32+ random bytes and name it here" $count) }}
 {{- end }}
 {{- else }}
 {{- if .Values.access }}
