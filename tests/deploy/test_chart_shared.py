@@ -164,6 +164,25 @@ def test_one_replica_with_one_shared_backend_keeps_the_statefulset(chart: Chart)
     assert "index" not in rendered.config
 
 
+def test_network_policy_lets_in_the_peers_and_out_to_the_bucket_and_redis(chart: Chart) -> None:
+    values = shared(
+        networkPolicy={"enabled": True, "ingressFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}
+    )
+    spec = chart.render(values).one("NetworkPolicy")["spec"]
+    own_pods = {"podSelector": {"matchLabels": spec["podSelector"]["matchLabels"]}}
+    [ingress] = spec["ingress"]
+    assert own_pods in ingress["from"]
+    _dns, ports, peers = spec["egress"]
+    # 443 for the upstreams, the MinIO endpoint's 9000, Redis's 6379 (its URL is in a Secret).
+    assert [p["port"] for p in ports["ports"]] == [443, 6379, 9000]
+    assert peers == {"to": [own_pods], "ports": [{"port": "http", "protocol": "TCP"}]}
+
+    values["storage"]["s3"]["endpoint"] = ""
+    values["index"]["redis"] = {"url": "rediss://redis.storage.svc:6380/0"}
+    _, ports, _ = chart.render(values).one("NetworkPolicy")["spec"]["egress"]
+    assert [p["port"] for p in ports["ports"]] == [443, 6380]
+
+
 # -- what regcache loads ------------------------------------------------------------------------
 
 
