@@ -162,6 +162,8 @@ def test_one_replica_with_one_shared_backend_keeps_the_statefulset(chart: Chart)
     ] == ["cache"]
     assert rendered.config["storage"]["backend"] == "s3"
     assert "index" not in rendered.config
+    # max_size bounds the bucket then: 90% of the volume would be a meaningless bound.
+    assert "cache" not in rendered.config
 
 
 def test_network_policy_lets_in_the_peers_and_out_to_the_bucket_and_redis(chart: Chart) -> None:

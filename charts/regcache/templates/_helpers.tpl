@@ -271,13 +271,14 @@ httpGet:
 {{- end }}
 
 {{/* config.cache.max_size, or persistence.maxSizePercent of the volume in whole MiB: the rest of
-     the volume holds the index and the downloads under way. Empty for no bound. */}}
+     the volume holds the index and the downloads under way. Empty for no bound. With blobs in
+     a bucket the bound is the bucket's, which the volume's size says nothing about. */}}
 {{- define "regcache.maxSize" -}}
 {{- $p := .Values.persistence }}
 {{- $volume := ternary $p.size $p.emptyDirSizeLimit $p.enabled }}
 {{- if not (empty (toString .Values.config.cache.max_size)) }}
 {{- .Values.config.cache.max_size }}
-{{- else if and $volume (gt (int $p.maxSizePercent) 0) (not (include "regcache.shared" .)) }}
+{{- else if and $volume (gt (int $p.maxSizePercent) 0) (eq .Values.storage.backend "local") }}
 {{- $bytes := include "regcache.quantityBytes" $volume | float64 }}
 {{- $mib := divf (mulf $bytes $p.maxSizePercent) (mul 100 1048576) | floor | int64 }}
 {{- printf "%dMiB" (max $mib 1) }}
