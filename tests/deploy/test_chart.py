@@ -38,6 +38,8 @@ EXISTING_SECRETS = {
     "acme-registry-robot": {"token": "robot-token-from-vault"},
     "regcache-token-key": {"token-key": "k" * 48},
     "regcache-tls": tls_secret(CertificateAuthority()),
+    "regcache-s3": {"AWS_ACCESS_KEY_ID": "AKIDCI", "AWS_SECRET_ACCESS_KEY": "s3-secret-from-vault"},
+    "regcache-redis": {"url": "redis://:redis-password@redis.storage.svc:6379/0"},
 }
 
 PRIVATE = {
@@ -246,7 +248,9 @@ def test_config_and_password_changes_change_the_pod_template(chart: Chart) -> No
         chart.render(with_upstreams({**PRIVATE, "password": "one"}, log_level="debug"))
     )
     unrelated = pod_annotations(
-        chart.render(with_upstreams({**PRIVATE, "password": "one"}), {"replicaCount": 3})
+        chart.render(
+            with_upstreams({**PRIVATE, "password": "one"}), {"service": {"type": "NodePort"}}
+        )
     )
     assert other_password["checksum/credentials"] != base["checksum/credentials"]
     assert other_password["checksum/config"] == base["checksum/config"]

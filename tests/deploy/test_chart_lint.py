@@ -76,5 +76,11 @@ def test_ci_values_exercise_every_optional_feature() -> None:
         "offline-values.yaml",
         "big-cache-values.yaml",
         "logins-tls-values.yaml",
+        "shared-autoscaling-values.yaml",
     }
+    # Both ways of scaling out the shared backends' Deployment, and of reaching them.
+    assert any(v.get("autoscaling", {}).get("enabled") for v in values)
+    assert any(v.get("replicaCount", 1) > 1 and "autoscaling" not in v for v in values)
+    for fragment in ("backend: s3", "backend: redis", "url: rediss://"):
+        assert fragment in merged, fragment
     assert (CHART_DIR / ".helmignore").read_text().count("ci/") == 1

@@ -21,6 +21,7 @@ from tests.support.certs import CertificateAuthority, regcache_tls
 from tests.support.chart import (
     KUBE_VERSIONS,
     RELEASE,
+    SHARED_BACKENDS,
     Chart,
     Rendered,
     kubernetes_validate,
@@ -56,8 +57,10 @@ def secrets(ca: CertificateAuthority, tmp_path: Path) -> dict[str, dict[str, str
 
 
 def secured(**changes: Any) -> dict[str, Any]:
-    """Logins from an existing Secret, a shared token key, rules, TLS and mutual TLS."""
+    """Logins from an existing Secret, a shared token key, rules, TLS and mutual TLS, on two
+    replicas sharing one cache."""
     values: dict[str, Any] = {
+        **SHARED_BACKENDS,
         "replicaCount": 2,
         "auth": {
             "enabled": True,
@@ -122,6 +125,7 @@ def test_passthrough_upstreams_share_the_token_key_without_logins(
     chart: Chart, tmp_path: Path, secrets: dict[str, dict[str, str]]
 ) -> None:
     values = {
+        **SHARED_BACKENDS,
         "replicaCount": 2,
         "config": {"upstreams": [PASSTHROUGH_UPSTREAM], "default_upstream": "registry.example.com"},
         "auth": {"tokenKey": {"existingSecret": "token-key"}},
@@ -341,11 +345,19 @@ def test_schema_refuses_typos_and_bad_values(
             "not both",
         ),
         (
-            {"replicaCount": 2, "auth": {"enabled": True, "existingSecret": "logins"}},
+            {
+                **SHARED_BACKENDS,
+                "replicaCount": 2,
+                "auth": {"enabled": True, "existingSecret": "logins"},
+            },
             "auth.tokenKey.existingSecret: with replicaCount 2",
         ),
         (
-            {"replicaCount": 3, "config": {"upstreams": [PASSTHROUGH_UPSTREAM]}},
+            {
+                **SHARED_BACKENDS,
+                "replicaCount": 3,
+                "config": {"upstreams": [PASSTHROUGH_UPSTREAM]},
+            },
             "with passthrough upstreams and replicaCount 3",
         ),
         ({"access": RULES}, "access: rules need logins"),

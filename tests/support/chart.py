@@ -36,6 +36,13 @@ KUBE_VERSIONS = ("1.25.0", None)
 
 Manifest = dict[str, Any]
 
+# The least values that make the replicas share one cache (a bucket, a Redis without a password):
+# the chart refuses more than one replica without them.
+SHARED_BACKENDS: dict[str, Any] = {
+    "storage": {"backend": "s3", "s3": {"bucket": "regcache"}},
+    "index": {"backend": "redis", "redis": {"url": "redis://redis.storage.svc:6379/0"}},
+}
+
 
 class RenderError(AssertionError):
     """helm refused the chart or the values; the message carries helm's complaint."""
@@ -86,8 +93,15 @@ class Rendered:
         return self.one("StatefulSet")
 
     @property
+    def workload(self) -> Manifest:
+        """The StatefulSet, or the Deployment the chart makes instead with the shared backends."""
+        found = self.all("StatefulSet") + self.all("Deployment")
+        assert len(found) == 1, [f"{d['kind']}/{d['metadata']['name']}" for d in found]
+        return found[0]
+
+    @property
     def pod_spec(self) -> Manifest:
-        spec: Manifest = self.statefulset["spec"]["template"]["spec"]
+        spec: Manifest = self.workload["spec"]["template"]["spec"]
         return spec
 
     @property
@@ -254,6 +268,22 @@ def pod_files(
         text = text.replace(f'"{mount}/', f'"{root}{mount}/')
     config_path.write_text(text)
     return config_path
+
+
+def pod_env(
+    rendered: Rendered, existing_secrets: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The container's environment as the kubelet would set it: plain values, and values from
+    ``existing_secrets`` for each ``secretKeyRef`` (a missing key raises, as the pod would not
+    start)."""
+    env: dict[str, str] = {}
+    for var in rendered.container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = existing_secrets[ref["name"]][ref["key"]]
+    return env
 
 
 def tls_secret(ca: CertificateAuthority) -> dict[str, str]:

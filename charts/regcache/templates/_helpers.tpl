@@ -66,6 +66,58 @@ app.kubernetes.io/part-of: regcache
 {{- define "regcache.authDir" -}}/run/secrets/regcache-auth{{- end }}
 {{- define "regcache.tlsDir" -}}/run/secrets/regcache-tls{{- end }}
 
+{{/* Scaling --------------------------------------------------------------------------------- */}}
+
+{{/* Whether the replicas can share one cache: blobs in a bucket and the index in Redis. Only
+     then is the workload a Deployment; otherwise each pod's cache is its own volume. */}}
+{{- define "regcache.shared" -}}
+{{- if and (eq .Values.storage.backend "s3") (eq .Values.index.backend "redis") }}yes{{ end }}
+{{- end }}
+
+{{/* The most pods that may run at once: what the token key rules must hold for. */}}
+{{- define "regcache.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- max (int .Values.autoscaling.maxReplicas) (int .Values.replicaCount) }}
+{{- else }}
+{{- int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* Several pods are only worth running when they share the cache: with a cache each, every
+     replica fills its own from the upstreams and a client is served by whichever it reaches. */}}
+{{- define "regcache.validateScaling" -}}
+{{- $s3 := eq .Values.storage.backend "s3" }}
+{{- $redis := eq .Values.index.backend "redis" }}
+{{- $many := or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
+{{- $what := ternary "autoscaling.enabled" (printf "replicaCount %d" (int .Values.replicaCount)) (.Values.autoscaling.enabled | default false) }}
+{{- if and $many (not (and $s3 $redis)) }}
+{{- if or $s3 $redis }}
+{{- fail (printf "%s: replicas share a cache only when both shared backends are set, storage.backend s3 and index.backend redis; this has %s and %s. Set both, or run one replica" $what (ternary "storage.backend s3" "storage.backend local" $s3) (ternary "index.backend redis" "index.backend local" $redis)) }}
+{{- else }}
+{{- fail (printf "%s: with the local backends each replica would have a cache of its own; run one replica, or set storage.backend s3 and index.backend redis so that replicas share one" $what) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if and $s3 (not .Values.storage.s3.bucket) }}
+{{- fail "storage.s3.bucket: storage.backend s3 needs the bucket's name" }}
+{{- end }}
+{{- if $redis }}
+{{- $r := .Values.index.redis }}
+{{- if and $r.url $r.existingSecret }}
+{{- fail "index.redis: give the URL either as index.redis.url or in index.redis.existingSecret, not both" }}
+{{- end }}
+{{- if not (or $r.url $r.existingSecret) }}
+{{- fail "index.redis: index.backend redis needs the Redis: set index.redis.existingSecret (a Secret holding the URL) or index.redis.url" }}
+{{- end }}
+{{- /* The ConfigMap is readable by anyone who may read the namespace's ConfigMaps. */}}
+{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" $r.url }}
+{{- fail "index.redis.url: it carries a password, which would land in the ConfigMap; put the URL in a Secret and name it in index.redis.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Security switches ---------------------------------------------------------------------- */}}
 
 {{- define "regcache.tls" -}}
@@ -154,6 +206,7 @@ httpGet:
 {{- end }}
 {{- $_ := set $files $file true }}
 {{- end }}
+{{- include "regcache.validateScaling" . }}
 {{- include "regcache.validateSecurity" . }}
 {{- if not (hasKey $labels .Values.config.default_upstream) }}
 {{- fail (printf "config.default_upstream: %q is not the name or an alias of any upstream (%s)" .Values.config.default_upstream (keys $labels | sortAlpha | join ", ")) }}
@@ -175,8 +228,13 @@ httpGet:
 
 {{- define "regcache.validateSecurity" -}}
 {{- $auth := .Values.auth }}
-{{- if and (include "regcache.passthrough" .) (not $auth.enabled) (gt (int .Values.replicaCount) 1) (not $auth.tokenKey.existingSecret) }}
-{{- fail (printf "auth.tokenKey.existingSecret: with passthrough upstreams and replicaCount %d every pod must share the key that signs tokens and seals the logins in them; create a Secret holding 32+ random bytes and name it here" (int .Values.replicaCount)) }}
+{{- $replicas := int (include "regcache.maxReplicas" .) }}
+{{- $count := printf "replicaCount %d" $replicas }}
+{{- if .Values.autoscaling.enabled }}
+{{- $count = printf "autoscaling up to %d replicas" $replicas }}
+{{- end }}
+{{- if and (include "regcache.passthrough" .) (not $auth.enabled) (gt $replicas 1) (not $auth.tokenKey.existingSecret) }}
+{{- fail (printf "auth.tokenKey.existingSecret: with passthrough upstreams and %s every pod must share the key that signs tokens and seals the logins in them; create a Secret holding 32+ random bytes and name it here" $count) }}
 {{- end }}
 {{- if $auth.enabled }}
 {{- if and $auth.htpasswd $auth.existingSecret }}
@@ -185,8 +243,8 @@ httpGet:
 {{- if not (or $auth.htpasswd $auth.existingSecret) }}
 {{- fail "auth.enabled: logins need an htpasswd file: set auth.existingSecret (a Secret holding it) or auth.htpasswd" }}
 {{- end }}
-{{- if and (gt (int .Values.replicaCount) 1) (not $auth.tokenKey.existingSecret) }}
-{{- fail (printf "auth.tokenKey.existingSecret: with replicaCount %d every pod must sign tokens with the same key, or a token one pod issued is refused by the next; create a Secret holding 32+ random bytes and name it here" (int .Values.replicaCount)) }}
+{{- if and (gt $replicas 1) (not $auth.tokenKey.existingSecret) }}
+{{- fail (printf "auth.tokenKey.existingSecret: with %s every pod must sign tokens with the same key, or a token one pod issued is refused by the next; create a Secret holding 32+ random bytes and name it here" $count) }}
 {{- end }}
 {{- else }}
 {{- if .Values.access }}
@@ -213,13 +271,14 @@ httpGet:
 {{- end }}
 
 {{/* config.cache.max_size, or persistence.maxSizePercent of the volume in whole MiB: the rest of
-     the volume holds the index and the downloads under way. Empty for no bound. */}}
+     the volume holds the index and the downloads under way. Empty for no bound. With blobs in
+     a bucket the bound is the bucket's, which the volume's size says nothing about. */}}
 {{- define "regcache.maxSize" -}}
 {{- $p := .Values.persistence }}
 {{- $volume := ternary $p.size $p.emptyDirSizeLimit $p.enabled }}
 {{- if not (empty (toString .Values.config.cache.max_size)) }}
 {{- .Values.config.cache.max_size }}
-{{- else if and $volume (gt (int $p.maxSizePercent) 0) }}
+{{- else if and $volume (gt (int $p.maxSizePercent) 0) (eq .Values.storage.backend "local") }}
 {{- $bytes := include "regcache.quantityBytes" $volume | float64 }}
 {{- $mib := divf (mulf $bytes $p.maxSizePercent) (mul 100 1048576) | floor | int64 }}
 {{- printf "%dMiB" (max $mib 1) }}
@@ -277,7 +336,40 @@ upstreams:
     {{- end }}
   {{- end }}
 {{- end }}
+{{- include "regcache.backendsConfig" . }}
 {{- include "regcache.securityConfig" . }}
+{{- end }}
+
+{{/* The storage: and index: keys. Keys come as mounted files and a Redis URL holding a password
+     as an environment variable: neither may be in the ConfigMap. */}}
+{{- define "regcache.s3Dir" -}}/run/secrets/regcache-s3{{- end }}
+{{- define "regcache.backendsConfig" -}}
+{{- $s3 := .Values.storage.s3 }}
+{{- if eq .Values.storage.backend "s3" }}
+storage:
+  backend: "s3"
+  s3:
+    bucket: {{ $s3.bucket | toJson }}
+    {{- range $key := list "endpoint" "region" "prefix" }}
+    {{- with index $s3 $key }}
+    {{ $key }}: {{ . | toJson }}
+    {{- end }}
+    {{- end }}
+    {{- if $s3.existingSecret }}
+    access_key_id_file: {{ printf "%s/access-key-id" (include "regcache.s3Dir" .) | toJson }}
+    secret_access_key_file: {{ printf "%s/secret-access-key" (include "regcache.s3Dir" .) | toJson }}
+    {{- end }}
+{{- end }}
+{{- if eq .Values.index.backend "redis" }}
+{{- $r := .Values.index.redis }}
+index:
+  backend: "redis"
+  redis:
+    {{- if $r.url }}
+    url: {{ $r.url | toJson }}
+    {{- end }}
+    prefix: {{ $r.prefix | toJson }}
+{{- end }}
 {{- end }}
 
 {{/* The auth:, access: and tls: keys of config.yaml; the files are the mounted Secrets'. */}}
