@@ -210,6 +210,10 @@ class RedisIndex(Index):
     async def bump_generation(self) -> int:
         return int(await self._redis.incr(self._generation_key))
 
+    @_reaching
+    async def check(self) -> None:
+        await self._redis.ping()
+
     async def close(self) -> None:
         await self._redis.aclose()
 
