@@ -37,7 +37,14 @@ from proxy.store import (
     StoreUnavailable,
 )
 from proxy.store.fsblobs import Spool, clear_directory
-from proxy.store.s3calls import S3Location, S3Watch, new_client, reaching, reaching_each
+from proxy.store.s3calls import (
+    S3Location,
+    S3Watch,
+    new_client,
+    outage_as_unavailable,
+    reaching,
+    reaching_each,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -135,7 +142,10 @@ class S3BlobWriter(BlobWriter):
             sending, self._sending = self._sending, None
             self._parts[-1]["ETag"] = (await sending)["ETag"]
 
-    @reaching
+    @property
+    def watch(self) -> S3Watch:
+        return self._store.watch
+
     async def commit(self) -> None:
         """Also raises StoreUnavailable, leaving the writer open to ``detach``."""
         assert self._state == "open", self._state
@@ -151,6 +161,7 @@ class S3BlobWriter(BlobWriter):
                 self._store.added(self.written)
         await self._end("committed")
 
+    @reaching
     async def _complete(self) -> None:
         client, bucket = self._store.client, self._store.bucket
         if self._upload_id is None:
@@ -243,9 +254,10 @@ class S3BlobStore(BlobStore):
         except StoreUnavailable:
             pass  # logged by the watch, as the outage's start
 
-    @reaching
     async def check(self) -> None:
-        await self.client.head_bucket(Bucket=self.bucket)
+        # Not gated by the watch: the probe that tells when an outage has ended.
+        with outage_as_unavailable():
+            await self.client.head_bucket(Bucket=self.bucket)
 
     @reaching
     async def remeasure(self) -> None:

@@ -6,6 +6,10 @@ Calls are watched through botocore's ``after-call`` and
 it, paginators included, so one hook counts them all and tells when the store went out of
 reach and came back.
 
+While the store is known to be out, calls fail at once instead of each waiting out its
+connection attempts and retries (seconds a pull would wait before being served from the
+upstream): one call in ``RETRY_EVERY`` seconds tries the store, as does every ``/readyz``.
+
 An outage is logged twice, a warning as it starts and a line as it ends, not once per
 request: while the store is down every pull would otherwise log.
 """
@@ -14,10 +18,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -85,6 +90,8 @@ def new_client(location: S3Location) -> AbstractAsyncContextManager[S3Client]:
     )
 
 
+RETRY_EVERY = 5.0
+
 # (operation, status): status is the HTTP status, or "error" when no answer came.
 CallCounter = Callable[[str, str], None]
 
@@ -99,6 +106,7 @@ class S3Watch:
     def __init__(self, count: CallCounter = _ignore) -> None:
         self.count = count
         self.unreachable: str | None = None  # why, while the store is out of reach
+        self._tried = 0.0  # monotonic time of the last call let through in an outage
 
     def attach(self, client: Any) -> None:
         client.meta.events.register("after-call.s3", self._answered)
@@ -117,6 +125,16 @@ class S3Watch:
         self.count(event_name.rsplit(".", 1)[-1], "error")
         self.failed(str(exception))
 
+    def may_call(self) -> bool:
+        """Whether to call the store now: always while it answers, once in a while when not."""
+        if self.unreachable is None:
+            return True
+        now = time.monotonic()
+        if now - self._tried < RETRY_EVERY:
+            return False
+        self._tried = now
+        return True
+
     def failed(self, why: str) -> None:
         if self.unreachable is None:
             log.warning(
@@ -125,11 +143,19 @@ class S3Watch:
                 why,
             )
         self.unreachable = why
+        self._tried = time.monotonic()
 
     def reached(self) -> None:
         if self.unreachable is not None:
             log.info("S3 store reachable again: caching blobs in it once more")
         self.unreachable = None
+
+
+class Watched(Protocol):
+    """What ``reaching`` decorates: the store and its writers."""
+
+    @property
+    def watch(self) -> S3Watch: ...
 
 
 def _outage(error: Exception) -> bool:
@@ -139,21 +165,36 @@ def _outage(error: Exception) -> bool:
     return isinstance(error, BotoCoreError)
 
 
-def reaching(
-    method: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
+@contextmanager
+def outage_as_unavailable() -> Iterator[None]:
     """The store out of reach (no answer, or a 5xx) as StoreUnavailable, which the cache
     rides out by serving from the upstream; any other error is a bug or a misconfiguration
     and stays what it is."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        if _outage(error):
+            raise StoreUnavailable(f"S3: {error}") from error
+        raise
+
+
+def _gate(watch: S3Watch) -> None:
+    if not watch.may_call():
+        raise StoreUnavailable(f"S3: out of reach ({watch.unreachable})")
+
+
+def reaching(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A call of the store, failing at once while it is known to be out of reach (see
+    ``outage_as_unavailable``)."""
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        watched = cast(Watched, args[0])
+        _gate(watched.watch)
+        with outage_as_unavailable():
             return await method(*args, **kwargs)
-        except (BotoCoreError, ClientError) as error:
-            if _outage(error):
-                raise StoreUnavailable(f"S3: {error}") from error
-            raise
 
     return call
 
@@ -163,12 +204,10 @@ def reaching_each(method: Callable[P, AsyncIterator[Y]]) -> Callable[P, AsyncIte
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]:
-        try:
+        watched = cast(Watched, args[0])
+        _gate(watched.watch)
+        with outage_as_unavailable():
             async for item in method(*args, **kwargs):
                 yield item
-        except (BotoCoreError, ClientError) as error:
-            if _outage(error):
-                raise StoreUnavailable(f"S3: {error}") from error
-            raise
 
     return call
