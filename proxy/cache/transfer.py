@@ -66,7 +66,8 @@ class BlobTransfer:
         self.leftover: BlobWriter | None = None
 
     async def run(self, sink: TransferSink) -> bool:
-        """Copy the blob. True when it is now in the store, False when the disk was full.
+        """Copy the blob. True when it is now in the store, False when the disk was full
+        or the store out of reach.
 
         Raises a RegistryError; on any failure nothing is left in the store.
         """

@@ -165,11 +165,9 @@ async def _readyz(request: web.Request) -> web.Response:
         return web.Response(status=503, text=f"cache directory not writable: {exc}\n")
     # Asked afresh on every probe, which is also how the S3 store notices it is back when
     # no pull has touched it since its outage.
-    out = [
-        name
-        for name, reach in (("s3", request.app[STORE].check), ("redis", request.app[INDEX].check))
-        if not await _reaches(reach)
-    ]
+    checks = {"s3": request.app[STORE].check, "redis": request.app[INDEX].check}
+    reached = await asyncio.gather(*(_reaches(check) for check in checks.values()))
+    out = [name for name, ok in zip(checks, reached, strict=True) if not ok]
     if out:
         # Degraded, not down: pulls are still served, uncached or unshared.
         return web.Response(status=503, text="".join(f"{name} unreachable\n" for name in out))
