@@ -83,8 +83,12 @@ async def test_regcache_starts_without_its_s3_store_and_serves_uncached(
 
 
 async def test_readyz_says_redis_is_unreachable_while_it_is_stopped(
-    make_proxy: ProxyFactory, image: FakeImage, tmp_path: Path
+    make_proxy: ProxyFactory,
+    image: FakeImage,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     # A Redis of its own, to stop and start again without disturbing other tests.
     with RedisServer(work_dir=tmp_path / "redis") as server:
         regcache = await make_proxy(index_backend="redis", index_redis_url=server.url)
@@ -92,7 +96,14 @@ async def test_readyz_says_redis_is_unreachable_while_it_is_stopped(
         server.stop()
         ready = await regcache.get("/readyz")
         assert (ready.status, ready.body) == (503, b"redis unreachable\n")
-        await pull(regcache, image)  # degraded, still serving
+        for _ in range(3):
+            await pull(regcache, image)  # degraded, still serving
         server.start()
         assert (await regcache.get("/readyz")).status == 200
         await regcache.stop()
+    # Every pull's index calls failed; the outage was logged as it began and as it ended.
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    outage = [(level, text) for level, text in logged if "Redis index" in text]
+    assert [level for level, _ in outage] == [logging.WARNING, logging.INFO]
+    assert not [text for _, text in logged if "could not" in text]
+    assert [r for r in caplog.records if "could not" in r.getMessage()]  # quietly, though
