@@ -103,6 +103,12 @@ class Metrics:
         self.prefetch_bytes = counter(
             r, "regcache_prefetch_bytes", "Blob bytes downloaded by scheduled prefetches", ()
         )
+        self.s3_requests = counter(
+            r,
+            "regcache_s3_requests",
+            "Calls of the S3 blob store, by operation and HTTP status (error: no answer)",
+            ("op", "status"),
+        )
         self.cache_write_failures = counter(
             r,
             "regcache_cache_write_failures",

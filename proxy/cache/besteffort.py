@@ -4,15 +4,21 @@ reach costs caching, never the response."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.metrics import Metrics
-from proxy.store import INDEX_FAILURES
+from proxy.store import INDEX_FAILURES, IndexUnavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def failure_log(error: Exception) -> Callable[..., None]:
+    """How loud to log an index failure: a shared index logs its outage itself, once, where
+    every request would log it here."""
+    return log.debug if isinstance(error, IndexUnavailable) else log.warning
 
 
 async def best_effort(action: Awaitable[None], what: str, metrics: Metrics) -> bool:
@@ -21,7 +27,7 @@ async def best_effort(action: Awaitable[None], what: str, metrics: Metrics) -> b
         await action
     except INDEX_FAILURES as exc:
         metrics.cache_write_failures.labels("index").inc()
-        log.warning("could not %s, serving without caching it: %s", what, exc)
+        failure_log(exc)("could not %s, serving without caching it: %s", what, exc)
         return False
     return True
 
@@ -32,5 +38,5 @@ async def or_miss(read: Awaitable[T | None], what: str) -> T | None:
     try:
         return await read
     except INDEX_FAILURES as exc:
-        log.warning("could not %s, asking the upstream: %s", what, exc)
+        failure_log(exc)("could not %s, asking the upstream: %s", what, exc)
         return None

@@ -1,4 +1,8 @@
-"""Blobs: served from the content-addressed store, or fetched once and followed."""
+"""Blobs: served from the content-addressed store, or fetched once and followed.
+
+A shared store out of reach is a miss here: the blob is fetched from the upstream and
+served as it arrives, uncached, rather than answered with an error.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobStore, Presigning
+from proxy.store import BlobStore, Presigning, StoredBlob, StoreUnavailable
 from proxy.upstream.client import UpstreamClient
 
 # How long a presigned URL works: long enough for a slow client to start a large layer
@@ -71,7 +75,7 @@ class BlobCache:
         ``target`` is its own confirmation."""
         confirmed = False
         while True:
-            stored = await self._store.reader(digest)
+            stored = await self._stored(digest)
             if stored is not None:
                 if confirmed or await self._references.known(target, Kind.BLOB, digest):
                     return stored_blob(digest, stored)
@@ -81,6 +85,18 @@ class BlobCache:
             await self._references.confirm(target, Kind.BLOB, digest)
             # Look again: the blob may have been stored, or evicted, meanwhile.
             confirmed = True
+
+    async def _stored(self, digest: Digest) -> StoredBlob | None:
+        try:
+            return await self._store.reader(digest)
+        except StoreUnavailable:
+            return None  # the store logs and counts its outage
+
+    async def _size(self, digest: Digest) -> int | None:
+        try:
+            return await self._store.size(digest)
+        except StoreUnavailable:
+            return None
 
     async def _may_follow(self, target: Target, digest: Digest) -> bool:
         """Whether ``target`` may start the blob's download, or join the one under way."""
@@ -100,7 +116,7 @@ class BlobCache:
     async def head(self, target: Target, digest: Digest) -> BlobHead:
         """What a HEAD answers; from the cache or the download only for a repository known
         to reference the blob, so that a HEAD cannot tell others what is cached."""
-        size = await self._store.size(digest)
+        size = await self._size(digest)
         if size is not None and await self._references.known(target, Kind.BLOB, digest):
             return BlobHead(size, cached=True)
         download = self.downloads.active(digest)

@@ -22,7 +22,8 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from proxy.cache.transfer import BlobTransfer
 from proxy.cache.upstreams import client_for
@@ -45,6 +46,9 @@ MAX_SPAN = 8 * 1024 * 1024
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
 TAIL_READER_PATIENCE = 60.0
+# An uncached blob's spool outlives its download this long: readers that joined it open
+# the spool just after (an open file stays readable once removed).
+LEFTOVER_GRACE = 30.0
 
 
 class _Tail:
@@ -308,3 +312,17 @@ class Downloads:
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
         if await transfer.run(download):
             self._usage.stored(Kind.BLOB, download.digest, download.written)
+        elif transfer.leftover is not None:
+            self._keep(_abort_later(transfer.leftover))
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _abort_later(writer: BlobWriter) -> None:
+    try:
+        await asyncio.sleep(LEFTOVER_GRACE)
+    finally:
+        await writer.abort()

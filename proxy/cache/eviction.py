@@ -25,7 +25,7 @@ from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
-from proxy.store import BlobStore, Index
+from proxy.store import BlobStore, Index, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ class Evictor:
             self._usage.grew.clear()
             try:
                 await self.evict()
+            except StoreUnavailable:
+                pass  # the store logs its outage once; this pass would log it every time
             except Exception:
                 log.exception("eviction pass failed; the next one will retry")
 

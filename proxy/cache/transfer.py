@@ -6,6 +6,10 @@ chunks only go into the store's verifying writer, and through the sink to the re
 When the cache disk fills up mid-blob, the copy goes on without caching: the bytes are
 still hashed and handed to the readers through the sink, so clients are served from the
 upstream stream, and nothing half-written ever becomes visible.
+
+When a shared store is out of reach, the writer's local spool still holds every byte for
+the readers; only storing the blob fails, and the transfer ends uncached with the writer
+detached (``leftover``), for the caller to abort once its readers have opened it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from proxy.errors import UpstreamInvalid
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest, Hasher
 from proxy.routing import Target
-from proxy.store import BlobStore, BlobWriter, DigestMismatch
+from proxy.store import BlobStore, BlobWriter, DigestMismatch, StoreUnavailable
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -59,9 +63,11 @@ class BlobTransfer:
         self._metrics = metrics
         # Set when the disk filled up: the hash goes on here, the writer writes no more.
         self._hasher: Hasher | None = None
+        self.leftover: BlobWriter | None = None
 
     async def run(self, sink: TransferSink) -> bool:
-        """Copy the blob. True when it is now in the store, False when the disk was full.
+        """Copy the blob. True when it is now in the store, False when the disk was full
+        or the store out of reach.
 
         Raises a RegistryError; on any failure nothing is left in the store.
         """
@@ -76,8 +82,7 @@ class BlobTransfer:
         try:
             await self._drain(chunks, writer, sink)
             if self._hasher is None:
-                await writer.commit()
-                return True
+                return await self._commit(writer)
             actual = self._hasher.hexdigest()
             if actual != self._digest.hex:
                 raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", size or 0)
@@ -92,6 +97,17 @@ class BlobTransfer:
         except BaseException:
             await writer.abort()
             raise
+
+    async def _commit(self, writer: BlobWriter) -> bool:
+        try:
+            await writer.commit()
+        except StoreUnavailable:
+            # The store logs its outage once; here it only costs caching this blob.
+            self._metrics.cache_write_failures.labels("store").inc()
+            await writer.detach()
+            self.leftover = writer
+            return False
+        return True
 
     async def _drain(
         self, chunks: AsyncIterable[bytes], writer: BlobWriter, sink: TransferSink

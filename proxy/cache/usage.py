@@ -8,7 +8,7 @@ import time
 from collections import Counter, OrderedDict
 from typing import TypeVar
 
-from proxy.cache.besteffort import best_effort
+from proxy.cache.besteffort import best_effort, failure_log
 from proxy.cache.lru import Lru
 from proxy.metrics import Metrics
 from proxy.model import Kind, RepoRef, StoredManifest
@@ -64,7 +64,7 @@ class Usage:
                     return False
             except INDEX_FAILURES as exc:
                 # Not known is the safe answer: the upstream is asked instead.
-                log.warning("could not read the references of %s: %s", digest, exc)
+                failure_log(exc)("could not read the references of %s: %s", digest, exc)
                 return False
         _remember(self._known, key)
         return True

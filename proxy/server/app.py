@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,17 +29,23 @@ from proxy.server.middleware import API_VERSION_HEADER, error_middleware
 from proxy.server.reload import RELOADERS, reload_on_sighup
 from proxy.server.status import History, status_document
 from proxy.server.tls import listening_context
-from proxy.store import BlobStore
+from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 SERVICES = web.AppKey("services", Services)
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", BlobStore)
+INDEX = web.AppKey("index", Index)
 ROUTER = web.AppKey("router", Router)
 STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", History)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
+# Kubernetes gives a readiness probe 1 s by default; a backend slower than that is out.
+READY_CHECK_TIMEOUT = 0.9
+# Names the shared backends a ready replica cannot reach, for probes and load balancers that
+# read headers rather than bodies.
+DEGRADED_HEADER = "X-Regcache-Degraded"
 STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
 
 
@@ -96,6 +102,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         clients, metrics = parts.clients, parts.metrics
         passthrough = Passthrough(clients, References(clients, parts.usage))
         app[STORE] = parts.store
+        app[INDEX] = parts.index
         app[SERVICES] = Services(
             router=app[ROUTER],
             manifests=parts.manifests,
@@ -159,7 +166,27 @@ async def _readyz(request: web.Request) -> web.Response:
         await asyncio.to_thread(_write_and_remove, probe)
     except OSError as exc:
         return web.Response(status=503, text=f"cache directory not writable: {exc}\n")
+    # Asked afresh on every probe, which is also how the S3 store notices it is back when
+    # no pull has touched it since its outage.
+    checks = {"s3": request.app[STORE].check, "redis": request.app[INDEX].check}
+    reached = await asyncio.gather(*(_reaches(check) for check in checks.values()))
+    out = [name for name, ok in zip(checks, reached, strict=True) if not ok]
+    if out:
+        # Degraded, not down: pulls are still served, uncached or unshared. Every replica
+        # shares the backends, so a 503 would take them all out of the Service at once.
+        lines = "".join(f"degraded: {name} unreachable\n" for name in out)
+        return web.Response(text=lines, headers={DEGRADED_HEADER: ",".join(out)})
     return web.Response(text="ready\n")
+
+
+async def _reaches(check: Callable[[], Awaitable[None]]) -> bool:
+    """Whether a shared backend answers, within a readiness probe's usual timeout."""
+    try:
+        async with asyncio.timeout(READY_CHECK_TIMEOUT):
+            await check()
+    except (TimeoutError, StoreUnavailable, IndexUnavailable):
+        return False
+    return True
 
 
 def _write_and_remove(path: os.PathLike[str]) -> None:

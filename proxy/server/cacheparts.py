@@ -27,11 +27,12 @@ from proxy.cache.usage import Usage
 from proxy.config import Config
 from proxy.metrics import Metrics
 from proxy.routing import Router
-from proxy.store import BlobStore, Index
+from proxy.store import BlobStore, Index, StoreUnavailable
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 from proxy.store.redisindex import RedisIndex
-from proxy.store.s3blobs import S3BlobStore, S3Location
+from proxy.store.s3blobs import S3BlobStore
+from proxy.store.s3calls import S3Location
 from proxy.upstream.client import UpstreamClient
 
 
@@ -61,7 +62,7 @@ async def open_cache(
     metrics = metrics or Metrics()
     router = Router(config)
     exits = contextlib.AsyncExitStack()
-    store = await exits.enter_async_context(_blob_store(config, clean=evict))
+    store = await exits.enter_async_context(_blob_store(config, metrics, clean=evict))
     index = _open_index(config)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
@@ -102,7 +103,7 @@ async def open_cache(
 
 
 @contextlib.asynccontextmanager
-async def _blob_store(config: Config, *, clean: bool) -> AsyncIterator[BlobStore]:
+async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> AsyncIterator[BlobStore]:
     """The blob store the config chooses, open. ``clean`` as for FsBlobStore.open."""
     if config.storage_backend == "local":
         local = FsBlobStore(config.cache_dir)
@@ -120,6 +121,7 @@ async def _blob_store(config: Config, *, clean: bool) -> AsyncIterator[BlobStore
     )
     # Downloads are spooled where the file store keeps its temporary files.
     bucket = S3BlobStore(location, config.cache_dir / "tmp")
+    bucket.watch.count = lambda op, status: metrics.s3_requests.labels(op, status).inc()
     try:
         await bucket.open(clean=clean)
         yield bucket
@@ -146,6 +148,8 @@ async def _start_evictor(
         max_size=config.cache_max_size,
         max_age=config.cache_max_age,
     )
-    await evictor.evict()  # its first pass builds the order
+    # A store out at start fails the first pass, which builds the order: a later one does.
+    with contextlib.suppress(StoreUnavailable):
+        await evictor.evict()
     evictor.start()
     return evictor

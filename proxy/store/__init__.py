@@ -46,6 +46,11 @@ class IndexUnavailable(Exception):
     full disk is, rather than a bug."""
 
 
+class StoreUnavailable(Exception):
+    """A shared blob store could not be reached or failed: the cache serves from the
+    upstream without caching, as it does past a full disk."""
+
+
 # What an index raises when its storage fails rather than the code: the disk index's SQLite
 # and file errors, a shared index's IndexUnavailable.
 INDEX_FAILURES: tuple[type[Exception], ...] = (OSError, sqlite3.Error, IndexUnavailable)
@@ -180,6 +185,11 @@ class BlobStore(ABC):
     @abstractmethod
     def digests(self) -> AsyncIterator[Digest]: ...
 
+    async def check(self) -> None:
+        """Raise StoreUnavailable when a shared store is out of reach (for ``/readyz``); a
+        local one has no server to lose."""
+        return None
+
 
 class ManifestStore(ABC):
     @abstractmethod
@@ -253,3 +263,8 @@ class Index(ManifestStore, TagIndex, UsageRecords, PinRecords, ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise IndexUnavailable when a shared index is out of reach (for ``/readyz``); a
+        local one has no server to lose."""
+        return None

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,6 +31,8 @@ from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.store import Index, IndexUnavailable
 from proxy.store.memory import check_manifest
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "regcache:"
 # Without them a Redis that stops answering (a paused VM, a partition) would hold every
@@ -61,10 +64,14 @@ def _reaching(
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        reach = cast(RedisIndex, args[0]).reach
         try:
-            return await method(*args, **kwargs)
+            answer = await method(*args, **kwargs)
         except RedisError as exc:
+            reach.failed(exc)
             raise IndexUnavailable(f"Redis: {exc}") from exc
+        reach.reached()
+        return answer
 
     return call
 
@@ -74,13 +81,38 @@ def _reaching_each(method: Callable[P, AsyncIterator[Y]]) -> Callable[P, AsyncIt
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]:
+        reach = cast(RedisIndex, args[0]).reach
         try:
             async for item in method(*args, **kwargs):
                 yield item
         except RedisError as exc:
+            reach.failed(exc)
             raise IndexUnavailable(f"Redis: {exc}") from exc
+        reach.reached()
 
     return call
+
+
+class _Reach:
+    """Whether Redis answers, logged as that changes: while it is out, every pull would
+    otherwise log its failures (the cache logs IndexUnavailable quietly)."""
+
+    def __init__(self) -> None:
+        self.unreachable = False
+
+    def failed(self, error: RedisError) -> None:
+        if not self.unreachable:
+            log.warning(
+                "Redis index unreachable (%s): serving without caching manifests and tags "
+                "until it is back",
+                error,
+            )
+        self.unreachable = True
+
+    def reached(self) -> None:
+        if self.unreachable:
+            log.info("Redis index reachable again")
+        self.unreachable = False
 
 
 def _tag_field(key: TagKey) -> str:
@@ -107,6 +139,7 @@ class RedisIndex(Index):
         self._pins_key = f"{prefix}pins"
         self._generation_key = f"{prefix}generation"
         self._record_use = self._redis.register_script(_RECORD_USE)
+        self.reach = _Reach()
         # Manifests this process stored or deleted: whether a command must tell a running server.
         self.changes = 0
 
@@ -209,6 +242,10 @@ class RedisIndex(Index):
     @_reaching
     async def bump_generation(self) -> int:
         return int(await self._redis.incr(self._generation_key))
+
+    @_reaching
+    async def check(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

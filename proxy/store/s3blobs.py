@@ -15,22 +15,36 @@ bytes to a local file, which followers of the growing blob read (with sendfile).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError
 
 from proxy.oci.digest import Digest, Hasher, InvalidDigest
-from proxy.store import BlobInfo, BlobReader, BlobStore, BlobWriter, DigestMismatch, StoredBlob
+from proxy.store import (
+    BlobInfo,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    DigestMismatch,
+    StoredBlob,
+    StoreUnavailable,
+)
 from proxy.store.fsblobs import Spool, clear_directory
+from proxy.store.s3calls import (
+    S3Location,
+    S3Watch,
+    new_client,
+    outage_as_unavailable,
+    reaching,
+    reaching_each,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -43,30 +57,6 @@ READ_CHUNK = 256 * 1024
 # An upload still unfinished after this long belongs to a process that is gone: a live one
 # completes or aborts its own. Other replicas may be uploading right now, so younger ones stay.
 STALE_UPLOAD_AGE = 24 * 3600.0
-
-_session: AioSession | None = None
-
-
-def _shared_session() -> AioSession:
-    """Every session loads botocore's service models anew (a tenth of a second): one will do
-    for every store in the process."""
-    global _session
-    if _session is None:
-        _session = get_session()
-    return _session
-
-
-@dataclass(frozen=True, slots=True)
-class S3Location:
-    """Where the blobs live, and how to reach them. No keys means the standard AWS chain
-    (environment, shared files, instance roles)."""
-
-    bucket: str
-    endpoint: str | None = None
-    region: str | None = None
-    prefix: str = ""  # empty, or a folder ending in "/" (as the config's parser gives it)
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
 
 
 def _code(error: ClientError) -> str:
@@ -105,6 +95,9 @@ class S3BlobWriter(BlobWriter):
         self._parts: list[CompletedPartTypeDef] = []
         self._sending: asyncio.Task[UploadPartOutputTypeDef] | None = None
         self._state = "open"
+        # Set when a part could not go up: the spool goes on for the followers, and commit
+        # fails with it, so that the transfer serves the blob uncached.
+        self._broken: StoreUnavailable | None = None
         self.written = 0
 
     async def open(self) -> None:
@@ -115,10 +108,17 @@ class S3BlobWriter(BlobWriter):
         self._hasher.update(chunk)
         await self._spool.write(chunk)
         self.written += len(chunk)
+        if self._broken is not None:
+            return
         self._part += chunk
         if len(self._part) >= self._store.part_size:
-            await self._send_part()
+            try:
+                await self._send_part()
+            except StoreUnavailable as error:
+                self._broken = error
+                self._part.clear()
 
+    @reaching
     async def _send_part(self) -> None:
         """Start the buffered part's upload. One part goes up while the next one fills, so
         that the download feeding the writer is held up only when the store is slower."""
@@ -142,18 +142,26 @@ class S3BlobWriter(BlobWriter):
             sending, self._sending = self._sending, None
             self._parts[-1]["ETag"] = (await sending)["ETag"]
 
+    @property
+    def watch(self) -> S3Watch:
+        return self._store.watch
+
     async def commit(self) -> None:
+        """Also raises StoreUnavailable, leaving the writer open to ``detach``."""
         assert self._state == "open", self._state
         actual = self._hasher.hexdigest()
         if actual != self._digest.hex:
             await self._end("aborted")
             raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
+        if self._broken is not None:
+            raise self._broken
         async with self._store.committing(self._digest):
             if await self._store.stat(self._digest) is None:
                 await self._complete()
                 self._store.added(self.written)
         await self._end("committed")
 
+    @reaching
     async def _complete(self) -> None:
         client, bucket = self._store.client, self._store.bucket
         if self._upload_id is None:
@@ -204,7 +212,9 @@ class S3BlobWriter(BlobWriter):
                 sending.exception()  # retrieved, so that asyncio does not report it lost
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            await self._store.abort_upload(self._key, upload_id)
+            # Out of reach, its parts are aborted as stale at a later start.
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.abort_upload(self._key, upload_id)
 
 
 class S3BlobStore(BlobStore):
@@ -223,41 +233,33 @@ class S3BlobStore(BlobStore):
         self._client: S3Client | None = None
         self._total = 0
         self._commit_locks: dict[Digest, tuple[asyncio.Lock, int]] = {}
+        self.watch = S3Watch()
 
     async def open(self, clean: bool = True) -> None:
         """Connect and size the store; with ``clean``, also drop what interrupted writes left
-        (the local spool, stale uploads), as for FsBlobStore.open."""
-        location = self._location
-        config = AioConfig(
-            signature_version="s3v4",
-            # Custom endpoints (MinIO, Ceph) rarely have per-bucket host names.
-            s3={"addressing_style": "path" if location.endpoint else "auto"},
-            # Checksums beyond the signature's are sent as aws-chunked trailers, which older
-            # S3 implementations (Ceph 16) refuse; the digest checks the bytes anyway.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            # A client waits on every call: an unreachable store must fail it in seconds, not
-            # after the legacy mode's five attempts and their growing backoff.
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=5,
-            read_timeout=30,
-        )
-        self._client = await self._exits.enter_async_context(
-            _shared_session().create_client(
-                "s3",
-                endpoint_url=location.endpoint or None,
-                region_name=location.region or None,
-                aws_access_key_id=location.access_key_id,
-                aws_secret_access_key=location.secret_access_key,
-                config=config,
-            )
-        )
+        (the local spool, stale uploads), as for FsBlobStore.open.
+
+        A store out of reach does not stop the start: the server then serves from upstreams
+        uncached until it is back (``watch.unreachable`` says so meanwhile), and the size
+        counts from 0 until the next ``remeasure``."""
+        self._client = await self._exits.enter_async_context(new_client(self._location))
+        self.watch.attach(self._client)
         self._spool_dir.mkdir(parents=True, exist_ok=True)
         if clean:
             await asyncio.to_thread(clear_directory, self._spool_dir)
-            await self._abort_stale_uploads(time.time() - STALE_UPLOAD_AGE)
-        await self.remeasure()
+        try:
+            if clean:
+                await self._abort_stale_uploads(time.time() - STALE_UPLOAD_AGE)
+            await self.remeasure()
+        except StoreUnavailable:
+            pass  # logged by the watch, as the outage's start
 
+    async def check(self) -> None:
+        # Not gated by the watch: the probe that tells when an outage has ended.
+        with outage_as_unavailable():
+            await self.client.head_bucket(Bucket=self.bucket)
+
+    @reaching
     async def remeasure(self) -> None:
         self._total = sum([size async for _, size in self._objects()])
 
@@ -293,11 +295,13 @@ class S3BlobStore(BlobStore):
                 found.append((upload["Key"], upload["UploadId"], started))
         return found
 
+    @reaching
     async def _abort_stale_uploads(self, started_before: float) -> None:
         for key, upload_id, started in await self.uploads():
             if started < started_before:
                 await self.abort_upload(key, upload_id)
 
+    @reaching
     async def abort_upload(self, key: str, upload_id: str) -> None:
         try:
             await self.client.abort_multipart_upload(
@@ -308,6 +312,7 @@ class S3BlobStore(BlobStore):
             if _code(error) != "NoSuchUpload":
                 raise
 
+    @reaching
     async def stat(self, digest: Digest) -> BlobInfo | None:
         try:
             head = await self.client.head_object(Bucket=self.bucket, Key=self.key(digest))
@@ -336,6 +341,7 @@ class S3BlobStore(BlobStore):
         await writer.open()
         return writer
 
+    @reaching
     async def delete(self, digest: Digest) -> bool:
         info = await self.stat(digest)
         if info is None:
@@ -348,6 +354,7 @@ class S3BlobStore(BlobStore):
     async def total_size(self) -> int:
         return self._total
 
+    @reaching_each
     async def digests(self) -> AsyncIterator[Digest]:
         async for digest, _ in self._objects():
             yield digest

@@ -10,6 +10,7 @@ internals means repointing one fixture.
 from __future__ import annotations
 
 import errno
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ import proxy.cache.eviction
 import proxy.upstream.blobstream
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import Spool
+from tests.support.ceph import CephCluster
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache, make_config
@@ -51,6 +53,25 @@ def quick_resume_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def quick_eviction_follow(monkeypatch: pytest.MonkeyPatch) -> None:
     # Production looks for commands' changes every 10 s; tests would wait that long for each.
     monkeypatch.setattr(proxy.cache.eviction, "FOLLOW_EVERY", 0.05)
+
+
+BUCKET = "regcache-server"
+
+
+@pytest.fixture
+def s3_settings(rgw: CephCluster, tmp_path: Path) -> dict[str, Any]:
+    """Config settings for a bucket of the session's gateway, under a prefix of this test's."""
+    rgw.create_bucket(BUCKET)
+    endpoint = rgw.endpoint
+    return {
+        "storage_backend": "s3",
+        "storage_s3_endpoint": endpoint.url,
+        "storage_s3_bucket": BUCKET,
+        "storage_s3_region": endpoint.region,
+        "storage_s3_prefix": hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16] + "/",
+        "storage_s3_access_key_id": endpoint.access_key,
+        "storage_s3_secret_access_key": endpoint.secret_key,
+    }
 
 
 @pytest.fixture

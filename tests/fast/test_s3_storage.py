@@ -8,34 +8,13 @@ the blobs in the bucket.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.fast.conftest import KIB, ProxyFactory, blob_path, stall_once
-from tests.support.ceph import CephCluster
 from tests.support.fakeregistry import FakeImage, FakeRegistry
-
-BUCKET = "regcache-server"
-
-
-@pytest.fixture
-def s3_settings(rgw: CephCluster, tmp_path: Path) -> dict[str, Any]:
-    """Config settings for a bucket of the session's gateway, under a prefix of this test's."""
-    rgw.create_bucket(BUCKET)
-    endpoint = rgw.endpoint
-    return {
-        "storage_backend": "s3",
-        "storage_s3_endpoint": endpoint.url,
-        "storage_s3_bucket": BUCKET,
-        "storage_s3_region": endpoint.region,
-        "storage_s3_prefix": hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16] + "/",
-        "storage_s3_access_key_id": endpoint.access_key,
-        "storage_s3_secret_access_key": endpoint.secret_key,
-    }
 
 
 async def test_an_image_is_pulled_through_and_its_blobs_land_in_the_bucket(

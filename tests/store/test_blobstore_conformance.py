@@ -21,7 +21,8 @@ import pytest
 from proxy.oci.digest import Digest
 from proxy.store import BlobReader, BlobStore, BlobWriter, DigestMismatch
 from proxy.store.fsblobs import FsBlobStore
-from proxy.store.s3blobs import S3BlobStore, S3Location
+from proxy.store.s3blobs import S3BlobStore
+from proxy.store.s3calls import S3Location
 from tests.store.memblobs import MemoryBlobStore
 from tests.support.ceph import MIN_PART_SIZE, CephCluster
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from botocore.exceptions import BotoCoreError, ClientError
 
 from proxy.oci.digest import Digest
-from proxy.store.s3blobs import PART_SIZE, S3BlobStore, S3Location
+from proxy.store import StoreUnavailable
+from proxy.store.s3blobs import PART_SIZE, S3BlobStore
+from proxy.store.s3calls import S3Location
 from tests.support.ceph import MIN_PART_SIZE, CephCluster
 
 BUCKET = "s3blobs"
@@ -141,8 +142,15 @@ async def test_an_outage_of_the_gateway_fails_calls_and_they_work_again_after(
     await writer.commit()
     rgw.rgw.kill()
     try:
-        with pytest.raises((BotoCoreError, ClientError)):
+        with pytest.raises(StoreUnavailable):
+            await store.stat(digest)
+        assert store.watch.unreachable is not None
+        # Known to be out, the store fails calls at once rather than retrying each.
+        with pytest.raises(StoreUnavailable, match="out of reach"):
             await store.stat(digest)
     finally:
         rgw.rgw.start()
+    # The readiness probe always asks, and so finds it back.
+    await store.check()
+    assert store.watch.unreachable is None
     assert await store.size(digest) == len(LAYER)
