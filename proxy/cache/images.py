@@ -7,6 +7,7 @@ here, the ``ANY_ACCEPT`` one preferred as the tag's answer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proxy.cache.manifests import ANY_ACCEPT
@@ -62,3 +63,24 @@ async def last_used(index: Index, image: TaggedImage) -> float | None:
 async def untag(index: Index, image: TaggedImage) -> None:
     for key in image.keys:
         await index.delete_tag(key)
+
+
+async def point_tag(index: Index, key: TagKey, entry: TagEntry, known: Iterable[TagKey]) -> None:
+    """Set the tag's accept-independent entry ``key`` to ``entry``, and each other entry it is
+    ``known`` under to the same image when that Accept list takes its media type, dropping it
+    otherwise: an entry left naming an older image would keep answering with it, for its TTL
+    online and for good offline. Used wherever a tag moves outside a client's pull."""
+    await index.put_tag(key, entry)
+    for other in known:
+        if other.accept == ANY_ACCEPT:
+            continue
+        if entry.media_type in other.accept:
+            await index.put_tag(other, entry)
+        else:
+            await index.delete_tag(other)
+
+
+async def tag_keys(index: Index, key: TagKey) -> list[TagKey]:
+    """Every entry the tag of ``key`` is kept under, whatever its Accept list."""
+    name = (key.upstream, key.repository, key.tag)
+    return [k async for k, _ in index.tags() if (k.upstream, k.repository, k.tag) == name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from proxy.cache.closure import Closure
-from proxy.cache.images import tagged_images
+from proxy.cache.images import point_tag, tagged_images
 from proxy.cache.manifests import ANY_ACCEPT
 from proxy.cache.usage import Usage
 from proxy.model import Kind, RepoRef, TagEntry, TagKey
@@ -44,16 +44,6 @@ class ImageRecorder:
         if tag is not None:
             root = closure.manifests[0]
             entry = TagEntry(root.digest, root.media_type, len(root.body), time.time())
-            await self._point(TagKey(ref.upstream, ref.repository, tag, ANY_ACCEPT), entry)
-
-    async def _point(self, key: TagKey, entry: TagEntry) -> None:
-        """The tag's accept-independent entry, and every other one it has: one kept under an
-        Accept list would otherwise keep answering with the old digest while offline."""
-        await self._index.put_tag(key, entry)
-        for other in self._accepts.get((key.upstream, key.repository, key.tag), []):
-            if other.accept == ANY_ACCEPT:
-                continue
-            if entry.media_type in other.accept:
-                await self._index.put_tag(other, entry)
-            else:
-                await self._index.delete_tag(other)
+            key = TagKey(ref.upstream, ref.repository, tag, ANY_ACCEPT)
+            known = self._accepts.get((ref.upstream, ref.repository, tag), [])
+            await point_tag(self._index, key, entry, known)

@@ -15,6 +15,7 @@ from typing import Any
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.cachesource import CacheSource
+from proxy.cache.images import point_tag, tag_keys
 from proxy.cache.manifests import ANY_ACCEPT, ManifestCache
 from proxy.cache.warming import Image, Silent, Warmer
 from proxy.config.prefetch import PrefetchRule
@@ -22,7 +23,6 @@ from proxy.errors import RegistryError
 from proxy.metrics import Metrics
 from proxy.model import TagKey
 from proxy.oci.contents import Platform
-from proxy.oci.digest import Digest
 from proxy.routing import Router
 from proxy.store import BlobStore, Index
 
@@ -133,23 +133,10 @@ class Prefetcher:
         assert outcome.digest is not None, "a warmed image has its manifest"
         self._metrics.prefetch_bytes.inc(outcome.blob_bytes_fetched())
         state.digest = str(outcome.digest)
-        if before is not None and before.digest != outcome.digest:
-            await self._forget_old_answers(any_key, before.digest)
+        after = await self._index.get_tag(any_key)
+        if before is not None and after is not None and before.digest != after.digest:
+            await point_tag(self._index, any_key, after, await tag_keys(self._index, any_key))
             log.info("prefetch: %s moved to %s", state.image, outcome.digest)
-
-    async def _forget_old_answers(self, any_key: TagKey, old: Digest) -> None:
-        """The tag's entries for other Accept lists that still name the old image: until
-        their TTL ran out, and forever offline, clients with those lists would get it."""
-        tag = (any_key.upstream, any_key.repository, any_key.tag)
-        stale = [
-            key
-            async for key, entry in self._index.tags()
-            if (key.upstream, key.repository, key.tag) == tag
-            and key.accept != ANY_ACCEPT
-            and entry.digest == old
-        ]
-        for key in stale:
-            await self._index.delete_tag(key)
 
     def _failed(self, state: PrefetchState, reason: str) -> None:
         log.warning("prefetch of %s failed: %s", state.image, reason)
