@@ -4,13 +4,13 @@ skopeo logs in to regcache as it would to any registry, through regcache's token
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BASIC_CREDS, RegcacheFactory
 from tests.support import skopeo
+from tests.support.clientauth import basic
 from tests.support.regcache import RegcacheProcess
 from tests.support.upstreams import Upstream
 
@@ -21,10 +21,6 @@ BOB = ("bob", "bob-Passw0rd")
 def passthrough(basic_upstream: Upstream, regcache_factory: RegcacheFactory) -> RegcacheProcess:
     entry = basic_upstream.entry("docker.io", creds=None, credentials="passthrough")
     return regcache_factory({"upstreams": [entry]})
-
-
-def _basic(creds: tuple[str, str]) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(":".join(creds).encode()).decode()}
 
 
 def test_the_user_the_upstream_accepts_pulls_and_no_one_else_even_cached(
@@ -46,7 +42,7 @@ def test_the_user_the_upstream_accepts_pulls_and_no_one_else_even_cached(
         assert not (tmp_path / out / "manifest.json").exists()
     # Nor by hand, for a layer regcache holds.
     layer = pulled.manifest_json()["layers"][0]["digest"]
-    for headers in (_basic(BOB), {}):
+    for headers in (basic(*BOB), {}):
         answer = passthrough.get(f"/v2/org/app/blobs/{layer}", headers)
         assert answer.status == 401
         assert answer.json()["errors"][0]["code"] == "UNAUTHORIZED"
