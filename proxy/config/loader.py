@@ -117,6 +117,7 @@ class _Draft:
         values = {**self.values, "default_upstream": self._resolve_default()}
         values.update(self._s3_keys())
         self._check_storage()
+        self._check_replica()
         self._check_auth()
         self._check_tls()
         self._check_prefetch()
@@ -160,6 +161,20 @@ class _Draft:
         if self.values["storage_backend"] == "s3" and self.values["storage_s3_bucket"] is None:
             reason = "is s3 but storage.s3.bucket is not set"
             raise self.origins["storage_backend"].error("storage.backend", reason)
+        if self.values["storage_local_tier"] is not None and self.values["storage_backend"] != "s3":
+            reason = "a local tier fronts a shared store: it needs storage.backend: s3"
+            raise self.origins["storage_local_tier"].error("storage.local_tier", reason)
+
+    def _check_replica(self) -> None:
+        if self.values["replica_advertise_url"] is None:
+            return
+        origin = self.origins["replica_advertise_url"]
+        if self.values["index_backend"] != "redis":
+            reason = "replicas find each other's downloads in Redis: it needs index.backend: redis"
+            raise origin.error("replica.advertise_url", reason)
+        if self.values["replica_secret_file"] is None:
+            reason = "replicas must prove themselves to each other: set replica.secret_file too"
+            raise origin.error("replica.advertise_url", reason)
 
     def _check_prefetch(self) -> None:
         """Each image to prefetch names an upstream: at start, not at its first run."""

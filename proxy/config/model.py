@@ -8,6 +8,7 @@ the file, the environment, the command line and ``--help`` pick it up from there
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +308,38 @@ class Config:
         section="storage.s3",
         help="answer cached blob GETs with a 307 to a presigned URL, so the bytes bypass regcache",
     )
+    storage_local_tier: int | None = setting(
+        None,
+        parse_size,
+        section="storage",
+        env="REGCACHE_STORAGE_LOCAL_TIER",
+        help="with backend s3: keep up to this many bytes of hot blobs on this replica's "
+        "disk (cache_dir/tier), served from there with sendfile; empty for none",
+    )
+    # Several replicas sharing one Redis and one bucket (README, Scaling out).
+    replica_name: str | None = setting(
+        None,
+        parse_nonempty,
+        section="replica",
+        env="REGCACHE_REPLICA_NAME",
+        help="this replica's name in metrics, logs and leases; the host name when unset",
+    )
+    replica_advertise_url: str | None = setting(
+        None,
+        parse_url,
+        section="replica",
+        env="REGCACHE_REPLICA_ADVERTISE_URL",
+        help="how the other replicas reach this one, e.g. http://10.0.0.5:5000, to follow "
+        "the downloads it owns; needs index.backend redis and replica.secret_file",
+    )
+    replica_secret_file: TokenKey | None = setting(
+        None,
+        parse_token_key_file,
+        section="replica",
+        env="REGCACHE_REPLICA_SECRET_FILE",
+        help="the key (32+ bytes) replicas sign their requests to each other with; the same "
+        "file on every replica",
+    )
     # Not settings: the S3 keys, resolved from the _file or _env settings above.
     storage_s3_access_key_id: str | None = secret_field(None)
     storage_s3_secret_access_key: str | None = secret_field(None)
@@ -324,6 +357,11 @@ class Config:
     @property
     def listen_port(self) -> int:
         return self.listen.port
+
+    @property
+    def replica(self) -> str:
+        """This replica's name: ``replica.name``, or the host name (the pod's, in Kubernetes)."""
+        return self.replica_name or socket.gethostname()
 
     @property
     def auth_enabled(self) -> bool:

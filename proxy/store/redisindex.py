@@ -143,6 +143,15 @@ class RedisIndex(Index):
         # Manifests this process stored or deleted: whether a command must tell a running server.
         self.changes = 0
 
+    @property
+    def redis(self) -> Redis:
+        """The connection pool, for what else the replicas share through this Redis (leases)."""
+        return self._redis
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     def _manifest_key(self, digest: Digest) -> str:
         return f"{self._prefix}manifest:{digest}"
 
