@@ -6,17 +6,25 @@ one process) never share counters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
+        """``replica``: a name every sample is labelled with, to tell apart the replicas of
+        one fleet, whose series would otherwise be indistinguishable where scraped through
+        one Service."""
         self.registry = CollectorRegistry()
+        self.replica = replica
         self._declare_serving(self.registry)
         self._declare_upstream(self.registry)
         self._declare_cache(self.registry)
+        self._declare_fleet(self.registry)
         self._declare_auth(self.registry)
 
     def _declare_serving(self, r: CollectorRegistry) -> None:
@@ -116,6 +124,33 @@ class Metrics:
             ("reason",),
         )
 
+    def _declare_fleet(self, r: CollectorRegistry) -> None:
+        self.local_tier = counter(
+            r,
+            "regcache_local_tier_requests",
+            "Reads of cached blobs by whether this replica's local tier held them",
+            ("result",),
+        )
+        self.peer_stream_bytes = counter(
+            r,
+            "regcache_peer_stream_bytes",
+            "Blob bytes streamed between replicas: sent to peers following a download this "
+            "replica owns, or received from the owner",
+            ("direction",),
+        )
+        self.lease_takeovers = counter(
+            r,
+            "regcache_lease_takeovers",
+            "Downloads taken over from a replica whose lease expired (it died mid-download)",
+            (),
+        )
+        self.lease_waits = counter(
+            r,
+            "regcache_lease_waits",
+            "Work left to the replica holding its lease instead of done here, by kind",
+            ("kind",),
+        )
+
     def _declare_auth(self, r: CollectorRegistry) -> None:
         self.auth_logins = counter(
             r,
@@ -137,7 +172,25 @@ class Metrics:
         return found
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.replica is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, self.replica))
+
+
+class _Labelled:
+    """A registry's metrics with ``replica="<name>"`` added to every sample."""
+
+    def __init__(self, registry: CollectorRegistry, replica: str) -> None:
+        self._registry = registry
+        self._replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [
+                sample._replace(labels={**sample.labels, "replica": self._replica})
+                for sample in family.samples
+            ]
+            yield family
 
 
 # One line per metric above; each is bound to the application's own registry.

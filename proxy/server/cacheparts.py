@@ -59,7 +59,8 @@ async def open_cache(
     the server does, running the evictor of a bounded cache and removing the temporary files
     interrupted writes left; a short-lived command leaves both to the server, whose downloads
     in flight those temporary files may be."""
-    metrics = metrics or Metrics()
+    # Labelled with the replica's name where several share the backends (README, Scaling out).
+    metrics = metrics or Metrics(config.replica if config.index_backend == "redis" else None)
     router = Router(config)
     exits = contextlib.AsyncExitStack()
     store = await exits.enter_async_context(_blob_store(config, metrics, clean=evict))
