@@ -24,6 +24,7 @@ RANKS: dict[str, int] = {
     "server": 5,
     "cache": 4,
     "upstream": 3,
+    "fleet": 3,  # leases and peers: below the cache that uses them, above the stores
     "routing": 3,
     "store": 2,
     "auth": 2,
