@@ -167,6 +167,18 @@ class BlobStore(ABC):
     @abstractmethod
     async def writer(self, digest: Digest) -> BlobWriter: ...
 
+    # Whether other processes' writes land here too (a bucket several replicas share): a
+    # blob another replica is storing need not be stored again by this one.
+    shared: bool = False
+
+    async def follower_writer(self, digest: Digest) -> BlobWriter:
+        """A writer for a blob another replica is downloading and storing, whose bytes this
+        replica follows: it verifies them and offers them to this replica's readers as
+        ``writer``'s do. A shared store does not store them a second time (its ``commit``
+        verifies and keeps them readable, and what it keeps locally is its own affair); a
+        store of this replica's own stores them as ``writer`` does."""
+        return await self.writer(digest)
+
     @abstractmethod
     async def delete(self, digest: Digest) -> bool: ...
 
