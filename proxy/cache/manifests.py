@@ -8,9 +8,13 @@ before it is stored or served.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from proxy.cache.besteffort import best_effort, or_miss
 from proxy.cache.references import References
@@ -23,6 +27,7 @@ from proxy.errors import (
     TooManyRequests,
     UpstreamError,
 )
+from proxy.fleet.leases import Leases, run_once
 from proxy.metrics import Metrics
 from proxy.model import Kind, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
@@ -33,8 +38,21 @@ from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Not a media type any client sends, so it never collides with a real Accept list.
 ANY_ACCEPT = ("*",)
+
+
+@dataclass(frozen=True, slots=True)
+class TagAsk:
+    """A tag being resolved: the key its answer is remembered under, and since when an
+    answer in the index is as good as asking the upstream now (one another replica got
+    while this one waited for its lease; ``since`` is the TTL's start, or the moment a
+    refresh began, which no earlier answer satisfies)."""
+
+    key: TagKey
+    since: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +71,10 @@ class ManifestCache:
         clients: dict[str, UpstreamClient],
         metrics: Metrics,
         usage: Usage,
+        leases: Leases | None = None,
     ) -> None:
         self._index = index
+        self._leases = leases
         self._usage = usage
         self._clients = clients
         self._metrics = metrics
@@ -79,8 +99,9 @@ class ManifestCache:
         """What the upstream says the tag is now, whatever the TTL; the manifest fetched and
         stored if it is new. Not a client's request: nothing is counted as served."""
         key = TagKey(target.upstream.name, target.repository, tag, accept)
+        ask = TagAsk(key, time.time())
         previous = await self._get_tag(key)
-        return await self._resolve(target, key, accept, head=False, previous=previous)
+        return await self._resolve(target, ask, accept, head=False, previous=previous)
 
     async def _by_digest(
         self, target: Target, digest: Digest, accept: tuple[str, ...], head: bool
@@ -105,7 +126,8 @@ class ManifestCache:
         if entry is not None and now - entry.checked_at < target.upstream.tag_ttl:
             return await self._serve(target, entry, accept, head, "hit")
         try:
-            return await self._resolve(target, key, accept, head, previous=entry)
+            ask = TagAsk(key, now - target.upstream.tag_ttl)
+            return await self._resolve(target, ask, accept, head, previous=entry)
         except (UpstreamError, TooManyRequests) as error:
             fallback = entry or await self._any_acceptable(key, accept)
             if fallback is None:
@@ -150,15 +172,16 @@ class ManifestCache:
     async def _resolve(
         self,
         target: Target,
-        key: TagKey,
+        ask: TagAsk,
         accept: tuple[str, ...],
         head: bool,
         previous: TagEntry | None,
     ) -> ManifestAnswer:
         """Ask the upstream what the tag is now. A HEAD revalidates, and answers a HEAD."""
-        current = await self._head(target, key.tag, accept, key) if previous or head else None
+        tag = ask.key.tag
+        current = await self._head(target, tag, accept, ask) if previous or head else None
         if current is None:
-            stored = await self._fetch(target, key.tag, accept, None, key)
+            stored = await self._fetch(target, tag, accept, None, ask)
             return self._served(target, stored, head, "miss")
         same = previous is not None and previous.digest == current.digest
         return await self._serve(target, current, accept, head, "revalidated" if same else "miss")
@@ -206,7 +229,7 @@ class ManifestCache:
         target: Target,
         ref: str,
         accept: tuple[str, ...],
-        remember: TagKey | None = None,
+        remember: TagAsk | None = None,
     ) -> TagEntry | None:
         """What the upstream says ``ref`` is now, or None if it did not say a digest.
 
@@ -222,10 +245,17 @@ class ManifestCache:
                 return None
             entry = TagEntry(head.digest, head.media_type, head.size, time.time())
             if remember is not None:
-                await self._remember(remember, entry)
+                await self._remember(remember.key, entry)
             return entry
 
-        entry, joined = await self._heads.do(key, call)
+        async def found() -> TagEntry | None:
+            if remember is not None:
+                return await self._answered(remember)
+            stored = await self._get_manifest(Digest.parse(ref))
+            return None if stored is None else _entry(stored, time.time())
+
+        shared = self._across_replicas(target, ref, accept, found, call)
+        entry, joined = await self._heads.do(key, shared)
         if joined:
             self._metrics.dedup_joins.labels("manifest").inc()
         return entry
@@ -236,7 +266,7 @@ class ManifestCache:
         ref: str,
         accept: tuple[str, ...],
         expected: Digest | None,
-        remember: TagKey | None = None,
+        remember: TagAsk | None = None,
     ) -> StoredManifest:
         """The manifest from the upstream, verified and stored; ``remember`` as for _head."""
         key = ("get", target.upstream.name, target.repository, ref, accept)
@@ -249,13 +279,61 @@ class ManifestCache:
             ):
                 self._usage.stored(Kind.MANIFEST, stored.digest, len(stored.body))
             if remember is not None:
-                await self._remember(remember, _entry(stored, time.time()))
+                await self._remember(remember.key, _entry(stored, time.time()))
             return stored
 
-        stored, joined = await self._fetches.do(key, call)
+        async def found() -> StoredManifest | None:
+            digest = expected
+            if digest is None and remember is not None:
+                entry = await self._answered(remember)
+                digest = entry.digest if entry is not None else None
+            return None if digest is None else await self._get_manifest(digest)
+
+        shared = self._across_replicas(target, ref, accept, found, call)
+        stored, joined = await self._fetches.do(key, shared)
         if joined:
             self._metrics.dedup_joins.labels("manifest").inc()
         return stored
+
+    async def _answered(self, ask: TagAsk) -> TagEntry | None:
+        """The tag's answer in the index, if it is recent enough to take for the upstream's."""
+        entry = await self._get_tag(ask.key)
+        return entry if entry is not None and entry.checked_at > ask.since else None
+
+    def _across_replicas(
+        self,
+        target: Target,
+        ref: str,
+        accept: tuple[str, ...],
+        found: Callable[[], Awaitable[T | None]],
+        ask: Callable[[], Awaitable[T]],
+    ) -> Callable[[], Awaitable[T]]:
+        """``ask`` the upstream by one replica at a time: the others wait for its lease, then
+        find the answer it put in the shared index (``found``) rather than ask again."""
+        leases = self._leases
+        if leases is None:
+            return ask
+
+        async def work() -> T:
+            answer = await found()
+            if answer is not None:
+                self._metrics.lease_waits.labels("manifest").inc()
+                return answer
+            return await ask()
+
+        # As long as the holder's own request may take; then ask without it.
+        wait = target.upstream.connect_timeout + target.upstream.read_timeout
+        return lambda: run_once(leases, _lease_name(target, ref, accept), work, wait)
+
+
+def _lease_name(target: Target, ref: str, accept: tuple[str, ...]) -> str:
+    """One lease per flight of any replica: a tag's answer depends on the Accept list, a
+    manifest by digest does not (it is served from the index whatever the client accepts)."""
+    name = f"manifest:{target.upstream.name}/{target.repository}:{ref}"
+    if ":" in ref:  # a digest
+        return name
+    listed = hashlib.sha256(json.dumps(accept).encode()).hexdigest()[:16]
+    return f"{name}:{listed}"
 
 
 def _entry(stored: StoredManifest, now: float) -> TagEntry:

@@ -25,6 +25,7 @@ from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
 from proxy.config import Config
+from proxy.fleet.leases import Holder, Leases
 from proxy.metrics import Metrics
 from proxy.routing import Router
 from proxy.store import BlobStore, Index, StoreUnavailable
@@ -49,6 +50,7 @@ class CacheParts:
     manifests: ManifestCache
     blobs: BlobCache
     evictor: Evictor | None
+    leases: Leases | None
 
 
 @contextlib.asynccontextmanager
@@ -65,10 +67,8 @@ async def open_cache(
     exits = contextlib.AsyncExitStack()
     store = await exits.enter_async_context(_blob_store(config, metrics, clean=evict))
     index = _open_index(config)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
-        auto_decompress=False,
-    )
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     clients = {
         up.name: UpstreamClient(up, session, metrics, offline=config.offline)
         for up in config.upstreams
@@ -80,11 +80,23 @@ async def open_cache(
     evictor = None
     if bounded and evict:
         evictor = await _start_evictor(config, store, index, usage, pins, metrics)
+    leases = _fleet_leases(config, index)
     blobs = BlobCache(store, clients, metrics, usage, pins, redirect=config.storage_s3_redirect)
-    manifests = ManifestCache(index, clients, metrics, usage)
+    manifests = ManifestCache(index, clients, metrics, usage, leases=leases)
     try:
         yield CacheParts(
-            config, metrics, router, store, index, clients, usage, pins, manifests, blobs, evictor
+            config,
+            metrics,
+            router,
+            store,
+            index,
+            clients,
+            usage,
+            pins,
+            manifests,
+            blobs,
+            evictor,
+            leases,
         )
     finally:
         recorder.cancel()
@@ -128,6 +140,13 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
         yield bucket
     finally:
         await bucket.close()
+
+
+def _fleet_leases(config: Config, index: Index) -> Leases | None:
+    """Leases in the index's Redis, for the work the replicas of a fleet share."""
+    if not isinstance(index, RedisIndex):
+        return None
+    return Leases(index.redis, index.prefix, Holder(config.replica, config.replica_advertise_url))
 
 
 def _open_index(config: Config) -> DiskIndex | RedisIndex:

@@ -39,6 +39,7 @@ class Fault:
     chunked: bool = False  # send no Content-Length
     redirect: bool = False  # blobs: 307 to the same bytes on another origin (localhost)
     location: str | None = None  # blobs: 307 to this URL; {port} is the registry's port
+    delay: float = 0.0  # answer after this many seconds (a slow upstream), any method
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.times <= 0:

@@ -10,6 +10,7 @@ and can be stopped (connection refused) and started again on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -238,6 +239,8 @@ class FakeRegistry:
 
     async def _v2(self, request: web.Request) -> web.StreamResponse:
         fault, spoilt = self._arrived(request)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
         if spoilt is not None:
             return spoilt
         match = _V2.fullmatch(request.path)
