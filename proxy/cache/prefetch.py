@@ -2,6 +2,11 @@
 fetched through the cache when they moved, so an edge site has ``:stable`` before anyone
 asks. Each run is counted in ``regcache_prefetch_runs_total{result}`` and its downloaded
 bytes in ``regcache_prefetch_bytes_total``; the last run of each image is on the status page.
+
+In a fleet every replica keeps the schedule, and each interval's run of an image is done by
+one of them: the first to fire takes the image's lease for the run and, when done, leaves a
+mark that lasts most of the interval. The others find either and skip the run (result
+``elsewhere``). With Redis out of reach each replica runs its schedule on its own.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from proxy.cache.manifests import ANY_ACCEPT, ManifestCache
 from proxy.cache.warming import Image, Silent, Warmer
 from proxy.config.prefetch import PrefetchRule
 from proxy.errors import RegistryError
+from proxy.fleet.leases import Lease, Leases
 from proxy.metrics import Metrics
 from proxy.model import TagKey
 from proxy.oci.contents import Platform
 from proxy.routing import Router
-from proxy.store import BlobStore, Index
+from proxy.store import BlobStore, Index, IndexUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,10 @@ FIRST_RUN_AFTER = 5.0
 # Blobs fetched at once for one image: enough to fill a link, few enough to leave the
 # upstream's connections to clients.
 BLOB_CONCURRENCY = 4
+# The mark of a run done lasts this share of the interval: every other replica's schedule
+# fires within the interval and skips, and the mark is gone before the next interval's run,
+# whichever replica fires first then, even with the replicas' clocks a little apart.
+RAN_SHARE = 0.9
 
 
 @dataclass
@@ -43,7 +53,7 @@ class PrefetchState:
     image: str
     rule: PrefetchRule
     last_run: float | None = None
-    result: str | None = None  # ok | failed
+    result: str | None = None  # ok | failed | elsewhere (another replica had this run)
     digest: str | None = None
     error: str | None = None
 
@@ -73,7 +83,9 @@ class Prefetcher:
         store: BlobStore,
         index: Index,
         metrics: Metrics,
+        leases: Leases | None = None,
     ) -> None:
+        self._leases = leases
         self._schedule = [
             (rule, [PrefetchState(image, rule) for image in rule.images]) for rule in rules
         ]
@@ -107,7 +119,37 @@ class Prefetcher:
             await asyncio.sleep(rule.every)
 
     async def run(self, state: PrefetchState) -> None:
-        """One run for one image; a failure is recorded and logged, and the schedule goes on."""
+        """One run for one image, here unless another replica of the fleet has it."""
+        if self._leases is None:
+            return await self._run(state)
+        name = f"prefetch:{state.image}"
+        try:
+            lease = await self._claim(self._leases, name)
+        except IndexUnavailable:
+            return await self._run(state)
+        if lease is None:
+            state.last_run, state.result, state.error = time.time(), "elsewhere", None
+            self._metrics.prefetch_runs.labels("elsewhere").inc()
+            return None
+        async with lease.kept():
+            await self._run(state)
+            # Done, whatever the result: an upstream failing for one replica fails for the
+            # others too, and the fleet asks it once per interval either way.
+            with contextlib.suppress(IndexUnavailable):
+                await self._leases.acquire(f"{name}:ran", ttl=state.rule.every * RAN_SHARE)
+        return None
+
+    @staticmethod
+    async def _claim(leases: Leases, name: str) -> Lease | None:
+        """The lease for this interval's run; None when another replica runs it or ran it."""
+        lease = await leases.acquire(name)
+        if lease is not None and await leases.holder(f"{name}:ran") is not None:
+            await lease.release()
+            return None
+        return lease
+
+    async def _run(self, state: PrefetchState) -> None:
+        """One run; a failure is recorded and logged, and the schedule goes on."""
         state.last_run = time.time()
         try:
             await self._follow(state)

@@ -134,6 +134,7 @@ def _prefetcher(config: Config, parts: CacheParts) -> Prefetcher:
         parts.store,
         parts.index,
         parts.metrics,
+        parts.leases,
     )
     if config.prefetch and config.offline:
         log.info("offline: the prefetch schedule does not run")
