@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from proxy.auth.passwords import PasswordChecker
-from proxy.auth.ratelimit import FailureLimiter
+from proxy.auth.ratelimit import FailureLimiter, Limiter
 from proxy.auth.rules import ANONYMOUS_PRINCIPAL, AccessPolicy, Principal
 from proxy.auth.tokens import SERVICE, IssuedToken, TokenAuthority, TokenRejected
 from proxy.config import Config
@@ -53,14 +53,21 @@ class Gate:
     """Logins to regcache (its htpasswd) and to passthrough upstreams (``vouch``); without
     an htpasswd file only the latter, and anonymous requests are let in as before."""
 
-    def __init__(self, config: Config, metrics: Metrics, vouch: Vouch | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        vouch: Vouch | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
         htpasswd = config.auth_htpasswd
         self.anonymous = config.auth_anonymous if htpasswd is not None else True
         self.passwords = PasswordChecker(htpasswd) if htpasswd is not None else None
         self._vouch = vouch
         self.tokens = TokenAuthority(config.auth_token_key_file, config.auth_token_ttl)
         self.policy = AccessPolicy(config.access)
-        self.limiter = FailureLimiter()
+        # Failed logins, per replica unless a fleet's shared one is given (sharedlimit.py).
+        self.limiter = limiter or FailureLimiter()
         self._metrics = metrics
 
     async def authenticate(self, caller: Caller, base: bool = False) -> Principal:
@@ -191,14 +198,14 @@ class Gate:
         """The one password check, for /v2 and both forms of /token: the rate limit first,
         then the password; every failure counts against the client's address."""
         error: RegistryError
-        retry = self.limiter.retry_after(caller.address)
+        retry = await self.limiter.retry_after(caller.address)
         if retry is not None:
             error = TooManyRequests(
                 "too many failed logins; try again later", headers={"Retry-After": str(retry)}
             )
             raise self._deny(error, "rate_limited", caller, "-")
         if credentials is None or not credentials.username:
-            self.limiter.failed(caller.address)
+            await self.limiter.failed(caller.address)
             error = Unauthorized("malformed credentials", headers=challenge)
             raise self._deny(error, "malformed", caller, "-")
         user, password = credentials.username, credentials.password
@@ -210,7 +217,7 @@ class Gate:
             upstream = await self._vouch(credentials)
             if upstream is not None:
                 return Principal(user, True, vouched_by=upstream, credentials=credentials)
-        self.limiter.failed(caller.address)
+        await self.limiter.failed(caller.address)
         error = Unauthorized("wrong user name or password", headers=challenge)
         raise self._deny(error, "bad_credentials", caller, user)
 

@@ -1,12 +1,25 @@
-"""Failed logins per client address: after ``limit`` in ``window`` seconds, wait."""
+"""Failed logins per client address: after ``limit`` in ``window`` seconds, wait.
+
+Asynchronous, as the fleet's limiter (sharedlimit.py) asks Redis; this one, in memory, is a
+replica's own, and the fleet's fallback while Redis is out of reach.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections import deque
+from typing import Protocol
 
 MAX_ADDRESSES = 10_000
+
+
+class Limiter(Protocol):
+    async def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or None when it may now."""
+
+    async def failed(self, address: str) -> None:
+        """Count a failed login of ``address``."""
 
 
 class FailureLimiter:
@@ -15,7 +28,7 @@ class FailureLimiter:
         self.window = window
         self._failures: dict[str, deque[float]] = {}
 
-    def retry_after(self, address: str) -> int | None:
+    async def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or None when it may now."""
         seen = self._failures.get(address)
         if seen is None:
@@ -30,7 +43,7 @@ class FailureLimiter:
             return None
         return max(1, math.ceil(seen[0] + self.window - now))
 
-    def failed(self, address: str) -> None:
+    async def failed(self, address: str) -> None:
         now = time.monotonic()
         if address not in self._failures and len(self._failures) >= MAX_ADDRESSES:
             self._prune(now)

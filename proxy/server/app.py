@@ -14,12 +14,13 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.auth.gate import Gate
+from proxy.auth.sharedlimit import failure_limiter
 from proxy.cache.passthrough import Passthrough
 from proxy.cache.prefetch import Prefetcher
 from proxy.cache.references import References
 from proxy.cache.usage import PullCounter
 from proxy.config import Config
-from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.metrics import CONTENT_TYPE
 from proxy.routing import Router
 from proxy.server.accesslog import ACCESS_LOGGER, AccessLogger
 from proxy.server.cacheparts import CacheParts, open_cache
@@ -70,12 +71,13 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
-def _gate(app: web.Application, metrics: Metrics, passthrough: Passthrough) -> Gate | None:
+def _gate(app: web.Application, parts: CacheParts, passthrough: Passthrough) -> Gate | None:
     """The login check, with its htpasswd file re-read on SIGHUP; None with logins off."""
     config = app[CONFIG]
     if not config.logins_needed:
         return None
-    gate = Gate(config, metrics, passthrough.vouch)
+    limiter = failure_limiter(parts.index)
+    gate = Gate(config, parts.metrics, passthrough.vouch, limiter)
     if gate.passwords is not None:
         app[RELOADERS].append(gate.passwords.reload)
     return gate
@@ -111,7 +113,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             metrics=metrics,
             pulls=PullCounter(),
             passthrough=passthrough,
-            gate=_gate(app, metrics, passthrough),
+            gate=_gate(app, parts, passthrough),
         )
         app[HISTORY] = History()
         sampler = asyncio.create_task(app[HISTORY].run(metrics))

@@ -32,28 +32,28 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-def test_failures_expire_after_the_window(clock: Clock) -> None:
+async def test_failures_expire_after_the_window(clock: Clock) -> None:
     limiter = FailureLimiter(limit=3, window=60)
     for _ in range(3):
-        assert limiter.retry_after("10.0.0.1") is None
-        limiter.failed("10.0.0.1")
-    assert limiter.retry_after("10.0.0.1") == 60
-    assert limiter.retry_after("10.0.0.2") is None
+        assert await limiter.retry_after("10.0.0.1") is None
+        await limiter.failed("10.0.0.1")
+    assert await limiter.retry_after("10.0.0.1") == 60
+    assert await limiter.retry_after("10.0.0.2") is None
     clock.now += 30
-    assert limiter.retry_after("10.0.0.1") == 30
+    assert await limiter.retry_after("10.0.0.1") == 30
     clock.now += 31
-    assert limiter.retry_after("10.0.0.1") is None
+    assert await limiter.retry_after("10.0.0.1") is None
 
 
-def test_many_addresses_stay_bounded(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_many_addresses_stay_bounded(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proxy.auth.ratelimit, "MAX_ADDRESSES", 10)
     limiter = FailureLimiter(limit=2, window=60)
     for index in range(50):
-        limiter.failed(f"10.0.0.{index}")
+        await limiter.failed(f"10.0.0.{index}")
         clock.now += 0.1
     assert len(limiter._failures) <= 10
     clock.now += 120
-    limiter.failed("10.0.1.1")
+    await limiter.failed("10.0.1.1")
     assert len(limiter._failures) <= 10
 
 
