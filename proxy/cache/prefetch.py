@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.cache.besteffort import or_miss
 from proxy.cache.blobs import BlobCache
 from proxy.cache.cachesource import CacheSource
 from proxy.cache.images import point_tag, tag_keys
@@ -166,7 +167,8 @@ class Prefetcher:
         target, reference = self._router.route_image(state.image)
         assert reference.tag is not None, "checked when the config was loaded"
         any_key = TagKey(target.upstream.name, target.repository, reference.tag, ANY_ACCEPT)
-        before = await self._index.get_tag(any_key)
+        # Unknown with the index out of reach: the run still warms, and points nothing.
+        before = await or_miss(self._index.get_tag(any_key), "read a tag")
         platforms = [Platform.parse(text) for text in state.rule.platforms]  # checked at load
         warmer = Warmer(self._source, Silent(), platforms, BLOB_CONCURRENCY)
         outcome = await warmer.warm(Image.routed(target, reference))
@@ -175,7 +177,7 @@ class Prefetcher:
         assert outcome.digest is not None, "a warmed image has its manifest"
         self._metrics.prefetch_bytes.inc(outcome.blob_bytes_fetched())
         state.digest = str(outcome.digest)
-        after = await self._index.get_tag(any_key)
+        after = await or_miss(self._index.get_tag(any_key), "read a tag")
         if before is not None and after is not None and before.digest != after.digest:
             await point_tag(self._index, any_key, after, await tag_keys(self._index, any_key))
             log.info("prefetch: %s moved to %s", state.image, outcome.digest)

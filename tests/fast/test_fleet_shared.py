@@ -142,6 +142,23 @@ async def test_each_prefetch_run_is_done_by_one_replica(
         assert registry.count("GET", blob_path(digest)) == 1
 
 
+async def test_with_redis_stopped_each_replica_runs_the_prefetch_itself(
+    make_proxy: ProxyFactory,
+    registry: FakeRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy.cache.prefetch, "FIRST_RUN_AFTER", 0.05)
+    registry.push_image("library/app", "stable", layer_sizes=(8 * KIB,))
+    schedule = (PrefetchRule(("docker.io/app:stable",), 3600.0, ()),)
+    with RedisServer(work_dir=tmp_path / "redis") as server:
+        settings = {"index_backend": "redis", "index_redis_url": server.url}
+        server.stop()
+        replicas = await fleet(make_proxy, 2, prefetch=schedule, **settings)
+        # Better twice than never: a schedule must not stop with Redis.
+        assert [await first_result(r) for r in replicas] == ["ok", "ok"]
+
+
 async def first_result(regcache: InProcessRegcache) -> str:
     """The prefetch result of the schedule's first image, once it has one (5 s at most)."""
     for _ in range(250):
