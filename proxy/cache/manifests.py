@@ -4,6 +4,10 @@ A tag answer is trusted for the upstream's ``tag_ttl``; after that a HEAD revali
 (a HEAD does not count against Docker Hub's pull limit). Manifests are kept byte for
 byte with the upstream's media type, and every body is checked against its digest
 before it is stored or served.
+
+Replicas sharing a Redis index share the upstream calls too: each runs under a lease named
+after its flight, and a replica that waited for another's finds the answer in the index
+(README, Scaling out).
 """
 
 from __future__ import annotations
@@ -46,10 +50,10 @@ ANY_ACCEPT = ("*",)
 
 @dataclass(frozen=True, slots=True)
 class TagAsk:
-    """A tag being resolved: the key its answer is remembered under, and since when an
-    answer in the index is as good as asking the upstream now (one another replica got
-    while this one waited for its lease; ``since`` is the TTL's start, or the moment a
-    refresh began, which no earlier answer satisfies)."""
+    """A tag being resolved: the key its answer is remembered under, and ``since``: an
+    answer found in the index checked after it (by another replica, while this one waited
+    for the lease) is as good as asking the upstream now. For a client's request that is
+    the start of the tag's TTL; for a refresh, the moment it began."""
 
     key: TagKey
     since: float
@@ -251,6 +255,7 @@ class ManifestCache:
         async def found() -> TagEntry | None:
             if remember is not None:
                 return await self._answered(remember)
+            # Without a tag to remember, ``ref`` is a digest (_by_digest).
             stored = await self._get_manifest(Digest.parse(ref))
             return None if stored is None else _entry(stored, time.time())
 
