@@ -182,10 +182,16 @@ class _Filling(StoredBlob):
                 yield chunk
             return
         try:
+            # The last chunk is held back until the copy is in the tier: a client that has
+            # the whole blob finds it there when it asks again.
+            last = b""
             async for chunk in self._blob.read(offset, end):
                 await fill.write(chunk)
-                yield chunk
+                if last:
+                    yield last
+                last = chunk
             await fill.commit()
+            yield last
         finally:
             await fill.end()
 
