@@ -93,7 +93,10 @@ class LocalTier(FsBlobStore):
         while self.held > self.max_bytes and self._recent:
             digest, size = self._recent.popitem(last=False)
             self.held -= size
-            await super().delete(digest)
+            try:
+                await super().delete(digest)
+            except OSError as error:  # a cache's trouble: never the failure of a store's write
+                log.warning("could not remove %s from the local tier: %s", digest, error)
 
     async def kept(self, digest: Digest, size: int) -> None:
         """A blob just stored in the tier: the most recent, and the tier back within bounds

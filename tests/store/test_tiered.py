@@ -4,6 +4,7 @@ blobs), and its own LRU bound."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections import Counter
@@ -14,6 +15,7 @@ import pytest
 
 from proxy.oci.digest import Digest
 from proxy.store import BlobStore, LocalFile, StoredBlob
+from proxy.store.fsblobs import Spool
 from proxy.store.s3blobs import S3BlobStore
 from proxy.store.s3calls import S3Location
 from proxy.store.tier import LocalTier
@@ -217,3 +219,18 @@ async def test_a_blob_larger_than_the_tier_is_not_kept(
     assert in_tier(store) == set()
     assert tier_tmp(tmp_path) == []
     assert reads == {"miss": 1}
+
+
+async def test_a_full_tier_disk_fails_the_copy_not_the_read(
+    bucket: S3BlobStore, store: TieredBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = await put(bucket, LARGE)
+
+    async def full_disk(spool: Spool, chunk: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Internal seam: the file a tier writer spools to (the bucket's reads use none).
+    monkeypatch.setattr(Spool, "write", full_disk)
+    assert await read(store, digest) == LARGE
+    assert not store.tier.path(digest).exists()
+    assert tier_tmp(tmp_path) == []
