@@ -34,6 +34,8 @@ from proxy.store.fsblobs import FsBlobStore
 from proxy.store.redisindex import RedisIndex
 from proxy.store.s3blobs import S3BlobStore
 from proxy.store.s3calls import S3Location
+from proxy.store.tier import LocalTier
+from proxy.store.tiered import TieredBlobStore
 from proxy.upstream.client import UpstreamClient
 
 
@@ -137,7 +139,14 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
     bucket.watch.count = lambda op, status: metrics.s3_requests.labels(op, status).inc()
     try:
         await bucket.open(clean=clean)
-        yield bucket
+        # Only the server keeps the tier: its bound is one process's order, which a command
+        # run beside it would not know of (and commands read few blobs twice).
+        if config.storage_local_tier is None or not clean:
+            yield bucket
+        else:
+            tier = LocalTier(config.cache_dir / "tier", config.storage_local_tier)
+            await tier.open()
+            yield TieredBlobStore(bucket, tier, lambda seen: metrics.local_tier.labels(seen).inc())
     finally:
         await bucket.close()
 

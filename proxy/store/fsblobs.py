@@ -74,7 +74,7 @@ class FsStoredBlob(FsFileReader, StoredBlob):
         self.size = size
 
 
-def _open_stored(path: Path) -> FsStoredBlob | None:
+def open_stored(path: Path) -> FsStoredBlob | None:
     """Open and size in one go, so that serving a cached blob costs one trip to a thread."""
     try:
         # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
@@ -188,7 +188,7 @@ class FsBlobWriter(BlobWriter):
     def _open_written(self) -> BlobReader | None:
         # Committed (linked into place and removed) or discarded since it began: the stored
         # blob, if any.
-        return self._spool.open_reader() or _open_stored(self._store.path(self._digest))
+        return self._spool.open_reader() or open_stored(self._store.path(self._digest))
 
     async def abort(self) -> None:
         await self._spool.discard()
@@ -248,7 +248,7 @@ class FsBlobStore(BlobStore):
 
     async def reader(self, digest: Digest) -> StoredBlob | None:
         return await asyncio.get_running_loop().run_in_executor(
-            None, _open_stored, self.path(digest)
+            None, open_stored, self.path(digest)
         )
 
     async def writer(self, digest: Digest) -> BlobWriter:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,6 +99,9 @@ class S3BlobWriter(BlobWriter):
         # fails with it, so that the transfer serves the blob uncached.
         self._broken: StoreUnavailable | None = None
         self.written = 0
+        # Given the spool once the blob is in the bucket, before the spool is removed: a
+        # local tier links the verified file in rather than copying its bytes again.
+        self.keep: Callable[[Path], Awaitable[None]] | None = None
 
     async def open(self) -> None:
         await self._spool.open()
@@ -159,6 +162,8 @@ class S3BlobWriter(BlobWriter):
             if await self._store.stat(self._digest) is None:
                 await self._complete()
                 self._store.added(self.written)
+        if self.keep is not None:
+            await self.keep(self._spool.path)
         await self._end("committed")
 
     @reaching

@@ -53,6 +53,7 @@ def secrets(ca: CertificateAuthority, tmp_path: Path) -> dict[str, dict[str, str
         "token-key": {"token-key": TOKEN_KEY},
         "regcache-tls": tls_secret(ca),
         "client-cas": {"ca.crt": ca.cert_pem.decode()},
+        "replica-key": {"key": "r" * 48},
     }
 
 
@@ -72,6 +73,7 @@ def secured(**changes: Any) -> dict[str, Any]:
         },
         "access": RULES,
         "tls": {"existingSecret": "regcache-tls", "clientCa": {"existingSecret": "client-cas"}},
+        "replica": {"existingSecret": "replica-key", "existingSecretKey": "key"},
     }
     values.update(changes)
     return values

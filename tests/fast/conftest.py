@@ -9,6 +9,7 @@ internals means repointing one fixture.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import sqlite3
@@ -160,3 +161,28 @@ def index_full(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for method in ("put_manifest", "put_tag", "record_use"):
         monkeypatch.setattr(DiskIndex, method, fail)
+
+
+@pytest.fixture
+def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+    """(file name, offset, count) of every span the server sent with the kernel's sendfile.
+
+    Internal seam: the event loop's sendfile, which proxy.server.sendfile calls.
+    """
+    sent: list[tuple[str, int, int]] = []
+    original = asyncio.BaseEventLoop.sendfile
+
+    async def recording(
+        loop: asyncio.BaseEventLoop,
+        transport: asyncio.WriteTransport,
+        file: Any,
+        offset: int = 0,
+        count: int | None = None,
+        *,
+        fallback: bool = True,
+    ) -> int:
+        sent.append((file.name, offset, count or 0))
+        return await original(loop, transport, file, offset, count, fallback=fallback)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "sendfile", recording)
+    return sent

@@ -23,6 +23,8 @@ from proxy.store import BlobReader, BlobStore, BlobWriter, DigestMismatch
 from proxy.store.fsblobs import FsBlobStore
 from proxy.store.s3blobs import S3BlobStore
 from proxy.store.s3calls import S3Location
+from proxy.store.tier import LocalTier
+from proxy.store.tiered import TieredBlobStore
 from tests.store.memblobs import MemoryBlobStore
 from tests.support.ceph import MIN_PART_SIZE, CephCluster
 
@@ -99,10 +101,38 @@ async def s3_leftovers(store: BlobStore, root: Path) -> list[str]:
     return uploads + [str(path) for path in files_under(root / "spool")]
 
 
+# Roomy: the bound's own behaviour is tested in test_tiered.py.
+TIER_BYTES = 64 * 1024 * 1024
+
+
+def tiered_implementation(request: pytest.FixtureRequest) -> Implementation:
+    """The S3 store with a local tier in front, as ``storage.local_tier`` makes it: the tier
+    under the same directory, so that reopening it reopens the same tier."""
+    bucket = s3_implementation(request)
+
+    async def open_tiered(root: Path) -> BlobStore:
+        tier = LocalTier(root / "tier", TIER_BYTES)
+        await tier.open()
+        return TieredBlobStore(await bucket.open(root), tier)
+
+    async def close_tiered(store: BlobStore) -> None:
+        assert isinstance(store, TieredBlobStore)
+        assert bucket.close is not None
+        await bucket.close(store.store)
+
+    async def tiered_leftovers(store: BlobStore, root: Path) -> list[str]:
+        assert isinstance(store, TieredBlobStore)
+        in_tier = files_under(root / "tier" / "tmp")
+        return await s3_leftovers(store.store, root) + [str(path) for path in in_tier]
+
+    return Implementation(open_tiered, tiered_leftovers, close_tiered)
+
+
 IMPLEMENTATIONS = [
     pytest.param(lambda _: Implementation(open_fs, fs_leftovers), id="fs"),
     pytest.param(lambda _: Implementation(open_memory, memory_leftovers), id="memory"),
     pytest.param(s3_implementation, id="s3"),
+    pytest.param(tiered_implementation, id="tiered"),
 ]
 
 

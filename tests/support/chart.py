@@ -11,6 +11,7 @@ import base64
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -270,16 +271,27 @@ def pod_files(
     return config_path
 
 
+# What the kubelet would give a pod's fieldRef variables.
+POD_FIELDS = {"metadata.name": f"{RELEASE}-regcache-7d9f8b6c5d-x2x4q", "status.podIP": "10.1.2.3"}
+
+
 def pod_env(
     rendered: Rendered, existing_secrets: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
-    """The container's environment as the kubelet would set it: plain values, and values from
-    ``existing_secrets`` for each ``secretKeyRef`` (a missing key raises, as the pod would not
-    start)."""
+    """The container's environment as the kubelet would set it: plain values, with ``$(NAME)``
+    of the variables above expanded; values from ``existing_secrets`` for each
+    ``secretKeyRef`` (a missing key raises, as the pod would not start); ``POD_FIELDS`` for
+    each ``fieldRef``."""
     env: dict[str, str] = {}
     for var in rendered.container.get("env", []):
         if "value" in var:
-            env[var["name"]] = var["value"]
+            env[var["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: env.get(m.group(1), m.group(0)),
+                var["value"],
+            )
+        elif "fieldRef" in var["valueFrom"]:
+            env[var["name"]] = POD_FIELDS[var["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = existing_secrets[ref["name"]][ref["key"]]

@@ -74,6 +74,25 @@ app.kubernetes.io/part-of: regcache
 {{- if and (eq .Values.storage.backend "s3") (eq .Values.index.backend "redis") }}yes{{ end }}
 {{- end }}
 
+{{/* The replicas' signing key (replica.secret_file): the Secret and its key. */}}
+{{- define "regcache.replicaDir" -}}/run/secrets/regcache-replica{{- end }}
+{{- define "regcache.replicaSecret" -}}
+{{- .Values.replica.existingSecret | default (printf "%s-replica" (include "regcache.fullname" .)) }}
+{{- end }}
+{{- define "regcache.replicaSecretKey" -}}
+{{- ternary .Values.replica.existingSecretKey "secret" (not (empty .Values.replica.existingSecret)) }}
+{{- end }}
+
+{{/* The cache volume's bound with the shared backends: the spool, and the local tier if any. */}}
+{{- define "regcache.spoolVolumeSize" -}}
+{{- $s := .Values.storage }}
+{{- if $s.localTier }}
+{{- add (include "regcache.quantityBytes" $s.spoolSizeLimit | int64) (include "regcache.quantityBytes" $s.localTier | int64) }}
+{{- else }}
+{{- $s.spoolSizeLimit }}
+{{- end }}
+{{- end }}
+
 {{/* The most pods that may run at once: what the token key rules must hold for. */}}
 {{- define "regcache.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled }}
@@ -99,6 +118,9 @@ app.kubernetes.io/part-of: regcache
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if and .Values.storage.localTier (not $s3) }}
+{{- fail "storage.localTier: a local tier keeps blobs of a bucket in front of it; it needs storage.backend s3" }}
 {{- end }}
 {{- if and $s3 (not .Values.storage.s3.bucket) }}
 {{- fail "storage.s3.bucket: storage.backend s3 needs the bucket's name" }}
@@ -359,6 +381,15 @@ storage:
     access_key_id_file: {{ printf "%s/access-key-id" (include "regcache.s3Dir" .) | toJson }}
     secret_access_key_file: {{ printf "%s/secret-access-key" (include "regcache.s3Dir" .) | toJson }}
     {{- end }}
+  {{- with .Values.storage.localTier }}
+  local_tier: {{ include "regcache.quantityBytes" . | toJson }}
+  {{- end }}
+{{- end }}
+{{- if include "regcache.shared" . }}
+# Each pod's name and address come from its environment (REGCACHE_REPLICA_NAME,
+# REGCACHE_REPLICA_ADVERTISE_URL); the key they sign their requests to each other with is shared.
+replica:
+  secret_file: {{ printf "%s/secret" (include "regcache.replicaDir" .) | toJson }}
 {{- end }}
 {{- if eq .Values.index.backend "redis" }}
 {{- $r := .Values.index.redis }}
