@@ -25,6 +25,8 @@ from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
 from proxy.config import Config
+from proxy.fleet.leases import Holder, Leases
+from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
 from proxy.routing import Router
 from proxy.store import BlobStore, Index, StoreUnavailable
@@ -49,6 +51,8 @@ class CacheParts:
     manifests: ManifestCache
     blobs: BlobCache
     evictor: Evictor | None
+    # In a fleet (index.backend: redis): who does shared work, and does it once.
+    leases: Leases | None = None
 
 
 @contextlib.asynccontextmanager
@@ -80,12 +84,18 @@ async def open_cache(
     evictor = None
     if bounded and evict:
         evictor = await _start_evictor(config, store, index, usage, pins, metrics)
-    blobs = BlobCache(store, clients, metrics, usage, pins, redirect=config.storage_s3_redirect)
+    leases = _leases(config, index)
+    peers = _peers(config, session, metrics) if leases is not None else None
+    redirect = config.storage_s3_redirect
+    blobs = BlobCache(
+        store, clients, metrics, usage, pins, redirect=redirect, leases=leases, peers=peers
+    )
     manifests = ManifestCache(index, clients, metrics, usage)
     try:
         yield CacheParts(
-            config, metrics, router, store, index, clients, usage, pins, manifests, blobs, evictor
-        )
+            config, metrics, router, store, index, clients, usage, pins, manifests, blobs, evictor,
+            leases,
+        )  # fmt: skip
     finally:
         recorder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -128,6 +138,19 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
         yield bucket
     finally:
         await bucket.close()
+
+
+def _leases(config: Config, index: Index) -> Leases | None:
+    """The fleet's leases, in the index's Redis; None without one."""
+    if not isinstance(index, RedisIndex):
+        return None
+    me = Holder(config.replica, config.replica_advertise_url)
+    return Leases(index.redis, index.prefix, me)
+
+
+def _peers(config: Config, session: aiohttp.ClientSession, metrics: Metrics) -> PeerClient:
+    key = config.replica_secret_file.secret if config.replica_secret_file else None
+    return PeerClient(session, key, config.replica, metrics)
 
 
 def _open_index(config: Config) -> DiskIndex | RedisIndex:
