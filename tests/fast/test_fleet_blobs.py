@@ -256,6 +256,10 @@ async def test_when_the_owner_is_killed_mid_blob_a_follower_takes_over_from_the_
     assert results == [whole, whole, (206, sha256(layer[3000000:]), len(layer) - 3000000)]
     assert (await doomed)[2] < len(layer)  # its own client's connection closed short
     assert await total(followers, "regcache_lease_takeovers") == 1
+    # Both followed the dead owner as far as it got; the one that did not take over then
+    # followed the one that did, from there on.
+    received = await total(followers, "regcache_peer_stream_bytes", direction="received")
+    assert received == reached + len(layer)
     # One full GET (the owner's), and one resume from the byte the new owner had reached.
     assert full_gets(registry, digest) == 1
     assert registry.ranges() == [f"bytes={reached}-"]
