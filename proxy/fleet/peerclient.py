@@ -83,7 +83,10 @@ class PeerClient:
         headers = {"Authorization": f"Bearer {peer_token(self._key, self._replica, digest)}"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
+        # sock_connect, not connect: a wait for a free connection of the pool is no failure.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
+        )
         address = url.rstrip("/") + PEER_PATH.format(digest=digest)
         try:
             response = await self._session.get(address, headers=headers, timeout=timeout)

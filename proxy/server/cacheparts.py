@@ -84,7 +84,7 @@ async def open_cache(
     evictor = None
     if bounded and evict:
         evictor = await _start_evictor(config, store, index, usage, pins, metrics)
-    leases = _leases(config, index)
+    leases = _leases(config, index, serving=evict)
     peers = _peers(config, session, metrics) if leases is not None else None
     redirect = config.storage_s3_redirect
     blobs = BlobCache(
@@ -140,11 +140,13 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
         await bucket.close()
 
 
-def _leases(config: Config, index: Index) -> Leases | None:
-    """The fleet's leases, in the index's Redis; None without one."""
+def _leases(config: Config, index: Index, *, serving: bool) -> Leases | None:
+    """The fleet's leases, in the index's Redis; None without one. A command (not
+    ``serving``) has no peer endpoint: it holds leases without a URL, and the replicas wait
+    for it rather than follow it, at the server's address, a download it does not have."""
     if not isinstance(index, RedisIndex):
         return None
-    me = Holder(config.replica, config.replica_advertise_url)
+    me = Holder(config.replica, config.replica_advertise_url if serving else None)
     return Leases(index.redis, index.prefix, me)
 
 

@@ -172,6 +172,25 @@ async def test_a_replica_whose_owner_gave_no_url_waits_and_reads_the_stored_blob
     assert await follower.metric("regcache_peer_stream_bytes", direction="received") == 0
 
 
+async def test_a_repository_that_does_not_hold_the_blob_gets_no_byte_of_a_peers_download(
+    start_replica: StartReplica, registry: FakeRegistry, big: FakeImage
+) -> None:
+    owner, follower = await start_replica("owner"), await start_replica("follower")
+    digest, layer = big.layer_digests[0], big.layers[0]
+    registry.faults.append(stall_once(digest, after=256 * KIB, seconds=0.5))
+    first = asyncio.create_task(streamed(owner.url + blob_path(digest)))
+    await until(lambda: _now(registry.count("GET", blob_path(digest)) == 1), "the owner's GET")
+    # The owner's download is under way; the upstream says library/other has no such blob.
+    other = await follower.get(blob_path(digest, "library/other"))
+    assert (other.status, other.error_code) == (404, "BLOB_UNKNOWN")
+    assert await follower.metric("regcache_peer_stream_bytes", direction="received") == 0
+    assert await first == (200, sha256(layer), len(layer))
+    # Stored now; still not for library/other.
+    again = await follower.get(blob_path(digest, "library/other"))
+    assert (again.status, again.error_code) == (404, "BLOB_UNKNOWN")
+    assert registry.count("GET", blob_path(digest)) == 1
+
+
 def serve_config(
     name: str, port: int, registry: FakeRegistry, fleet: dict[str, Any], directory: Path
 ) -> dict[str, Any]:
