@@ -51,14 +51,14 @@ class PeerEndpoint:
         try:
             digest = Digest.parse(named)
         except InvalidDigest:
-            raise DigestInvalid() from None
+            raise DigestInvalid("not a digest") from None
         download = self._blobs.downloads.active(digest)
-        if download is not None and download.size is None:
+        if download is not None:
+            await download.wait_started()  # the upstream's answer says how long the blob is
+            if download.size is not None:
+                return await self._send(request, digest, download.size, download.follow)
             # Without a length there is no last byte to hold back: the blob, once verified.
             await download.wait_done()
-            download = None
-        if download is not None and download.size is not None:
-            return await self._send(request, digest, download.size, download.follow)
         stored = await self._stored(digest)
         if stored is None:
             raise BlobUnknown()

@@ -156,6 +156,29 @@ async def test_concurrent_pulls_across_replicas_fetch_each_blob_once(
     assert registry.count("GET", blob_path(digest)) == 1
 
 
+async def test_a_follower_that_asks_before_the_upstream_answered_the_owner_streams_at_once(
+    start_replica: StartReplica, registry: FakeRegistry, big: FakeImage
+) -> None:
+    owner = await start_replica("owner", read_timeout=60.0)
+    follower = await start_replica("follower")
+    digest, layer = big.layer_digests[0], big.layers[0]
+    # The upstream takes a while to answer the owner at all, then stops mid-blob until told.
+    release = asyncio.Event()
+    stalled = Fault(
+        path=blob_path(digest), method="GET", delay=0.5, stall=(MIB, 60.0), release=release, times=1
+    )
+    registry.faults.append(stalled)
+    first = asyncio.create_task(streamed(owner.url + blob_path(digest)))
+    await until(lambda: _now(registry.count("GET", blob_path(digest)) == 1), "the owner's GET")
+    second = asyncio.create_task(streamed(follower.url + blob_path(digest)))
+    # The follower streams what the owner has while the owner's download is still under way.
+    await until(lambda: _received([follower], MIB), "the follower to stream from the owner")
+    release.set()
+    whole = (200, sha256(layer), len(layer))
+    assert (await first, await second) == (whole, whole)
+    assert registry.count("GET", blob_path(digest)) == 1
+
+
 async def test_a_replica_whose_owner_gave_no_url_waits_and_reads_the_stored_blob(
     start_replica: StartReplica, registry: FakeRegistry, big: FakeImage
 ) -> None:
