@@ -24,7 +24,9 @@ from urllib.parse import unquote
 import aiohttp
 import jwt
 import pytest
+from redis.asyncio import Redis
 
+import proxy.cache.fleetsource
 from proxy.config.authfiles import TokenKey
 from tests.fast.conftest import KIB, blob_path, stall_once
 from tests.support.clientauth import auth_settings, basic, bearer
@@ -212,6 +214,38 @@ async def test_a_repository_that_does_not_hold_the_blob_gets_no_byte_of_a_peers_
     again = await follower.get(blob_path(digest, "library/other"))
     assert (again.status, again.error_code) == (404, "BLOB_UNKNOWN")
     assert registry.count("GET", blob_path(digest)) == 1
+
+
+@pytest.mark.parametrize("url", ["unreachable", None])
+async def test_a_lease_held_by_a_replica_nobody_can_follow_is_waited_out_then_fetched_unshared(
+    start_replica: StartReplica,
+    registry: FakeRegistry,
+    big: FakeImage,
+    fleet_settings: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str | None,
+) -> None:
+    # Production waits three lease lifetimes for a holder it cannot reach, a minute for one
+    # that gave no URL; the fallback is what is tested here, not the waits.
+    monkeypatch.setattr(proxy.cache.fleetsource, "PATIENCE_LEASES", 0.1)
+    monkeypatch.setattr(proxy.cache.fleetsource, "NO_URL_PATIENCE", 0.3)
+    replica = await start_replica("r0")
+    digest, layer = big.layer_digests[0], big.layers[0]
+    ghost = {
+        "replica": "ghost",
+        "url": f"http://127.0.0.1:{free_port()}" if url else None,
+        "token": "0",
+    }
+    key = f"{fleet_settings['index_redis_prefix']}lease:blob:{digest}"
+    async with Redis.from_url(fleet_settings["index_redis_url"]) as redis:
+        await redis.set(key, json.dumps(ghost), px=60_000)
+    answer = await streamed(replica.url + blob_path(digest))
+    assert answer == (200, sha256(layer), len(layer))
+    assert registry.count("GET", blob_path(digest)) == 1
+    assert await replica.metric("regcache_lease_takeovers") == 0
+    # Fetched unshared, and stored all the same.
+    again = await replica.get(blob_path(digest))
+    assert (again.status, again.headers["X-Cache"], again.body) == (200, "HIT", layer)
 
 
 def serve_config(
