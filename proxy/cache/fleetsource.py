@@ -81,6 +81,10 @@ class FleetSource:
         self.lease: Lease | None = None
         self.stores = False
         self._broken = False
+        # Set when, after the stream broke, the lease was still held by someone who could not
+        # be followed: the lease then changes hands by expiring, a takeover. (An owner that
+        # failed lets go before its stream ends.)
+        self._abandoned = False
         self._unfollowable = False
         self._patience = PATIENCE_LEASES * leases.ttl
         self._opened: _Opened | None = None
@@ -151,19 +155,21 @@ class FleetSource:
         holder = await self._leases.holder(self._name)
         self._unfollowable = holder is not None and not holder.url
         if holder is None or not holder.url or holder.url == self._leases.me.url:
+            self._abandoned |= self._broken and holder is not None
             return None  # let go just now, or not to be followed: look again
         try:
             return await self._peer(holder.url)
         except PeerUnavailable as exc:
             log.info("%s: cannot follow %s: %s", self._digest, holder.replica, exc)
+            self._abandoned |= self._broken
             return None
 
     async def _take(self, lease: Lease) -> None:
         await self._exits.enter_async_context(lease.kept())
         self.lease = lease
         self.stores = True
-        if self._broken:
-            # The owner stopped sending and let the lease expire: it died mid-download.
+        if self._abandoned:
+            # The owner stopped sending and its lease expired: it died mid-download.
             self._metrics.lease_takeovers.inc()
             log.warning("%s: took its download over at byte %d", self._digest, self.offset)
 
