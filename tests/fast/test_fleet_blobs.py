@@ -181,6 +181,19 @@ async def test_a_follower_that_asks_before_the_upstream_answered_the_owner_strea
     assert registry.count("GET", blob_path(digest)) == 1
 
 
+async def test_replicas_on_disks_of_their_own_still_fetch_once_and_each_store_a_copy(
+    start_replica: StartReplica, registry: FakeRegistry, big: FakeImage
+) -> None:
+    replicas = [await start_replica(f"r{n}", storage_backend="local") for n in range(2)]
+    digest, layer = big.layer_digests[0], big.layers[0]
+    registry.faults.append(stall_once(digest, after=256 * KIB, seconds=0.5))
+    asked = [streamed(replica.url + blob_path(digest)) for replica in replicas * 2]
+    assert await asyncio.gather(*asked) == [(200, sha256(layer), len(layer))] * 4
+    assert registry.count("GET", blob_path(digest)) == 1
+    for replica in replicas:
+        assert [path.read_bytes() for path in replica.files("blobs")] == [layer]
+
+
 async def test_a_replica_whose_owner_gave_no_url_waits_and_reads_the_stored_blob(
     start_replica: StartReplica, registry: FakeRegistry, big: FakeImage
 ) -> None:
