@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from proxy.cache.downloads import Downloads
+from proxy.cache.fleetdownloads import FleetDownloads
 from proxy.cache.lru import Pins
 from proxy.cache.reader import OpenBlob, follow_download, stored_blob
 from proxy.cache.references import References
 from proxy.cache.usage import Usage
+from proxy.fleet.leases import Leases
+from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
@@ -43,7 +46,10 @@ class BlobCache:
         pins: Pins,
         *,
         redirect: bool = False,
+        leases: Leases | None = None,
+        peers: PeerClient | None = None,
     ) -> None:
+        """``leases`` and ``peers``: in a fleet, to download each blob once across it."""
         self._store = store
         # Only a store that can presign may send clients elsewhere (storage.s3.redirect).
         self._presigning = store if redirect and isinstance(store, Presigning) else None
@@ -51,8 +57,11 @@ class BlobCache:
         self._metrics = metrics
         self._usage = usage
         self._pins = pins
-        self.downloads = Downloads(store, clients, metrics, usage)
         self._references = References(clients, usage)
+        fleet = None
+        if leases is not None and peers is not None:
+            fleet = FleetDownloads(leases, peers, store, clients, metrics, self._references)
+        self.downloads = Downloads(store, clients, metrics, usage, fleet)
 
     @contextlib.asynccontextmanager
     async def open(self, target: Target, digest: Digest) -> AsyncIterator[OpenBlob]:
@@ -99,7 +108,10 @@ class BlobCache:
             return None
 
     async def _may_follow(self, target: Target, digest: Digest) -> bool:
-        """Whether ``target`` may start the blob's download, or join the one under way."""
+        """Whether ``target`` may start the blob's download, or join the one under way. A
+        download started here that follows another replica's asks the upstream about its
+        ``target`` first, unless it is known (fleetdownloads.py): the owner's bytes answer
+        for the owner's request only."""
         download = self.downloads.active(digest)
         if download is None or download.target.ref == target.ref:
             return True

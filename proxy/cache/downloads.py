@@ -13,6 +13,9 @@ instead of a corrupt layer it might keep.
 When the cache disk fills up mid-blob, the file stops growing and the rest of the blob
 reaches the readers through a bounded in-memory tail instead; the slowest reader then
 sets the pace, and the download is no longer joinable (a later request starts its own).
+
+In a fleet (``fleet``), one replica downloads each blob: the one that gets its lease. The
+others' downloads follow the owner's (fleetdownloads.py), and are followed here the same.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from proxy.cache.fleetdownloads import FleetDownloads
+from proxy.cache.fleetsource import blob_lease
 from proxy.cache.transfer import BlobTransfer
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
@@ -33,7 +38,7 @@ from proxy.metrics import Metrics
 from proxy.model import FileSpan, Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
-from proxy.store import BlobReader, BlobStore, BlobWriter, pieces
+from proxy.store import BlobReader, BlobStore, BlobWriter, IndexUnavailable, pieces
 from proxy.upstream.blobstream import CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
@@ -250,11 +255,13 @@ class Downloads:
         clients: dict[str, UpstreamClient],
         metrics: Metrics,
         usage: Usage,
+        fleet: FleetDownloads | None = None,
     ) -> None:
         self._store = store
         self._clients = clients
         self._metrics = metrics
         self._usage = usage
+        self._fleet = fleet
         self._active: dict[Digest, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -308,12 +315,34 @@ class Downloads:
             del self._active[download.digest]
 
     async def _fetch(self, download: Download, target: Target) -> None:
+        fleet = self._fleet
+        if fleet is None:
+            return await self._upstream(download, target)
+        try:
+            lease = await fleet.leases.acquire(blob_lease(download.digest))
+        except IndexUnavailable:
+            return await self._upstream(download, target)  # unshared, as a lone replica
+        if lease is not None:
+            async with lease.kept():
+                # Free, the lease may be one just let go by an owner that stored the blob.
+                if not await fleet.stored(download.digest):
+                    return await self._upstream(download, target)
+        else:
+            self._metrics.lease_waits.labels("blob").inc()
+        later = self._abort_later
+        if await fleet.follow(download, target, download.digest, later):
+            self._usage.stored(Kind.BLOB, download.digest, download.written)
+
+    def _abort_later(self, writer: BlobWriter) -> None:
+        self._keep(_abort_later(writer))
+
+    async def _upstream(self, download: Download, target: Target) -> None:
         client = client_for(self._clients, target)
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
         if await transfer.run(download):
             self._usage.stored(Kind.BLOB, download.digest, download.written)
         elif transfer.leftover is not None:
-            self._keep(_abort_later(transfer.leftover))
+            self._abort_later(transfer.leftover)
 
     def _keep(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

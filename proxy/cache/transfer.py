@@ -72,12 +72,18 @@ class BlobTransfer:
         Raises a RegistryError; on any failure nothing is left in the store.
         """
         async with self._client.open_blob(self._target.repository, self._digest) as blob:
-            return await self._write(blob, blob.descriptor.size, sink)
+            writer = await self._store.writer(self._digest)
+            return await self.copy(blob, blob.descriptor.size, writer, sink)
 
-    async def _write(
-        self, chunks: AsyncIterable[bytes], size: int | None, sink: TransferSink
+    async def copy(
+        self,
+        chunks: AsyncIterable[bytes],
+        size: int | None,
+        writer: BlobWriter,
+        sink: TransferSink,
     ) -> bool:
-        writer = await self._store.writer(self._digest)
+        """Copy ``chunks`` (the whole blob, from wherever it comes) through ``writer``, as
+        ``run`` copies the upstream's; the writer is aborted on failure."""
         sink.started(size, writer)
         try:
             await self._drain(chunks, writer, sink)

@@ -27,6 +27,7 @@ from proxy.server.cacheparts import CacheParts, open_cache
 from proxy.server.handlers import Services, V2Handlers
 from proxy.server.login import token_endpoint
 from proxy.server.middleware import API_VERSION_HEADER, error_middleware
+from proxy.server.peer import PEER_ROUTE, PeerEndpoint
 from proxy.server.reload import RELOADERS, reload_on_sighup
 from proxy.server.status import History, status_document
 from proxy.server.tls import listening_context
@@ -42,6 +43,7 @@ ROUTER = web.AppKey("router", Router)
 STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", History)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
+PEER = web.AppKey("peer", PeerEndpoint)
 # Kubernetes gives a readiness probe 1 s by default; a backend slower than that is out.
 READY_CHECK_TIMEOUT = 0.9
 # Names the shared backends a ready replica cannot reach, for probes and load balancers that
@@ -66,6 +68,8 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/status.json", _status)
     app.router.add_get("/token", _token)
     app.router.add_post("/token", _token)
+    # Other replicas' way in (peer.py): its own token, outside the client gate.
+    app.router.add_get(PEER_ROUTE, _peer)
     app.router.add_route("*", "/v2", _dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", _dispatch)
     return app
@@ -115,6 +119,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             passthrough=passthrough,
             gate=_gate(app, parts, passthrough),
         )
+        key = config.replica_secret_file.secret if config.replica_secret_file else None
+        app[PEER] = PeerEndpoint(key, parts.blobs, parts.store, metrics)
         app[HISTORY] = History()
         sampler = asyncio.create_task(app[HISTORY].run(metrics))
         app[PREFETCHER] = _prefetcher(config, parts)
@@ -147,6 +153,10 @@ def _prefetcher(config: Config, parts: CacheParts) -> Prefetcher:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     return await V2Handlers(request.app[SERVICES]).dispatch(request)
+
+
+async def _peer(request: web.Request) -> web.StreamResponse:
+    return await request.app[PEER].handle(request)
 
 
 async def _token(request: web.Request) -> web.Response:

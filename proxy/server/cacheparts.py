@@ -26,6 +26,7 @@ from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
 from proxy.config import Config
 from proxy.fleet.leases import Holder, Leases
+from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
 from proxy.routing import Router
 from proxy.store import BlobStore, Index, StoreUnavailable
@@ -52,7 +53,8 @@ class CacheParts:
     manifests: ManifestCache
     blobs: BlobCache
     evictor: Evictor | None
-    leases: Leases | None
+    # In a fleet (index.backend: redis): who does shared work, and does it once.
+    leases: Leases | None = None
 
 
 @contextlib.asynccontextmanager
@@ -82,24 +84,18 @@ async def open_cache(
     evictor = None
     if bounded and evict:
         evictor = await _start_evictor(config, store, index, usage, pins, metrics)
-    leases = _fleet_leases(config, index)
-    blobs = BlobCache(store, clients, metrics, usage, pins, redirect=config.storage_s3_redirect)
+    leases = _leases(config, index, serving=evict)
+    peers = _peers(config, session, metrics) if leases is not None else None
+    redirect = config.storage_s3_redirect
+    blobs = BlobCache(
+        store, clients, metrics, usage, pins, redirect=redirect, leases=leases, peers=peers
+    )
     manifests = ManifestCache(index, clients, metrics, usage, leases=leases)
     try:
         yield CacheParts(
-            config,
-            metrics,
-            router,
-            store,
-            index,
-            clients,
-            usage,
-            pins,
-            manifests,
-            blobs,
-            evictor,
+            config, metrics, router, store, index, clients, usage, pins, manifests, blobs, evictor,
             leases,
-        )
+        )  # fmt: skip
     finally:
         recorder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -151,11 +147,19 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
         await bucket.close()
 
 
-def _fleet_leases(config: Config, index: Index) -> Leases | None:
-    """Leases in the index's Redis, for the work the replicas of a fleet share."""
+def _leases(config: Config, index: Index, *, serving: bool) -> Leases | None:
+    """The fleet's leases, in the index's Redis; None without one. A command (not
+    ``serving``) has no peer endpoint: it holds leases without a URL, and the replicas wait
+    for it rather than follow it, at the server's address, a download it does not have."""
     if not isinstance(index, RedisIndex):
         return None
-    return Leases(index.redis, index.prefix, Holder(config.replica, config.replica_advertise_url))
+    me = Holder(config.replica, config.replica_advertise_url if serving else None)
+    return Leases(index.redis, index.prefix, me)
+
+
+def _peers(config: Config, session: aiohttp.ClientSession, metrics: Metrics) -> PeerClient:
+    key = config.replica_secret_file.secret if config.replica_secret_file else None
+    return PeerClient(session, key, config.replica, metrics)
 
 
 def _open_index(config: Config) -> DiskIndex | RedisIndex:

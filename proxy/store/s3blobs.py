@@ -10,6 +10,7 @@ leaves only parts, which ``open`` aborts once they are old.
 
 Upload parts cannot be read before the object is complete, so a writer also spools its
 bytes to a local file, which followers of the growing blob read (with sendfile).
+A follower writer (for a blob another replica uploads) only spools, and its commit verifies.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class S3StoredBlob(StoredBlob):
 
 
 class S3BlobWriter(BlobWriter):
-    def __init__(self, store: S3BlobStore, digest: Digest, spool: Path) -> None:
+    def __init__(
+        self, store: S3BlobStore, digest: Digest, spool: Path, *, upload: bool = True
+    ) -> None:
         self._store = store
         self._digest = digest
         self._key = store.key(digest)
@@ -98,6 +101,7 @@ class S3BlobWriter(BlobWriter):
         # Set when a part could not go up: the spool goes on for the followers, and commit
         # fails with it, so that the transfer serves the blob uncached.
         self._broken: StoreUnavailable | None = None
+        self._upload = upload
         self.written = 0
         # Given the spool once the blob is in the bucket, before the spool is removed: a
         # local tier links the verified file in rather than copying its bytes again.
@@ -111,7 +115,7 @@ class S3BlobWriter(BlobWriter):
         self._hasher.update(chunk)
         await self._spool.write(chunk)
         self.written += len(chunk)
-        if self._broken is not None:
+        if self._broken is not None or not self._upload:
             return
         self._part += chunk
         if len(self._part) >= self._store.part_size:
@@ -158,6 +162,11 @@ class S3BlobWriter(BlobWriter):
             raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
         if self._broken is not None:
             raise self._broken
+        if not self._upload:
+            # Verified; the spool stays readable until ``abort``, the bucket is the owner's.
+            await self._spool.close()
+            self._state = "verified"
+            return
         async with self._store.committing(self._digest):
             if await self._store.stat(self._digest) is None:
                 await self._complete()
@@ -186,7 +195,9 @@ class S3BlobWriter(BlobWriter):
         self._upload_id = None
 
     async def abort(self) -> None:
-        if self._state != "committed":
+        if self._state == "verified":  # its readers go on to the owner's object
+            await self._end("committed")
+        elif self._state != "committed":
             await self._end("aborted")
 
     async def detach(self) -> Hasher:
@@ -197,7 +208,7 @@ class S3BlobWriter(BlobWriter):
     async def reader(self) -> BlobReader | None:
         if self._state == "aborted":
             return None
-        if self._state in ("open", "detached"):
+        if self._state in ("open", "detached", "verified"):
             opened = await asyncio.to_thread(self._spool.open_reader)
             if opened is not None:
                 return opened
@@ -340,9 +351,18 @@ class S3BlobStore(BlobStore):
             ExpiresIn=expires,
         )
 
+    # Every replica's uploads land in the one bucket.
+    shared = True
+
     async def writer(self, digest: Digest) -> BlobWriter:
+        return await self._writer(digest, upload=True)
+
+    async def follower_writer(self, digest: Digest) -> BlobWriter:
+        return await self._writer(digest, upload=False)
+
+    async def _writer(self, digest: Digest, *, upload: bool) -> BlobWriter:
         spool = self._spool_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}"
-        writer = S3BlobWriter(self, digest, spool)
+        writer = S3BlobWriter(self, digest, spool, upload=upload)
         await writer.open()
         return writer
 

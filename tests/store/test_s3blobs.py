@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.oci.digest import Digest
-from proxy.store import StoreUnavailable
+from proxy.store import BlobReader, DigestMismatch, StoreUnavailable
 from proxy.store.s3blobs import PART_SIZE, S3BlobStore
 from proxy.store.s3calls import S3Location
 from tests.support.ceph import MIN_PART_SIZE, CephCluster
@@ -154,3 +154,40 @@ async def test_an_outage_of_the_gateway_fails_calls_and_they_work_again_after(
     await store.check()
     assert store.watch.unreachable is None
     assert await store.size(digest) == len(LAYER)
+
+
+async def read_all(reader: BlobReader | None) -> bytes:
+    assert reader is not None
+    try:
+        return b"".join([chunk async for chunk in reader.read(0, len(LAYER))])
+    finally:
+        await reader.close()
+
+
+async def test_a_follower_writer_verifies_and_keeps_its_spool_but_uploads_nothing(
+    store: S3BlobStore, tmp_path: Path
+) -> None:
+    assert store.shared
+    digest = Digest.of(LAYER)
+    writer = await store.follower_writer(digest)
+    await writer.write(LAYER[: 3 * MIN_PART_SIZE])
+    await writer.write(LAYER[3 * MIN_PART_SIZE :])
+    await writer.commit()
+    assert await store.uploads() == []
+    assert await keys(store) == []  # the owner's upload is the one copy
+    assert await read_all(await writer.reader()) == LAYER  # from the spool
+    # Once the owner's object is there and the spool gone, readers go on to the object.
+    owner = await store.writer(digest)
+    await owner.write(LAYER)
+    await owner.commit()
+    await writer.abort()
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert await read_all(await writer.reader()) == LAYER
+
+
+async def test_a_follower_writer_refuses_bytes_that_do_not_match(store: S3BlobStore) -> None:
+    writer = await store.follower_writer(Digest.of(LAYER))
+    await writer.write(LAYER[:-1] + b"!")
+    with pytest.raises(DigestMismatch):
+        await writer.commit()
+    assert await writer.reader() is None

@@ -8,6 +8,7 @@ method and path match, which then counts down its ``times``. One fault may combi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ class Fault:
     wrong_body: bool = False  # flip the body's first byte, keep its length and digest
     wrong_digest: bool = False  # claim another Docker-Content-Digest
     chunked: bool = False  # send no Content-Length
+    delay: float = 0.0  # wait this long before answering at all (no headers meanwhile)
+    # bodies, with stall: silent until this is set (or for stall's seconds, whichever is first)
+    release: asyncio.Event | None = None
     redirect: bool = False  # blobs: 307 to the same bytes on another origin (localhost)
     location: str | None = None  # blobs: 307 to this URL; {port} is the registry's port
     delay: float = 0.0  # answer after this many seconds (a slow upstream), any method
@@ -78,6 +82,7 @@ async def send_body(
 ) -> web.StreamResponse:
     """``body`` as the answer, spoilt as ``fault`` says."""
     fault = fault or Fault()
+    await asyncio.sleep(fault.delay)
     if fault.wrong_body and body:
         body = bytes([body[0] ^ 0xFF]) + body[1:]
     response = web.StreamResponse(status=status, headers={**headers, **fault.headers})
@@ -97,7 +102,11 @@ async def send_body(
     if fault.stall is not None:
         after, seconds = fault.stall
         await response.write(body[:after])
-        await asyncio.sleep(seconds)
+        if fault.release is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fault.release.wait(), seconds)
         body = body[after:]
     await response.write(body)
     await response.write_eof()

@@ -61,11 +61,16 @@ def make_config(cache_dir: Path, upstream_url: str, **settings: Any) -> Config:
 
 
 class InProcessRegcache:
-    """``client_ssl`` is what the test's client trusts when the config has ``tls:`` files."""
+    """``client_ssl`` is what the test's client trusts when the config has ``tls:`` files;
+    ``port``: where to listen, known before the start (a replica's advertise_url); any free
+    one by default."""
 
-    def __init__(self, config: Config, client_ssl: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, config: Config, client_ssl: ssl.SSLContext | None = None, port: int = 0
+    ) -> None:
         self.config = config
         self.client_ssl = client_ssl
+        self.port = port
         self.app: web.Application | None = None
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -88,7 +93,7 @@ class InProcessRegcache:
             shutdown_timeout=2.0,
         )
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl).start()
+        await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=server_ssl).start()
         self._runner = runner
         self.app = app
         scheme = "http" if server_ssl is None else "https"
