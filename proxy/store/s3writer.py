@@ -9,23 +9,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.oci.digest import Digest, Hasher
-from proxy.store import BlobReader, BlobWriter, DigestMismatch, StoreUnavailable
+from proxy.store import (
+    BlobInfo,
+    BlobReader,
+    BlobWriter,
+    DigestMismatch,
+    StoredBlob,
+    StoreUnavailable,
+)
 from proxy.store.fsblobs import Spool
 from proxy.store.s3calls import S3Watch, reaching
 
 if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, UploadPartOutputTypeDef
 
-    from proxy.store.s3blobs import S3BlobStore
+
+class UploadTarget(Protocol):
+    """What a writer needs of its store (S3BlobStore), named here so that the two modules
+    do not import each other."""
+
+    part_size: int
+    bucket: str
+
+    @property
+    def client(self) -> S3Client: ...
+
+    @property
+    def watch(self) -> S3Watch: ...
+
+    def key(self, digest: Digest) -> str: ...
+
+    def committing(self, digest: Digest) -> AbstractAsyncContextManager[None]: ...
+
+    async def stat(self, digest: Digest) -> BlobInfo | None: ...
+
+    def added(self, size: int) -> None: ...
+
+    async def reader(self, digest: Digest) -> StoredBlob | None: ...
+
+    async def abort_upload(self, key: str, upload_id: str) -> None: ...
 
 
 class S3BlobWriter(BlobWriter):
     def __init__(
-        self, store: S3BlobStore, digest: Digest, spool: Path, *, upload: bool = True
+        self, store: UploadTarget, digest: Digest, spool: Path, *, upload: bool = True
     ) -> None:
         self._store = store
         self._digest = digest
