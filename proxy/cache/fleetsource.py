@@ -85,6 +85,7 @@ class FleetSource:
         # be followed: the lease then changes hands by expiring, a takeover. (An owner that
         # failed lets go before its stream ends.)
         self._abandoned = False
+        self._unreachable: str | None = None  # the holder last found out of reach
         self._unfollowable = False
         self._patience = PATIENCE_LEASES * leases.ttl
         self._opened: _Opened | None = None
@@ -160,7 +161,10 @@ class FleetSource:
         try:
             return await self._peer(holder.url)
         except PeerUnavailable as exc:
-            log.info("%s: cannot follow %s: %s", self._digest, holder.replica, exc)
+            # Once per holder: it is asked again every POLL_SECONDS until its lease expires.
+            if self._unreachable != holder.replica:
+                log.info("%s: cannot follow %s: %s", self._digest, holder.replica, exc)
+                self._unreachable = holder.replica
             self._abandoned |= self._broken
             return None
 
