@@ -4,6 +4,7 @@ and the bucket stays under cache.max_size whichever replicas filled it."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from pathlib import Path
@@ -153,8 +154,14 @@ def test_eviction_keeps_the_bucket_under_max_size(
     for i, (replica, name, image) in enumerate(zip(fleet, names, images, strict=True)):
         check_image(skopeo.pull(replica.ref(name, "1"), tmp_path / f"pull{i}"), image)
 
-    bucket = fleet.backends.bucket_bytes
-    wait_until(lambda: 0 < bucket() <= max_size, "the bucket within cache.max_size", 60)
-    print(f"bucket: {bucket()} bytes after pulling {pulled_bytes}; max_size {max_size}")
+    seen: list[int] = []
+
+    def within() -> bool:
+        seen.append(fleet.backends.bucket_bytes())
+        return 0 < seen[-1] <= max_size
+
+    with contextlib.suppress(AssertionError):
+        wait_until(within, "an eviction pass", 60)
+    assert 0 < seen[-1] <= max_size, f"the bucket holds {seen[-1]} bytes (pulled {pulled_bytes})"
     # Still a cache: the most recent image pulls whole from any replica.
     check_image(skopeo.pull(fleet[0].ref("fleet/three", "1"), tmp_path / "again"), images[2])
