@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import shutil
 import signal
@@ -37,6 +38,8 @@ T = TypeVar("T")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.short() if args.quick else Settings.full()
+    if args.cold_clients:
+        settings = dataclasses.replace(settings, cold_clients=args.cold_clients)
     if args.peers is None:
         # A fleet is measured against one regcache and the upstream itself; the other peers
         # would double the run for figures the plain run gives.
@@ -300,6 +303,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-install",
         action="store_true",
         help="fail instead of apt-get installing missing tools (nginx, skopeo, ...)",
+    )
+    parser.add_argument(
+        "--cold-clients",
+        type=int,
+        metavar="N",
+        help="concurrent clients of the second cold pull (default 16; the issue's fleet "
+        "figure is for 48)",
     )
     parser.add_argument("--work-dir", type=Path, help="parent of the temporary work directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
