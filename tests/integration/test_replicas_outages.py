@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from pathlib import Path
 
+from proxy.fleet.leases import RETRY_SECONDS
 from tests.integration.conftest import MIB, FleetFactory, FleetUpstream
 from tests.integration.test_replicas import wait_stored
 from tests.support import skopeo
@@ -125,6 +127,9 @@ def test_sharing_resumes_when_redis_comes_back(
         check_image(skopeo.pull(fleet[0].ref("fleet/one", "1"), tmp_path / "out"), one)
         redis.start()
         fleet.wait_ready()
+        # A replica whose lease call failed tries Redis again only after this long, while
+        # /readyz asks afresh: until then its downloads are still its own.
+        time.sleep(RETRY_SECONDS)
         mark = fleet_upstream.registry.mark()
 
         pulled = pull_all([(fleet[i % 3], "fleet/three:1") for i in range(6)], tmp_path / "p")
