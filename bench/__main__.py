@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--json PATH]``: regcache side by side with its peers.
+"""``python -m bench [--quick] [--json PATH] [--replicas N]``: regcache side by side with its
+peers, and with ``--replicas`` a fleet of N replicas sharing Redis and S3 (bench/fleet.py).
 
 Everything runs on 127.0.0.1: one upstream registry (Debian's docker-registry) and, one at a
 time, regcache, Distribution in proxy mode, nginx with a digest-keyed cache, and "direct"
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import shutil
 import signal
@@ -21,6 +23,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from . import environment, report
+from .fleet import Fleet
 from .peers import Direct, DistributionProxy, Nginx, Peer, Regcache, Upstream
 from .prereqs import MissingTool, ensure_tools
 from .profile import ProfileSummary, py_spy
@@ -35,8 +38,14 @@ T = TypeVar("T")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.short() if args.quick else Settings.full()
+    if args.cold_clients:
+        settings = dataclasses.replace(settings, cold_clients=args.cold_clients)
+    if args.peers is None:
+        # A fleet is measured against one regcache and the upstream itself; the other peers
+        # would double the run for figures the plain run gives.
+        args.peers = ["direct", "regcache"] if args.replicas else list(PEER_NAMES)
     try:
-        ensure_tools(install=not args.no_install)
+        ensure_tools(install=not args.no_install, fleet=args.replicas is not None)
         if args.profile:
             py_spy()
     except (MissingTool, RuntimeError) as exc:
@@ -67,6 +76,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         log(f"building bench/app:v1 (layers {sizes}) and pushing it to {upstream.url}")
         image = prepare_image(work / "layout", upstream, settings)
         peers = _make_peers(args.peers, upstream, work, args.regcache_event_loop)
+        if args.replicas:
+            peers.append(Fleet(upstream, work / "fleet", args.replicas))
         for peer in peers:
             try:
                 results[peer.name] = runner.run(
@@ -87,7 +98,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 # Only the peer being measured runs, so no idle process holds memory or CPU.
                 peer.stop()
         elapsed = time.monotonic() - started
-        order = [p for p in report.PEER_ORDER if p in results]
+        order = report.peer_order(list(results))
         rows = report.build_rows({p: results[p] for p in order}, settings)
         targets = report.judge(rows, settings)
         _print_report(rows, targets, results, order, settings, profiles, elapsed)
@@ -236,6 +247,13 @@ def _peer_list(text: str) -> list[str]:
     return names
 
 
+def _replica_count(text: str) -> int:
+    count = int(text)
+    if not 2 <= count <= 8:
+        raise argparse.ArgumentTypeError(f"--replicas takes 2 to 8, got {count}")
+    return count
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -259,9 +277,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--peers",
         type=_peer_list,
-        default=list(PEER_NAMES),
         metavar="LIST",
-        help=f"comma-separated subset of {','.join(PEER_NAMES)} (default: all)",
+        help=f"comma-separated subset of {','.join(PEER_NAMES)} (default: all; "
+        "with --replicas: direct,regcache)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=_replica_count,
+        metavar="N",
+        help="also measure N regcache replicas sharing a redis-server and a Ceph RGW bucket "
+        "(started here), cold-pull clients spread over them; e.g. 3",
     )
     parser.add_argument(
         "--profile",
@@ -278,6 +303,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-install",
         action="store_true",
         help="fail instead of apt-get installing missing tools (nginx, skopeo, ...)",
+    )
+    parser.add_argument(
+        "--cold-clients",
+        type=int,
+        metavar="N",
+        help="concurrent clients of the second cold pull (default 16; the issue's fleet "
+        "figure is for 48)",
     )
     parser.add_argument("--work-dir", type=Path, help="parent of the temporary work directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")

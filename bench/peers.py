@@ -46,6 +46,10 @@ class Peer(abc.ABC):
     def ref(self, repository: str, tag: str) -> str:
         return f"{self.host}/{repository}:{tag}"
 
+    def client_ref(self, client: int, repository: str, tag: str) -> str:
+        """What the ``client``-th of several concurrent clients pulls (a fleet spreads them)."""
+        return self.ref(repository, tag)
+
     @abc.abstractmethod
     def start_cold(self) -> None:
         """(Re)start with an empty cache."""

@@ -13,6 +13,14 @@ TOOLS: dict[str, str] = {
     "nginx": "nginx",
     "curl": "curl",
 }
+# What a fleet of replicas (--replicas) shares: Redis, and S3 from a Ceph cluster.
+FLEET_TOOLS: dict[str, str] = {
+    "redis-server": "redis-server",
+    "radosgw": "radosgw",
+    "ceph-mon": "ceph-mon",
+    "ceph-osd": "ceph-osd",
+    "ceph": "ceph-common",
+}
 # nginx lives in /usr/sbin, which a non-login root shell may not have on PATH.
 _EXTRA_DIRS = ("/usr/sbin", "/sbin")
 
@@ -32,27 +40,29 @@ def which(tool: str) -> str | None:
     return None
 
 
-def ensure_tools(install: bool = True) -> dict[str, str]:
-    """Every tool's path; installs missing packages with apt-get when allowed and root."""
-    missing = _missing()
+def ensure_tools(install: bool = True, fleet: bool = False) -> dict[str, str]:
+    """Every tool's path; installs missing packages with apt-get when allowed and root.
+    ``fleet``: the fleet's tools too."""
+    tools = TOOLS | FLEET_TOOLS if fleet else TOOLS
+    missing = _missing(tools)
     if missing and install and os.geteuid() == 0 and shutil.which("apt-get"):
         print(f"bench: installing missing Debian package(s): {' '.join(missing)}", flush=True)
         if not _apt_install(missing):
             # A fresh machine may have no package lists yet; one update, then try again.
             subprocess.run(["apt-get", "update", "-qq"], check=False)
             _apt_install(missing)
-        missing = _missing()
+        missing = _missing(tools)
     if missing:
         packages = " ".join(missing)
         raise MissingTool(
             f"bench needs the Debian package(s) {packages}, which are not installed; "
             f"run: apt-get update && apt-get install -y {packages}"
         )
-    return {tool: path for tool in TOOLS if (path := which(tool)) is not None}
+    return {tool: path for tool in tools if (path := which(tool)) is not None}
 
 
-def _missing() -> list[str]:
-    return sorted({pkg for tool, pkg in TOOLS.items() if which(tool) is None})
+def _missing(tools: dict[str, str]) -> list[str]:
+    return sorted({pkg for tool, pkg in tools.items() if which(tool) is None})
 
 
 def _apt_install(packages: list[str]) -> bool:

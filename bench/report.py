@@ -15,8 +15,11 @@ from .scenarios import MB, PeerResult, Settings
 
 PEER_ORDER = ("regcache", "distribution", "nginx", "direct")
 COMPARED = ("distribution", "nginx", "direct")
+# A fleet of N replicas (bench/fleet.py) is the peer "regcache-xN", compared with these.
+FLEET_PREFIX = "regcache-x"
+FLEET_COMPARED = ("regcache", "direct")
 MIB = 1024 * 1024
-_SHORT = {"distribution": "dist", "nginx": "nginx", "direct": "direct"}
+_SHORT = {"distribution": "dist", "nginx": "nginx", "direct": "direct", "regcache": "rc"}
 
 Better = Literal["lower", "higher"]
 
@@ -30,11 +33,24 @@ class Row:
     digits: int
     values: dict[str, float | None]
 
-    def ratio(self, peer: str) -> float | None:
-        mine, theirs = self.values.get("regcache"), self.values.get(peer)
+    def ratio(self, peer: str, mine_of: str = "regcache") -> float | None:
+        mine, theirs = self.values.get(mine_of), self.values.get(peer)
         if mine is None or theirs is None or theirs == 0:
             return None
         return mine / theirs
+
+
+def peer_order(names: Sequence[str]) -> list[str]:
+    """regcache, then any fleet of it, then the others in PEER_ORDER."""
+    fleets = sorted(n for n in names if n.startswith(FLEET_PREFIX))
+    order = [p for p in PEER_ORDER if p in names]
+    return order[:1] + fleets + order[1:] if "regcache" in order else fleets + order
+
+
+def fleet_ratios(peers: Sequence[str]) -> list[tuple[str, str]]:
+    """(fleet, compared peer) for each fleet column pair in the table."""
+    fleets = [p for p in peers if p.startswith(FLEET_PREFIX)]
+    return [(f, p) for f in fleets for p in FLEET_COMPARED if p in peers]
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,17 @@ def judge(rows: Sequence[Row], settings: Settings) -> list[Target]:
             None if rps is None else rps > 1.0,
         )
     )
+    for fleet in sorted(by_key[f"cold{n}_gets"].values):
+        if fleet.startswith(FLEET_PREFIX):
+            gets = value(f"cold{n}_gets", fleet)
+            targets.append(
+                Target(
+                    f"upstream GETs per blob, {n} concurrent cold pulls over {fleet}",
+                    "= 1.0",
+                    _num(gets, 2),
+                    None if gets is None else abs(gets - 1.0) < 1e-9,
+                )
+            )
     return targets
 
 
@@ -187,13 +214,16 @@ def _ratio(value: float | None) -> str:
 
 
 def table_cells(rows: Sequence[Row], peers: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    compared = [p for p in COMPARED if p in peers]
-    header = ["scenario", "unit", *peers, *(f"rc/{_SHORT[p]}" for p in compared), "better"]
+    compared = [p for p in COMPARED if p in peers] if "regcache" in peers else []
+    fleets = fleet_ratios(peers)
+    header = ["scenario", "unit", *peers, *(f"rc/{_SHORT[p]}" for p in compared)]
+    header += [f"{f.removeprefix('regcache-')}/{_SHORT[p]}" for f, p in fleets] + ["better"]
     body = []
     for row in rows:
         cells = [row.label, row.unit]
         cells += [_num(row.values.get(p), row.digits) for p in peers]
         cells += [_ratio(row.ratio(p)) for p in compared]
+        cells += [_ratio(row.ratio(p, f)) for f, p in fleets]
         cells.append(row.better)
         body.append(cells)
     return header, body
@@ -260,7 +290,8 @@ def to_json(
                 "unit": r.unit,
                 "better": r.better,
                 "values": r.values,
-                "ratios": {f"regcache/{p}": r.ratio(p) for p in COMPARED},
+                "ratios": {f"regcache/{p}": r.ratio(p) for p in COMPARED}
+                | {f"{f}/{p}": r.ratio(p, f) for f, p in fleet_ratios(list(results))},
             }
             for r in rows
         ],

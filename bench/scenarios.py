@@ -278,12 +278,12 @@ async def cold_pull(
     pids = peer.memory_pids()
     reset_peak(pids)
     mark = upstream.registry.mark()
-    ref = peer.ref(REPOSITORY, TAG)
     cpu_before = cpu_seconds(peer.cpu_pids())
     started = time.perf_counter()
     # A TaskGroup cancels the other pulls (and so kills their skopeo) when one fails.
     async with asyncio.timeout(900), asyncio.TaskGroup() as group:
         for i in range(clients):
+            ref = peer.client_ref(i, REPOSITORY, TAG)
             group.create_task(skopeo.pull_async(ref, out_root / f"client{i}"))
     wall = time.perf_counter() - started
     cpu = _spent(cpu_before, cpu_seconds(peer.cpu_pids()))
