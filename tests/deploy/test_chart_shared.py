@@ -269,11 +269,11 @@ def test_a_missing_secret_key_fails_as_it_would_in_the_pod(chart: Chart, tmp_pat
         load(rendered, tmp_path / "b", {**SECRETS, "regcache-s3": {"key-id": S3_KEY_ID}})
 
 
-def test_notes_say_the_replicas_share_the_cache_but_not_downloads(chart: Chart) -> None:
+def test_notes_say_the_replicas_share_the_cache_and_downloads(chart: Chart) -> None:
     notes = chart.notes(shared(autoscaling=AUTOSCALED))
     assert "2 to 8 pods (HorizontalPodAutoscaler) sharing one cache" in notes
     assert "bucket regcache" in notes
-    assert "once by each pod" in notes
+    assert "fetched\nfrom the upstream once, by the pod that took its lease" in notes
     assert f"rollout status deployment/{FULLNAME}" in notes
 
 
