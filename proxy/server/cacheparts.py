@@ -20,17 +20,21 @@ from dataclasses import dataclass
 import aiohttp
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.eviction import Evictor
+from proxy.cache.eviction import EvictionLoop, Evictor
+from proxy.cache.fleeteviction import FleetEvictor
+from proxy.cache.fleetpins import PinPublisher, PublishedPins
 from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
 from proxy.config import Config
+from proxy.fleet.leases import Holder, Leases
 from proxy.metrics import Metrics
 from proxy.routing import Router
-from proxy.store import BlobStore, Index, StoreUnavailable
+from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 from proxy.store.redisindex import RedisIndex
+from proxy.store.redisorder import RedisOrder
 from proxy.store.s3blobs import S3BlobStore
 from proxy.store.s3calls import S3Location
 from proxy.upstream.client import UpstreamClient
@@ -48,7 +52,7 @@ class CacheParts:
     pins: Pins
     manifests: ManifestCache
     blobs: BlobCache
-    evictor: Evictor | None
+    evictor: EvictionLoop | None
 
 
 @contextlib.asynccontextmanager
@@ -74,12 +78,20 @@ async def open_cache(
         for up in config.upstreams
     }
     bounded = config.cache_max_size is not None or config.cache_max_age is not None
-    usage = Usage(index, metrics, Lru() if bounded and evict else None)
+    leases = (
+        Leases(index.redis, index.prefix, Holder(config.replica, config.replica_advertise_url))
+        if isinstance(index, RedisIndex)
+        else None
+    )
+    # A bounded fleet's order is in Redis, kept by commands too; a lone server's in memory.
+    order = RedisOrder(index) if bounded and isinstance(index, RedisIndex) else None
+    usage = Usage(index, metrics, Lru() if bounded and evict and order is None else None, order)
     recorder = asyncio.create_task(usage.run())
-    pins = Pins()
-    evictor = None
+    pins = PublishedPins() if order is not None and evict else Pins()
+    evictor: EvictionLoop | None = None
     if bounded and evict:
-        evictor = await _start_evictor(config, store, index, usage, pins, metrics)
+        evictor = _evictor(config, store, index, usage, pins, leases, metrics)
+        await _start(evictor)
     blobs = BlobCache(store, clients, metrics, usage, pins, redirect=config.storage_s3_redirect)
     manifests = ManifestCache(index, clients, metrics, usage)
     try:
@@ -136,21 +148,40 @@ def _open_index(config: Config) -> DiskIndex | RedisIndex:
     return DiskIndex(config.cache_dir / "index")
 
 
-async def _start_evictor(
-    config: Config, store: BlobStore, index: Index, usage: Usage, pins: Pins, metrics: Metrics
-) -> Evictor:
-    """The evictor of a bounded cache, with the cache already brought within its bounds."""
-    evictor = Evictor(
+def _evictor(
+    config: Config,
+    store: BlobStore,
+    index: Index,
+    usage: Usage,
+    pins: Pins,
+    leases: Leases | None,
+    metrics: Metrics,
+) -> EvictionLoop:
+    """The evictor of a bounded cache: the fleet's with a Redis index, this process's else."""
+    max_size, max_age = config.cache_max_size, config.cache_max_age
+    if not isinstance(index, RedisIndex):
+        return Evictor(store, index, usage, pins, metrics, max_size=max_size, max_age=max_age)
+    order = RedisOrder(index)
+    publisher = None
+    if isinstance(pins, PublishedPins):
+        publisher = PinPublisher(pins, order, config.replica)
+    return FleetEvictor(
         store,
         index,
+        order,
         usage,
         pins,
+        leases,
         metrics,
-        max_size=config.cache_max_size,
-        max_age=config.cache_max_age,
+        publisher=publisher,
+        max_size=max_size,
+        max_age=max_age,
     )
+
+
+async def _start(evictor: EvictionLoop) -> None:
+    """Started with the cache already brought within its bounds."""
     # A store out at start fails the first pass, which builds the order: a later one does.
-    with contextlib.suppress(StoreUnavailable):
+    with contextlib.suppress(StoreUnavailable, IndexUnavailable):
         await evictor.evict()
     evictor.start()
-    return evictor
