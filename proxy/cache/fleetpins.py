@@ -76,6 +76,10 @@ class PinPublisher:
                 await self.publish(renew)
             except IndexUnavailable:
                 continue  # logged once by the index's reach; claimed again when it is back
+            except Exception:
+                # Stopping would leave this replica's responses unclaimed for good.
+                log.exception("could not claim the content in use; trying again")
+                continue
             if renew:
                 renewed = time.monotonic()
 

@@ -5,8 +5,9 @@ Several processes may open the same directory at once: blobs are written to temp
 and renamed into place, and the index is SQLite (diskcache), so a command run beside a
 running server is seen by it at once. With ``index.backend: redis`` the index is in Redis
 instead, where every process pointed at it sees it just as soon. Only a bounded server's
-eviction keeps what the cache holds in memory; a command that stored or deleted content
-bumps the index's change counter as it closes the cache, so that the server's next eviction
+eviction keeps what the cache holds in memory, and with a Redis index not even that: the
+fleet's order is in Redis too (proxy.cache.fleeteviction). A command that stored or deleted
+content bumps the index's change counter as it closes the cache, so that the next eviction
 pass looks at the stores again.
 """
 

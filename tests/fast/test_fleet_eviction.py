@@ -266,3 +266,35 @@ async def test_max_age_counts_uses_on_every_replica(
 
     await until(emptied, "evicted the blob once b stopped using it")
     assert await evictions(a, b) == 2
+
+
+async def test_without_redis_nothing_is_evicted_and_when_it_is_back_the_bucket_fits(
+    make_proxy: ProxyFactory,
+    registry: FakeRegistry,
+    bucket: S3BlobStore,
+    s3_settings: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bound = 350 * KIB
+    # A Redis of its own, to stop and start again (empty) without disturbing other tests.
+    with RedisServer(work_dir=tmp_path / "redis") as server:
+        settings = {"index_backend": "redis", "index_redis_url": server.url, **s3_settings}
+        regcache = await make_proxy(cache_max_size=bound, replica_name="a", **settings)
+        digests = blobs(registry, 5)
+        await pull(regcache, digests[0], BLOB)
+        server.stop()
+        for digest in digests[1:]:
+            await pull(regcache, digest, BLOB)
+        await asyncio.sleep(0.5)  # passes every 50 ms: each must skip, not delete blind
+        assert len(await held(bucket)) == 5
+        assert await regcache.metric("regcache_evictions_total") == 0
+        assert caplog.text.count("Redis index unreachable") == 1
+
+        server.start()  # empty: the order is made again from the bucket
+
+        async def fits() -> bool:
+            return sum((await held(bucket)).values()) <= bound
+
+        await until(fits, "evicted down to max_size once Redis was back")
+        assert await regcache.metric("regcache_evictions_total") == 2
