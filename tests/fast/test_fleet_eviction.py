@@ -102,7 +102,8 @@ async def held(bucket: S3BlobStore) -> dict[str, int]:
 
 
 async def pull(regcache: InProcessRegcache, digest: str, size: int) -> None:
-    answer = await regcache.get(blob_path(digest))
+    async with asyncio.timeout(30):  # a failure to read, rather than a test that never ends
+        answer = await regcache.get(blob_path(digest))
     assert answer.status == 200
     assert len(answer.body) == size
 
@@ -110,8 +111,9 @@ async def pull(regcache: InProcessRegcache, digest: str, size: int) -> None:
 async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
     """Wait (15 s at most) for ``condition``: uses reach Redis in batches, claims lapse."""
     for _ in range(300):
-        if await condition():
-            return
+        async with asyncio.timeout(30):
+            if await condition():
+                return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never {what}")
 
