@@ -129,7 +129,8 @@ class FleetEvictor(EvictionLoop):
         return freed
 
     async def _choose(self, now: float) -> list[Ranked]:
-        """Victims, coldest first, passing over what is pinned or in use anywhere."""
+        """Victims, coldest first, passing over what is pinned, in use or downloading
+        anywhere (looked at again before each deletion)."""
         pinned = frozenset[Digest]().union(*(await self._index.pins()).values())
         total = await self._order.total()
         excess = total - self.max_size if self.max_size is not None else 0
@@ -144,6 +145,8 @@ class FleetEvictor(EvictionLoop):
                 if excess <= 0 and not too_old:
                     return victims
                 if ranked.key in busy or ranked.key[1] in pinned:
+                    continue
+                if await self._downloading(ranked.key):
                     continue
                 victims.append(ranked)
                 excess -= ranked.size
