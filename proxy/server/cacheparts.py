@@ -91,7 +91,7 @@ async def open_cache(
     pins = PublishedPins() if order is not None and evict else Pins()
     evictor: EvictionLoop | None = None
     if bounded and evict:
-        evictor = _evictor(config, store, index, usage, pins, leases, metrics)
+        evictor = _evictor(config, store, index, order, usage, pins, leases, metrics)
         await _start(evictor)
     blobs = BlobCache(store, clients, metrics, usage, pins, redirect=config.storage_s3_redirect)
     manifests = ManifestCache(index, clients, metrics, usage)
@@ -153,16 +153,17 @@ def _evictor(
     config: Config,
     store: BlobStore,
     index: Index,
+    order: RedisOrder | None,
     usage: Usage,
     pins: Pins,
     leases: Leases | None,
     metrics: Metrics,
 ) -> EvictionLoop:
-    """The evictor of a bounded cache: the fleet's with a Redis index, this process's else."""
+    """The evictor of a bounded cache: the fleet's with its order in Redis, this process's
+    else."""
     max_size, max_age = config.cache_max_size, config.cache_max_age
-    if not isinstance(index, RedisIndex):
+    if order is None or not isinstance(index, RedisIndex):
         return Evictor(store, index, usage, pins, metrics, max_size=max_size, max_age=max_age)
-    order = RedisOrder(index)
     publisher = None
     if isinstance(pins, PublishedPins):
         publisher = PinPublisher(pins, order, config.replica)
