@@ -19,13 +19,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Container
+from dataclasses import dataclass
 
 from proxy.cache.lru import Key, Lru, Pins
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
-from proxy.store import BlobStore, Index, StoreUnavailable
+from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,87 +37,14 @@ log = logging.getLogger(__name__)
 FOLLOW_EVERY = 10.0
 
 
-class Evictor:
-    def __init__(
-        self,
-        store: BlobStore,
-        index: Index,
-        usage: Usage,
-        pins: Pins,
-        metrics: Metrics,
-        *,
-        max_size: int | None,
-        max_age: float | None,
-    ) -> None:
-        assert usage.lru is not None, "eviction needs the LRU order"
-        self._store = store
-        self._index = index
+class EvictionLoop(ABC):
+    """Eviction passes in the background: when the cache grew, and now and then."""
+
+    def __init__(self, usage: Usage, *, max_size: int | None, max_age: float | None) -> None:
         self._usage = usage
-        self._lru: Lru = usage.lru
-        self._pins = pins
-        self._metrics = metrics
         self.max_size = max_size
         self.max_age = max_age
         self._task: asyncio.Task[None] | None = None
-        self._generation: int | None = None
-
-    async def follow(self) -> None:
-        """Rebuild the order when another process changed the stores since the last look
-        (always, the first time); one index read otherwise."""
-        generation = await self._index.generation()
-        if generation == self._generation:
-            return
-        # Taken before the walk: a change made during it is looked at on the next pass.
-        self._generation = generation
-        await self.rebuild()
-
-    async def rebuild(self) -> None:
-        """Make the order match the stores: adopt what it lacks, drop what is gone. Entries
-        already known keep their last use, which is newer than the records (written in
-        batches); what is dropped was freed by someone else, so it is not counted evicted."""
-        found: set[Key] = set()
-        adopted = await self._add_blobs(found)
-        await self._add_manifests(found)
-        for key in [key for key, _ in self._lru.oldest() if key not in found]:
-            # Stored by this server during the walk, after the walk passed it, is not gone.
-            if not await self._present(key):
-                self._lru.remove(key)
-        self._lru.sort()
-        await self._store.remeasure()
-        if adopted:
-            log.warning("adopted %d cached blobs that had no usage record", adopted)
-        log.info("cache index: %d entries, %d bytes", len(self._lru), self._lru.total)
-
-    async def _add_blobs(self, found: set[Key]) -> int:
-        """Every stored blob into ``found``, those new to the order into it; how many of those
-        had no usage record (a crash, or a command, can leave those)."""
-        adopted = 0
-        async for digest in self._store.digests():
-            key = (Kind.BLOB, digest)
-            found.add(key)
-            if key in self._lru:
-                continue
-            info = await self._store.stat(digest)
-            if info is None:
-                continue
-            uses = await self._index.references(Kind.BLOB, digest)
-            adopted += not uses
-            self._lru.add(key, info.size, max(uses.values(), default=info.modified))
-        return adopted
-
-    async def _add_manifests(self, found: set[Key]) -> None:
-        async for digest, size in self._index.manifest_sizes():
-            key = (Kind.MANIFEST, digest)
-            found.add(key)
-            if key not in self._lru:
-                uses = await self._index.references(Kind.MANIFEST, digest)
-                self._lru.add(key, size, max(uses.values(), default=time.time()))
-
-    async def _present(self, key: Key) -> bool:
-        kind, digest = key
-        if kind is Kind.BLOB:
-            return await self._store.stat(digest) is not None
-        return await self._index.get_manifest(digest) is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -136,10 +66,67 @@ class Evictor:
             self._usage.grew.clear()
             try:
                 await self.evict()
-            except StoreUnavailable:
+            except (StoreUnavailable, IndexUnavailable):
                 pass  # the store logs its outage once; this pass would log it every time
             except Exception:
                 log.exception("eviction pass failed; the next one will retry")
+
+    @abstractmethod
+    async def evict(self) -> int:
+        """One pass; returns the bytes freed."""
+
+
+class Evictor(EvictionLoop):
+    """This process's eviction, over its own order in memory."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        index: Index,
+        usage: Usage,
+        pins: Pins,
+        metrics: Metrics,
+        *,
+        max_size: int | None,
+        max_age: float | None,
+    ) -> None:
+        assert usage.lru is not None, "eviction needs the LRU order"
+        super().__init__(usage, max_size=max_size, max_age=max_age)
+        self._store = store
+        self._index = index
+        self._lru: Lru = usage.lru
+        self._pins = pins
+        self._metrics = metrics
+        self._generation: int | None = None
+
+    async def follow(self) -> None:
+        """Rebuild the order when another process changed the stores since the last look
+        (always, the first time); one index read otherwise."""
+        generation = await self._index.generation()
+        if generation == self._generation:
+            return
+        # Taken before the walk: a change made during it is looked at on the next pass.
+        self._generation = generation
+        await self.rebuild()
+
+    async def rebuild(self) -> None:
+        """Make the order match the stores: adopt what it lacks, drop what is gone. Entries
+        already known keep their last use, which is newer than the records (written in
+        batches); what is dropped was freed by someone else, so it is not counted evicted."""
+        found: set[Key] = set()
+        adopted = 0
+        async for found_new in stored_content(self._store, self._index, self._lru, found):
+            adopted += found_new.adopted
+            self._lru.add(found_new.key, found_new.size, found_new.last_used)
+        for key in [key for key, _ in self._lru.oldest() if key not in found]:
+            # Stored by this server during the walk, after the walk passed it, is not gone.
+            if not await present(self._store, self._index, key):
+                self._lru.remove(key)
+        self._lru.sort()
+        await self._store.remeasure()
+        if adopted:
+            log.warning("adopted %d cached blobs that had no usage record", adopted)
+        log.info("cache index: %d entries, %d bytes", len(self._lru), self._lru.total)
 
     async def evict(self) -> int:
         """One pass; returns the bytes freed."""
@@ -202,3 +189,43 @@ class Evictor:
             deleted = await self._index.delete_manifest(digest)
         await self._usage.forget(kind, digest)
         return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """Content found in the stores that the order lacked."""
+
+    key: Key
+    size: int
+    last_used: float
+    adopted: bool  # no usage record: a crash, or a command, can leave those
+
+
+async def stored_content(
+    store: BlobStore, index: Index, known: Container[Key], found: set[Key]
+) -> AsyncIterator[Found]:
+    """Every stored blob and manifest into ``found``; those not ``known``, yielded with their
+    last use as recorded (a blob without records: when it was stored)."""
+    async for digest in store.digests():
+        key = (Kind.BLOB, digest)
+        found.add(key)
+        if key in known:
+            continue
+        info = await store.stat(digest)
+        if info is None:
+            continue
+        uses = await index.references(Kind.BLOB, digest)
+        yield Found(key, info.size, max(uses.values(), default=info.modified), not uses)
+    async for digest, size in index.manifest_sizes():
+        key = (Kind.MANIFEST, digest)
+        found.add(key)
+        if key not in known:
+            uses = await index.references(Kind.MANIFEST, digest)
+            yield Found(key, size, max(uses.values(), default=time.time()), False)
+
+
+async def present(store: BlobStore, index: Index, key: Key) -> bool:
+    kind, digest = key
+    if kind is Kind.BLOB:
+        return await store.stat(digest) is not None
+    return await index.get_manifest(digest) is not None

@@ -31,7 +31,7 @@ class Lru:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, key: Key) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._entries
 
     def add(self, key: Key, size: int, when: float) -> None:

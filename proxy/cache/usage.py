@@ -9,12 +9,13 @@ from collections import Counter, OrderedDict
 from typing import TypeVar
 
 from proxy.cache.besteffort import best_effort, failure_log
-from proxy.cache.lru import Lru
+from proxy.cache.lru import Key, Lru
 from proxy.metrics import Metrics
 from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
 from proxy.oci.manifest import references
 from proxy.store import INDEX_FAILURES, Index
+from proxy.store.redisorder import RedisOrder
 
 log = logging.getLogger(__name__)
 _K = TypeVar("_K")
@@ -31,13 +32,25 @@ UseKey = tuple[Kind, Digest, RepoRef]
 
 
 class Usage:
-    def __init__(self, index: Index, metrics: Metrics, lru: Lru | None = None) -> None:
+    def __init__(
+        self,
+        index: Index,
+        metrics: Metrics,
+        lru: Lru | None = None,
+        order: RedisOrder | None = None,
+    ) -> None:
+        """``lru``: this process's order, for its evictor; ``order``: the fleet's, in Redis,
+        kept by every replica and command of a bounded fleet."""
         self._index = index
         self._metrics = metrics
         self.lru = lru
+        self._order = order
         # Set when the cache grew, so the evictor looks at it; unused without bounds.
         self.grew = asyncio.Event()
         self._pending: dict[UseKey, float] = {}
+        # For the fleet's order, written with the usage records.
+        self._stored: dict[Key, tuple[int, float]] = {}
+        self._used: dict[Key, float] = {}
         self._known: OrderedDict[UseKey, None] = OrderedDict()
         self._parsed: OrderedDict[tuple[Digest, RepoRef], None] = OrderedDict()
 
@@ -49,6 +62,8 @@ class Usage:
         _remember(self._known, key)
         if self.lru is not None:
             self.lru.touch((kind, digest), now)
+        if self._order is not None:
+            self._used[(kind, digest)] = now
 
     # -- which repositories reference what: the rule against cross-repository reads ----------
 
@@ -92,9 +107,13 @@ class Usage:
         """Drop every record of the content: it is gone from the cache."""
         for key in [k for k in self._pending if k[0] is kind and k[1] == digest]:
             del self._pending[key]
+        self._stored.pop((kind, digest), None)
+        self._used.pop((kind, digest), None)
         await self._index.forget(kind, digest)
 
     async def flush(self) -> None:
+        if self._order is not None:
+            await self._flush_order(self._order)
         pending, self._pending = self._pending, {}
         for (kind, digest, ref), when in pending.items():
             await self._index.record_use(kind, digest, ref, when)
@@ -108,9 +127,26 @@ class Usage:
         finally:
             await best_effort(self.flush(), "record uses", self._metrics)
 
+    async def _flush_order(self, order: RedisOrder) -> None:
+        """What was stored, then what was used: a use of content not yet in the order is
+        dropped there. What was stored is kept for the next flush when Redis is out, as
+        the fleet's total would otherwise never count it."""
+        stored, self._stored = self._stored, {}
+        try:
+            await order.stored(stored)
+        except INDEX_FAILURES:
+            self._stored = {**stored, **self._stored}
+            raise
+        used, self._used = self._used, {}
+        await order.used(used)
+
     def stored(self, kind: Kind, digest: Digest, size: int) -> None:
+        now = time.time()
         if self.lru is not None:
-            self.lru.add((kind, digest), size, time.time())
+            self.lru.add((kind, digest), size, now)
+        if self._order is not None:
+            self._stored[(kind, digest)] = (size, now)
+        if self.lru is not None or self._order is not None:
             self.grew.set()
 
 

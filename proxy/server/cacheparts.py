@@ -5,8 +5,9 @@ Several processes may open the same directory at once: blobs are written to temp
 and renamed into place, and the index is SQLite (diskcache), so a command run beside a
 running server is seen by it at once. With ``index.backend: redis`` the index is in Redis
 instead, where every process pointed at it sees it just as soon. Only a bounded server's
-eviction keeps what the cache holds in memory; a command that stored or deleted content
-bumps the index's change counter as it closes the cache, so that the server's next eviction
+eviction keeps what the cache holds in memory, and with a Redis index not even that: the
+fleet's order is in Redis too (proxy.cache.fleeteviction). A command that stored or deleted
+content bumps the index's change counter as it closes the cache, so that the next eviction
 pass looks at the stores again.
 """
 
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.eviction import Evictor
+from proxy.cache.eviction import EvictionLoop, Evictor
+from proxy.cache.fleeteviction import FleetEvictor
+from proxy.cache.fleetpins import PinPublisher, PublishedPins
 from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
@@ -29,10 +32,11 @@ from proxy.fleet.leases import Holder, Leases
 from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
 from proxy.routing import Router
-from proxy.store import BlobStore, Index, StoreUnavailable
+from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import FsBlobStore
 from proxy.store.redisindex import RedisIndex
+from proxy.store.redisorder import RedisOrder
 from proxy.store.s3blobs import S3BlobStore
 from proxy.store.s3calls import S3Location
 from proxy.store.tier import LocalTier
@@ -52,7 +56,7 @@ class CacheParts:
     pins: Pins
     manifests: ManifestCache
     blobs: BlobCache
-    evictor: Evictor | None
+    evictor: EvictionLoop | None
     # In a fleet (index.backend: redis): who does shared work, and does it once.
     leases: Leases | None = None
 
@@ -78,13 +82,16 @@ async def open_cache(
         for up in config.upstreams
     }
     bounded = config.cache_max_size is not None or config.cache_max_age is not None
-    usage = Usage(index, metrics, Lru() if bounded and evict else None)
-    recorder = asyncio.create_task(usage.run())
-    pins = Pins()
-    evictor = None
-    if bounded and evict:
-        evictor = await _start_evictor(config, store, index, usage, pins, metrics)
     leases = _leases(config, index, serving=evict)
+    # A bounded fleet's order is in Redis, kept by commands too; a lone server's in memory.
+    order = RedisOrder(index) if bounded and isinstance(index, RedisIndex) else None
+    usage = Usage(index, metrics, Lru() if bounded and evict and order is None else None, order)
+    recorder = asyncio.create_task(usage.run())
+    pins = PublishedPins() if order is not None and evict else Pins()
+    evictor: EvictionLoop | None = None
+    if bounded and evict:
+        evictor = _evictor(config, store, index, order, usage, pins, leases, metrics)
+        await _start(evictor)
     peers = _peers(config, session, metrics) if leases is not None else None
     redirect = config.storage_s3_redirect
     blobs = BlobCache(
@@ -168,21 +175,41 @@ def _open_index(config: Config) -> DiskIndex | RedisIndex:
     return DiskIndex(config.cache_dir / "index")
 
 
-async def _start_evictor(
-    config: Config, store: BlobStore, index: Index, usage: Usage, pins: Pins, metrics: Metrics
-) -> Evictor:
-    """The evictor of a bounded cache, with the cache already brought within its bounds."""
-    evictor = Evictor(
+def _evictor(
+    config: Config,
+    store: BlobStore,
+    index: Index,
+    order: RedisOrder | None,
+    usage: Usage,
+    pins: Pins,
+    leases: Leases | None,
+    metrics: Metrics,
+) -> EvictionLoop:
+    """The evictor of a bounded cache: the fleet's with its order in Redis, this process's
+    else."""
+    max_size, max_age = config.cache_max_size, config.cache_max_age
+    if order is None or not isinstance(index, RedisIndex):
+        return Evictor(store, index, usage, pins, metrics, max_size=max_size, max_age=max_age)
+    publisher = None
+    if isinstance(pins, PublishedPins):
+        publisher = PinPublisher(pins, order, config.replica)
+    return FleetEvictor(
         store,
         index,
+        order,
         usage,
         pins,
+        leases,
         metrics,
-        max_size=config.cache_max_size,
-        max_age=config.cache_max_age,
+        publisher=publisher,
+        max_size=max_size,
+        max_age=max_age,
     )
+
+
+async def _start(evictor: EvictionLoop) -> None:
+    """Started with the cache already brought within its bounds."""
     # A store out at start fails the first pass, which builds the order: a later one does.
-    with contextlib.suppress(StoreUnavailable):
+    with contextlib.suppress(StoreUnavailable, IndexUnavailable):
         await evictor.evict()
     evictor.start()
-    return evictor
