@@ -29,11 +29,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from proxy.cache.fleetdownloads import FleetDownloads
-from proxy.cache.fleetsource import blob_lease
 from proxy.cache.transfer import BlobTransfer
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.errors import RegistryError, UpstreamUnavailable
+from proxy.fleet.leases import blob_lease
 from proxy.metrics import Metrics
 from proxy.model import FileSpan, Kind
 from proxy.oci.digest import Digest

@@ -182,13 +182,7 @@ class Evictor(EvictionLoop):
 
     async def _delete(self, key: Key) -> bool:
         """Whether there was something to delete."""
-        kind, digest = key
-        if kind is Kind.BLOB:
-            deleted = await self._store.delete(digest)
-        else:
-            deleted = await self._index.delete_manifest(digest)
-        await self._usage.forget(kind, digest)
-        return deleted
+        return await delete_content(self._store, self._index, self._usage, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +216,17 @@ async def stored_content(
         if key not in known:
             uses = await index.references(Kind.MANIFEST, digest)
             yield Found(key, size, max(uses.values(), default=time.time()), False)
+
+
+async def delete_content(store: BlobStore, index: Index, usage: Usage, key: Key) -> bool:
+    """Delete a blob or a manifest and forget its uses; whether there was something to delete."""
+    kind, digest = key
+    if kind is Kind.BLOB:
+        deleted = await store.delete(digest)
+    else:
+        deleted = await index.delete_manifest(digest)
+    await usage.forget(kind, digest)
+    return deleted
 
 
 async def present(store: BlobStore, index: Index, key: Key) -> bool:

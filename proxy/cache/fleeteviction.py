@@ -20,11 +20,11 @@ import contextlib
 import logging
 import time
 
-from proxy.cache.eviction import EvictionLoop, present, stored_content
+from proxy.cache.eviction import EvictionLoop, delete_content, present, stored_content
 from proxy.cache.fleetpins import CLAIM_DELAY, PinPublisher
 from proxy.cache.lru import Key, Pins
 from proxy.cache.usage import Usage
-from proxy.fleet.leases import Lease, Leases
+from proxy.fleet.leases import Lease, Leases, blob_lease
 from proxy.metrics import Metrics
 from proxy.model import Kind
 from proxy.oci.digest import Digest
@@ -160,17 +160,12 @@ class FleetEvictor(EvictionLoop):
         kind, digest = key
         if kind is not Kind.BLOB or self._leases is None:
             return False
-        return await self._leases.holder(f"blob:{digest}") is not None
+        return await self._leases.holder(blob_lease(digest)) is not None
 
     async def _delete(self, key: Key) -> bool:
         """Whether there was something to delete. Gone already or not, the order forgets it."""
-        kind, digest = key
-        if kind is Kind.BLOB:
-            deleted = await self._store.delete(digest)
-        else:
-            deleted = await self._index.delete_manifest(digest)
+        deleted = await delete_content(self._store, self._index, self._usage, key)
         await self._order.removed(key)
-        await self._usage.forget(kind, digest)
         return deleted
 
     async def match(self, generation: int) -> None:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from proxy.errors import UpstreamInvalid
-from proxy.fleet.leases import POLL_SECONDS, Lease, Leases
+from proxy.fleet.leases import POLL_SECONDS, Lease, Leases, blob_lease
 from proxy.fleet.peerclient import PeerClient, PeerUnavailable
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest
@@ -41,10 +41,6 @@ PATIENCE_LEASES = 3
 # A holder that gave no URL cannot be followed, only waited for; it may be downloading a
 # large blob as it should, so it is given longer.
 NO_URL_PATIENCE = 60.0
-
-
-def blob_lease(digest: Digest) -> str:
-    return f"blob:{digest}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,12 @@ return 0
 """
 
 
+def blob_lease(digest: object) -> str:
+    """The lease on a blob's download: held by the replica fetching it, and checked by the
+    evictor, which must not delete a blob being stored."""
+    return f"blob:{digest}"
+
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     """Who holds a lease: a replica's name, and where its peers reach it (None: nowhere)."""

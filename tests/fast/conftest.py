@@ -13,6 +13,7 @@ import asyncio
 import errno
 import hashlib
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +29,7 @@ from tests.support.ceph import CephCluster
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache, make_config
+from tests.support.redisserver import RedisServer
 
 KIB = 1024
 ProxyFactory = Callable[..., Awaitable[InProcessRegcache]]
@@ -186,3 +188,13 @@ def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
 
     monkeypatch.setattr(asyncio.BaseEventLoop, "sendfile", recording)
     return sent
+
+
+@pytest.fixture
+def redis_settings(redis_server: RedisServer) -> dict[str, Any]:
+    """Config settings for the session's Redis, under a key prefix of this test's own."""
+    return {
+        "index_backend": "redis",
+        "index_redis_url": redis_server.url,
+        "index_redis_prefix": f"test-{uuid.uuid4().hex}:",
+    }

@@ -8,7 +8,6 @@ replica would read it, to wait until a replica's uses or claims have reached it.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,6 @@ from tests.support.redisserver import RedisServer
 
 MIB = 1024 * KIB
 BLOB = 100 * KIB
-
-
-@pytest.fixture
-def redis_settings(redis_server: RedisServer) -> dict[str, Any]:
-    return {
-        "index_backend": "redis",
-        "index_redis_url": redis_server.url,
-        "index_redis_prefix": f"test-{uuid.uuid4().hex}:",
-    }
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ Redis, in front of one fake upstream that counts what it is asked.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,15 +35,6 @@ MANIFEST = "/v2/library/app/manifests/1.0"
 ACCEPT = {"Accept": OCI_MANIFEST}
 # Long enough for every replica's request to arrive while the first one's is under way.
 SLOW = 0.3
-
-
-@pytest.fixture
-def redis_settings(redis_server: RedisServer) -> dict[str, Any]:
-    return {
-        "index_backend": "redis",
-        "index_redis_url": redis_server.url,
-        "index_redis_prefix": f"test-{uuid.uuid4().hex}:",
-    }
 
 
 async def fleet(make_proxy: ProxyFactory, count: int, **settings: Any) -> list[InProcessRegcache]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,6 @@ from tests.fast.test_manage import as_json, pull
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.ports import free_port
 from tests.support.redisserver import RedisServer
-
-
-@pytest.fixture
-def redis_settings(redis_server: RedisServer) -> dict[str, Any]:
-    return {
-        "index_backend": "redis",
-        "index_redis_url": redis_server.url,
-        "index_redis_prefix": f"test-{uuid.uuid4().hex}:",
-    }
 
 
 @pytest.fixture
