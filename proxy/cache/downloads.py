@@ -21,13 +21,13 @@ others' downloads follow the owner's (fleetdownloads.py), and are followed here 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from proxy import tasks
 from proxy.cache.fleetdownloads import FleetDownloads
 from proxy.cache.transfer import BlobTransfer
 from proxy.cache.upstreams import client_for
@@ -286,12 +286,7 @@ class Downloads:
         return download
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop_all(list(self._tasks))
 
     async def _run(self, download: Download, target: Target) -> None:
         error: RegistryError | None = None

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass
 
+from proxy import tasks
 from proxy.cache.lru import Key, Lru, Pins
 from proxy.cache.usage import Usage
 from proxy.metrics import Metrics
@@ -51,9 +52,7 @@ class EvictionLoop(ABC):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)
 
     async def _loop(self) -> None:
         while True:

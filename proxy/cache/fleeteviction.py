@@ -16,10 +16,10 @@ fleet, adopting what the order lacks and dropping what is gone, as Evictor.rebui
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from proxy import tasks
 from proxy.cache.eviction import EvictionLoop, delete_content, present, stored_content
 from proxy.cache.fleetpins import CLAIM_DELAY, PinPublisher
 from proxy.cache.lru import Key, Pins
@@ -75,9 +75,7 @@ class FleetEvictor(EvictionLoop):
     async def stop(self) -> None:
         await super().stop()
         if self._publishing is not None:
-            self._publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publishing
+            await tasks.stop(self._publishing)
 
     async def evict(self) -> int:
         """One pass, if this replica gets the lease; returns the bytes it freed."""

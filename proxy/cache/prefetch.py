@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from proxy import tasks
 from proxy.cache.besteffort import or_miss
 from proxy.cache.blobs import BlobCache
 from proxy.cache.cachesource import CacheSource
@@ -103,11 +104,7 @@ class Prefetcher:
             self._tasks.append(asyncio.create_task(self._loop(rule, states)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop_all(self._tasks)
 
     def status(self) -> list[dict[str, Any]]:
         return [state.status() for state in self.states]

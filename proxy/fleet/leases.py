@@ -28,6 +28,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from proxy import tasks
 from proxy.store import IndexUnavailable
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,7 @@ class Lease:
         try:
             yield self
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            await tasks.stop(renewing)
             await self.release()
 
     async def _keep_renewing(self) -> None:

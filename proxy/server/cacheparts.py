@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy import tasks
 from proxy.cache.blobs import BlobCache
 from proxy.cache.eviction import EvictionLoop, Evictor
 from proxy.cache.fleeteviction import FleetEvictor
@@ -104,9 +105,7 @@ async def open_cache(
             leases,
         )  # fmt: skip
     finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
+        await tasks.stop(recorder)
         if evictor is not None:
             await evictor.stop()
         await blobs.downloads.close()

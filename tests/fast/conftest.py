@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import io
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,7 +105,23 @@ async def make_proxy(tmp_path: Path, registry: FakeRegistry) -> AsyncIterator[Pr
 
     yield make
     for regcache in started:
-        await regcache.stop()
+        await stopped(regcache)
+
+
+# A stop that hangs would hang the whole run (and CI) with no word of where: fail instead,
+# with the stacks of the tasks still running.
+STOP_PATIENCE = 30.0
+
+
+async def stopped(regcache: InProcessRegcache) -> None:
+    try:
+        async with asyncio.timeout(STOP_PATIENCE):
+            await regcache.stop()
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        raise AssertionError(f"regcache did not stop; its tasks:\n{stacks.getvalue()}") from None
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ RANKS: dict[str, int] = {
     "logs": 1,
     "oci": 0,
     "model": 0,
+    "tasks": 0,  # stopping background tasks: asyncio only
 }
 
 
