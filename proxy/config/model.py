@@ -231,7 +231,7 @@ class Config:
         section="index.redis",
         env="REGCACHE_INDEX_REDIS_URL",
         help="the Redis of index.backend redis: redis://[:PASSWORD@]HOST[:PORT][/DB], "
-        "rediss:// for TLS, or unix://PATH",
+        "rediss:// for TLS, unix://PATH, or redis+sentinel://HOST:PORT[,...]/SERVICE[/DB]",
         secret=True,
         redact=redact_url_password,
     )

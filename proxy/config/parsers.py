@@ -11,9 +11,10 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from proxy.logs import LOG_FORMATS
 
@@ -101,13 +102,51 @@ def parse_url(text: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc}"
 
 
+# redis-py has no URL for Sentinel: this is the form Harbor reads (proxy.store.redisurl).
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    hosts: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    password: str | None
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Raise ValueError, saying what is wrong, for a URL not of the form above."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != SENTINEL_SCHEME:
+        raise ValueError(f"is not a {SENTINEL_SCHEME}:// URL")
+    credentials, _, hostlist = parts.netloc.rpartition("@")
+    password = unquote(credentials.partition(":")[2]) if credentials else None
+    hosts = []
+    for entry in hostlist.split(","):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"names {entry!r}; each Sentinel must be HOST:PORT")
+        hosts.append((host.strip("[]"), int(port)))
+    path = [part for part in parts.path.split("/") if part]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("must end in /SERVICE or /SERVICE/DB, the master's name at the Sentinels")
+    return SentinelUrl(tuple(hosts), path[0], int(path[1]) if len(path) == 2 else 0, password)
+
+
 def parse_redis_url(text: str) -> str:
-    """A URL redis-py opens: redis://, rediss:// (TLS) or unix://, perhaps with a password."""
+    """A URL redis-py opens: redis://, rediss:// (TLS) or unix://, perhaps with a password;
+    or redis+sentinel://, the master some Sentinels know (proxy.store.redisurl)."""
     if any(char.isspace() for char in text):
         raise Invalid("must not contain whitespace")
     parts = urlsplit(text)
+    if parts.scheme.lower() == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(text)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+        return text
     if parts.scheme.lower() not in ("redis", "rediss", "unix"):
-        raise Invalid("must be a redis://, rediss:// or unix:// URL")
+        raise Invalid(f"must be a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL")
     try:
         port = parts.port
     except ValueError:

@@ -31,6 +31,7 @@ from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.store import Index, IndexUnavailable
 from proxy.store.memory import check_manifest
+from proxy.store.redisurl import open_redis
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,8 @@ def _ref_field(ref: RepoRef) -> str:
 class RedisIndex(Index):
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
         # Bytes in and out: manifest bodies must come back byte-identical.
-        self._redis: Redis = Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
+        self._redis: Redis = open_redis(
+            url, connect_timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
         )
         self._prefix = prefix
         self._sizes_key = f"{prefix}manifest-sizes"

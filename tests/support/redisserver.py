@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 from .process import ServerProcess, ServerProcessError
 
@@ -72,3 +73,28 @@ class RedisServer(ServerProcess):
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+
+class RedisSentinel(RedisServer):
+    """A Redis Sentinel (``redis-server --sentinel``) watching ``master`` as ``service``."""
+
+    label = "redis-sentinel"
+
+    def __init__(self, master: RedisServer, service: str = "regcache", **kwargs: Any) -> None:
+        self.master = master
+        self.service = service
+        super().__init__(**kwargs)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
+
+    def before_start(self) -> None:
+        # Sentinel rewrites its file as it learns the topology: one of its own, writable.
+        (self.work_dir / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+        )
+
+    def argv(self) -> list[str]:
+        return [redis_binary(), str(self.work_dir / "sentinel.conf"), "--sentinel"]
