@@ -57,7 +57,7 @@ end
 """
 
 
-def _reaching(
+def reaching(
     method: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     """Redis' errors as the store's IndexUnavailable, which the cache rides out (a write
@@ -77,8 +77,8 @@ def _reaching(
     return call
 
 
-def _reaching_each(method: Callable[P, AsyncIterator[Y]]) -> Callable[P, AsyncIterator[Y]]:
-    """``_reaching`` for a listing, which talks to Redis between the items it yields."""
+def reaching_each(method: Callable[P, AsyncIterator[Y]]) -> Callable[P, AsyncIterator[Y]]:
+    """``reaching`` for a listing, which talks to Redis between the items it yields."""
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]:
@@ -94,7 +94,7 @@ def _reaching_each(method: Callable[P, AsyncIterator[Y]]) -> Callable[P, AsyncIt
     return call
 
 
-class _Reach:
+class RedisReach:
     """Whether Redis answers, logged as that changes: while it is out, every pull would
     otherwise log its failures (the cache logs IndexUnavailable quietly)."""
 
@@ -137,7 +137,7 @@ class RedisIndex(Index):
         self._pins_key = f"{prefix}pins"
         self._generation_key = f"{prefix}generation"
         self._record_use = self._redis.register_script(_RECORD_USE)
-        self.reach = _Reach()
+        self.reach = RedisReach()
         # Manifests this process stored or deleted: whether a command must tell a running server.
         self.changes = 0
 
@@ -156,7 +156,7 @@ class RedisIndex(Index):
     def _use_key(self, kind: Kind, digest: Digest) -> str:
         return f"{self._prefix}use:{kind.value}:{digest}"
 
-    @_reaching
+    @reaching
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         media_type, body = await self._redis.hmget(self._manifest_key(digest), ["type", "body"])
         if media_type is None or body is None:
@@ -164,7 +164,7 @@ class RedisIndex(Index):
         assert isinstance(body, bytes)  # the client never decodes (decode_responses=False)
         return StoredManifest(digest, _text(media_type), body)
 
-    @_reaching
+    @reaching
     async def put_manifest(self, manifest: StoredManifest) -> None:
         check_manifest(manifest)
         fields = {"type": manifest.media_type, "body": manifest.body}
@@ -174,7 +174,7 @@ class RedisIndex(Index):
             await pipe.execute()
         self.changes += 1
 
-    @_reaching
+    @reaching
     async def delete_manifest(self, digest: Digest) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._manifest_key(digest))
@@ -183,43 +183,43 @@ class RedisIndex(Index):
         self.changes += bool(deleted)
         return bool(deleted)
 
-    @_reaching_each
+    @reaching_each
     async def manifest_sizes(self) -> AsyncIterator[tuple[Digest, int]]:
         async for digest, size in self._redis.hscan_iter(self._sizes_key):
             yield Digest.parse(_text(digest)), int(size)
 
-    @_reaching
+    @reaching
     async def get_tag(self, key: TagKey) -> TagEntry | None:
         value = await self._redis.hget(self._tags_key, _tag_field(key))
         return None if value is None else _tag_entry(value)
 
-    @_reaching
+    @reaching
     async def put_tag(self, key: TagKey, entry: TagEntry) -> None:
         value = json.dumps([str(entry.digest), entry.media_type, entry.size, entry.checked_at])
         await self._redis.hset(self._tags_key, _tag_field(key), value)
 
-    @_reaching
+    @reaching
     async def delete_tag(self, key: TagKey) -> None:
         await self._redis.hdel(self._tags_key, _tag_field(key))
 
-    @_reaching_each
+    @reaching_each
     async def tags(self) -> AsyncIterator[tuple[TagKey, TagEntry]]:
         async for field, value in self._redis.hscan_iter(self._tags_key):
             upstream, repository, tag, accept = json.loads(field)
             yield TagKey(upstream, repository, tag, tuple(accept)), _tag_entry(value)
 
-    @_reaching
+    @reaching
     async def put_pin(self, name: str, contents: frozenset[Digest]) -> None:
         # A field per pin: HSET and HDEL change one pin atomically, beside warm and unpin
         # run from other processes.
         value = json.dumps(sorted(str(digest) for digest in contents))
         await self._redis.hset(self._pins_key, name, value)
 
-    @_reaching
+    @reaching
     async def delete_pin(self, name: str) -> bool:
         return bool(await self._redis.hdel(self._pins_key, name))
 
-    @_reaching
+    @reaching
     async def pins(self) -> dict[str, frozenset[Digest]]:
         stored = await self._redis.hgetall(self._pins_key)
         return {
@@ -227,30 +227,30 @@ class RedisIndex(Index):
             for name, digests in stored.items()
         }
 
-    @_reaching
+    @reaching
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         # repr: the shortest text that reads back as the same float.
         key = self._use_key(kind, digest)
         await self._record_use(keys=[key], args=[_ref_field(ref), repr(when)])
 
-    @_reaching
+    @reaching
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
         stored = await self._redis.hgetall(self._use_key(kind, digest))
         return {_ref(field): float(when) for field, when in stored.items()}
 
-    @_reaching
+    @reaching
     async def forget(self, kind: Kind, digest: Digest) -> None:
         await self._redis.delete(self._use_key(kind, digest))
 
-    @_reaching
+    @reaching
     async def generation(self) -> int:
         return int(await self._redis.get(self._generation_key) or 0)
 
-    @_reaching
+    @reaching
     async def bump_generation(self) -> int:
         return int(await self._redis.incr(self._generation_key))
 
-    @_reaching
+    @reaching
     async def check(self) -> None:
         await self._redis.ping()
 

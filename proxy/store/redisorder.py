@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from proxy.model import Kind
 from proxy.oci.digest import Digest
-from proxy.store.redisindex import RedisIndex, _Reach, _reaching, _reaching_each
+from proxy.store.redisindex import RedisIndex, RedisReach, reaching, reaching_each
 
 Key = tuple[Kind, Digest]
 
@@ -130,7 +130,7 @@ class RedisOrder:
 
     def __init__(self, index: RedisIndex) -> None:
         self._redis: Redis = index.redis
-        self.reach: _Reach = index.reach
+        self.reach: RedisReach = index.reach
         prefix = index.prefix
         self._lru = f"{prefix}lru"
         self._sizes = f"{prefix}lru-sizes"
@@ -144,7 +144,7 @@ class RedisOrder:
         self._claim = self._redis.register_script(_CLAIM)
         self._in_use = self._redis.register_script(_IN_USE)
 
-    @_reaching
+    @reaching
     async def stored(self, entries: Mapping[Key, tuple[int, float]]) -> None:
         """Content stored (or found stored), with its size and last use; counted once however
         many times, and by however many replicas, it is recorded."""
@@ -155,28 +155,28 @@ class RedisOrder:
             args += [_member(key), size, repr(when)]
         await self._stored(keys=[self._sizes, self._lru, self._total], args=args)
 
-    @_reaching
+    @reaching
     async def used(self, uses: Mapping[Key, float]) -> None:
         """Last uses, each kept only if later than the recorded one, of stored content."""
         if uses:
             scores = {_member(key): when for key, when in uses.items()}
             await self._redis.zadd(self._lru, scores, xx=True, gt=True)
 
-    @_reaching
+    @reaching
     async def removed(self, key: Key) -> None:
         await self._removed(keys=[self._sizes, self._lru, self._total], args=[_member(key)])
 
-    @_reaching
+    @reaching
     async def total(self) -> int:
         return int(await self._redis.get(self._total) or 0)
 
-    @_reaching
+    @reaching
     async def coldest(self) -> float | None:
         """The last use of the least recently used content, None when nothing is stored."""
         found = await self._redis.zrange(self._lru, 0, 0, withscores=True)
         return float(found[0][1]) if found else None
 
-    @_reaching
+    @reaching
     async def oldest(self, start: int, count: int) -> list[Ranked]:
         """Entries ``start`` to ``start + count``, least recently used first."""
         found = await self._oldest(keys=[self._sizes, self._lru], args=[start, start + count - 1])
@@ -185,28 +185,28 @@ class RedisOrder:
             for i in range(0, len(found), 3)
         ]
 
-    @_reaching_each
+    @reaching_each
     async def entries(self) -> AsyncIterator[Key]:
         """Every key the order holds; for a walk of the stores that makes it match them."""
         async for member, _ in self._redis.hscan_iter(self._sizes):
             yield _key(member)
 
-    @_reaching
+    @reaching
     async def size(self, key: Key) -> int | None:
         found = await self._redis.hget(self._sizes, _member(key))
         return None if found is None else int(found)
 
-    @_reaching
+    @reaching
     async def matched_generation(self) -> int | None:
         """The index's change counter when the order last matched the stores."""
         found = await self._redis.get(self._generation)
         return None if found is None else int(found)
 
-    @_reaching
+    @reaching
     async def matched(self, generation: int) -> None:
         await self._redis.set(self._generation, generation)
 
-    @_reaching
+    @reaching
     async def claim(
         self, replica: str, claims: Iterable[Key], releases: Iterable[Key], ttl: float
     ) -> None:
@@ -217,7 +217,7 @@ class RedisOrder:
         args += [_member(key) for key in releases]
         await self._claim(keys=[self._replicas, self._in_use_prefix + replica], args=args)
 
-    @_reaching
+    @reaching
     async def in_use(self, keys: Iterable[Key]) -> set[Key]:
         """Which of ``keys`` some replica claims to be using."""
         members = [_member(key) for key in keys]
