@@ -27,6 +27,7 @@ from proxy.config.parsers import (
     EVENT_LOOPS,
     LOG_LEVELS,
     Listen,
+    parse_backlog,
     parse_bool,
     parse_cache_dir,
     parse_duration,
@@ -125,6 +126,17 @@ class Config:
         flag="--listen",
         metavar="HOST:PORT",
         help="address to listen on; use [ADDR]:PORT for IPv6",
+    )
+    # aiohttp's default of 128 drops SYNs when a fleet of nodes connects at once; the kernel
+    # caps it at net.core.somaxconn (README, Operations).
+    listen_backlog: int = setting(
+        4096,
+        parse_backlog,
+        env="REGCACHE_LISTEN_BACKLOG",
+        flag="--listen-backlog",
+        metavar="N",
+        help="connections the kernel queues before regcache accepts them; at most "
+        "net.core.somaxconn",
     )
     cache_dir: Path = setting(
         Path("regcache-cache"),

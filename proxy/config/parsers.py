@@ -208,6 +208,12 @@ _SIZE_UNITS = {
 }
 
 
+def parse_backlog(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise Invalid(f"{text!r} is not a number of connections from 1 to 65535")
+    return int(text)
+
+
 def parse_size(text: str) -> int:
     match = _SIZE.fullmatch(text.strip())
     if not match:

@@ -244,6 +244,7 @@ def run_server(config: Config) -> None:
         app=app,
         host=config.listen_host,
         port=config.listen_port,
+        backlog=config.listen_backlog,
         ssl_context=ssl_context,
         print=lambda message: log.info("%s", message),
         shutdown_timeout=30,
