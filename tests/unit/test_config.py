@@ -394,7 +394,12 @@ FILE_ERRORS: list[tuple[str, int, str | None, str]] = [
     ('cache_dir: ""\n', 1, "cache_dir", "must not be empty"),
     ("cache_dir: {a: b}\n", 1, "cache_dir", "must be a string, not a mapping"),
     ("log_level: info\nlissen: x\n", 2, "lissen", "unknown key (did you mean 'listen'?)"),
-    ("frobnicate: 1\n", 1, "frobnicate", "unknown key; expected one of: listen, listen_backlog, cache_dir"),
+    (
+        "frobnicate: 1\n",
+        1,
+        "frobnicate",
+        "unknown key; expected one of: listen, listen_backlog, cache_dir",
+    ),
     ("listen: a:1\nlisten: a:2\n", 2, "listen", "duplicate key (first given on line 1)"),
     ("? [a]\n: b\n", 1, None, "keys must be plain strings"),
     ("default_upstream: dockerio\n", 1, "default_upstream", "did you mean 'docker.io'?"),
