@@ -3,8 +3,8 @@
 realistic values file in charts/regcache/ci/.
 
 kubernetes-validate works offline from the API schemas it bundles. It has none for CRDs, so the
-ServiceMonitor (monitoring.coreos.com/v1) only gets a warning from it; test_chart.py checks that
-object's fields by hand.
+ServiceMonitor (monitoring.coreos.com/v1) only gets a warning from it; test_chart_objects.py
+checks that object's fields by hand.
 """
 
 from __future__ import annotations

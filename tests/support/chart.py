@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "regcache"
 CI_VALUES = tuple(sorted((CHART_DIR / "ci").glob("*-values.yaml")))
 RELEASE = "rc"
+FULLNAME = f"{RELEASE}-regcache"
 NAMESPACE = "registry"
 
 # The Kubernetes API versions the rendered manifests are validated against: the chart's
@@ -43,6 +44,20 @@ SHARED_BACKENDS: dict[str, Any] = {
     "storage": {"backend": "s3", "s3": {"bucket": "regcache"}},
     "index": {"backend": "redis", "redis": {"url": "redis://redis.storage.svc:6379/0"}},
 }
+
+# An upstream with a login, for the values tests that need one that is not a default upstream.
+PRIVATE = {
+    "name": "registry.example.com:5000",
+    "url": "https://registry.example.com:5000",
+    "aliases": ["private"],
+    "username": "robot",
+}
+
+
+def with_upstreams(*upstreams: dict[str, Any], **config: Any) -> dict[str, Any]:
+    """``config`` values listing ``upstreams``; the first is the default unless one is given."""
+    config.setdefault("default_upstream", upstreams[0]["name"])
+    return {"config": {"upstreams": list(upstreams), **config}}
 
 
 class RenderError(AssertionError):
