@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.certs import CertificateAuthority
 from tests.support.chart import Chart
 from tests.support.helm import HelmUnavailable, install_helm
 
@@ -26,3 +27,8 @@ def helm_path() -> Path:
 @pytest.fixture(scope="session")
 def chart(helm_path: Path) -> Chart:
     return Chart(helm_path)
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return CertificateAuthority()

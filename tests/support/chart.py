@@ -60,6 +60,34 @@ def with_upstreams(*upstreams: dict[str, Any], **config: Any) -> dict[str, Any]:
     return {"config": {"upstreams": list(upstreams), **config}}
 
 
+ACCESS_RULES = [
+    {"repositories": ["docker.io/library/**"], "users": ["*"]},
+    {"repositories": ["ghcr.io/acme/**", "quay.io/*/tools"], "users": ["alice", "authenticated"]},
+]
+
+
+def secured(**changes: Any) -> dict[str, Any]:
+    """Logins from an existing Secret, a shared token key, rules, TLS and mutual TLS, on two
+    replicas sharing one cache."""
+    values: dict[str, Any] = {
+        **SHARED_BACKENDS,
+        "replicaCount": 2,
+        "auth": {
+            "enabled": True,
+            "anonymous": True,
+            "tokenTtl": "10m",
+            "existingSecret": "logins",
+            "existingSecretKey": "users",
+            "tokenKey": {"existingSecret": "token-key"},
+        },
+        "access": ACCESS_RULES,
+        "tls": {"existingSecret": "regcache-tls", "clientCa": {"existingSecret": "client-cas"}},
+        "replica": {"existingSecret": "replica-key", "existingSecretKey": "key"},
+    }
+    values.update(changes)
+    return values
+
+
 class RenderError(AssertionError):
     """helm refused the chart or the values; the message carries helm's complaint."""
 

@@ -1,15 +1,12 @@
-"""The chart's client logins, access rules and TLS: what the values render, what they refuse, and
-that the rendered config, with the Secrets' files where the pod would have them, is what
-regcache's own loader (``proxy.config.load_config``) makes of it.
+"""The chart's client logins, access rules and TLS settings: that the rendered config, with the
+Secrets' files where the pod would have them, is what regcache's own loader
+(``proxy.config.load_config``) makes of it, and the values the chart refuses.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import ssl
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +14,20 @@ import pytest
 
 from proxy.config import CliOverrides, Config, load_config
 from proxy.config.access import AccessRule
-from tests.support.certs import CertificateAuthority, regcache_tls
+from tests.support.certs import CertificateAuthority
 from tests.support.chart import (
-    KUBE_VERSIONS,
-    RELEASE,
+    ACCESS_RULES,
+    FULLNAME,
     SHARED_BACKENDS,
     Chart,
     Rendered,
-    kubernetes_validate,
     pod_files,
+    secured,
     tls_secret,
 )
 from tests.support.clientauth import USERS, write_htpasswd
-from tests.support.regcache import RegcacheProcess
 
-FULLNAME = f"{RELEASE}-regcache"
 TOKEN_KEY = "t" * 48
-RULES = [
-    {"repositories": ["docker.io/library/**"], "users": ["*"]},
-    {"repositories": ["ghcr.io/acme/**", "quay.io/*/tools"], "users": ["alice", "authenticated"]},
-]
-
-
-@pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority()
 
 
 @pytest.fixture
@@ -55,28 +41,6 @@ def secrets(ca: CertificateAuthority, tmp_path: Path) -> dict[str, dict[str, str
         "client-cas": {"ca.crt": ca.cert_pem.decode()},
         "replica-key": {"key": "r" * 48},
     }
-
-
-def secured(**changes: Any) -> dict[str, Any]:
-    """Logins from an existing Secret, a shared token key, rules, TLS and mutual TLS, on two
-    replicas sharing one cache."""
-    values: dict[str, Any] = {
-        **SHARED_BACKENDS,
-        "replicaCount": 2,
-        "auth": {
-            "enabled": True,
-            "anonymous": True,
-            "tokenTtl": "10m",
-            "existingSecret": "logins",
-            "existingSecretKey": "users",
-            "tokenKey": {"existingSecret": "token-key"},
-        },
-        "access": RULES,
-        "tls": {"existingSecret": "regcache-tls", "clientCa": {"existingSecret": "client-cas"}},
-        "replica": {"existingSecret": "replica-key", "existingSecretKey": "key"},
-    }
-    values.update(changes)
-    return values
 
 
 def load(rendered: Rendered, root: Path, secrets: dict[str, dict[str, str]]) -> Config:
@@ -105,7 +69,7 @@ def test_logins_rules_and_mutual_tls_reach_regcaches_loader(
     assert config.auth_token_key_file is not None
     assert config.auth_token_key_file.secret == TOKEN_KEY.encode()
     assert config.access == tuple(
-        AccessRule(tuple(r["repositories"]), tuple(r["users"])) for r in RULES
+        AccessRule(tuple(r["repositories"]), tuple(r["users"])) for r in ACCESS_RULES
     )
     assert config.tls_cert_file is not None
     assert config.tls_cert_file.name == "tls.crt"
@@ -238,81 +202,6 @@ def test_a_missing_secret_key_fails_the_loader_as_it_would_in_the_pod(
         load(chart.render(secured()), tmp_path, {**secrets, "token-key": {"key": TOKEN_KEY}})
 
 
-# -- probes and the objects around the pod ------------------------------------------------------
-
-
-def test_with_tls_probes_use_https_and_the_port_is_named_https(chart: Chart) -> None:
-    tls_only = {"tls": {"existingSecret": "regcache-tls"}}
-    rendered = chart.render(tls_only)
-    container = rendered.container
-    assert container["ports"] == [{"name": "https", "containerPort": 5000, "protocol": "TCP"}]
-    probes = {
-        k: container[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")
-    }
-    assert probes == {
-        "startupProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
-        "livenessProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
-        "readinessProbe": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
-    }
-    for service in rendered.all("Service"):
-        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["https"]
-
-
-def test_with_tls_the_ingress_and_network_policy_name_the_https_port(chart: Chart) -> None:
-    values = {
-        "tls": {"existingSecret": "regcache-tls"},
-        "ingress": {"enabled": True},
-        "networkPolicy": {"enabled": True},
-    }
-    rendered = chart.render(values)
-    [rule] = rendered.one("Ingress")["spec"]["rules"]
-    assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "https"}
-    [ingress] = rendered.one("NetworkPolicy")["spec"]["ingress"]
-    assert ingress["ports"] == [{"port": "https", "protocol": "TCP"}]
-    # Clients reach the Ingress, whose own tls decides their scheme.
-    notes = chart.notes(values)
-    assert '"registry-mirrors": ["http://regcache.example.com"]' in notes
-
-
-def test_with_mutual_tls_probes_only_connect(chart: Chart) -> None:
-    # The kubelet has no client certificate: an HTTPS probe could never pass the handshake.
-    container = chart.render(secured()).container
-    for key in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[key]["tcpSocket"] == {"port": "https"}
-        assert "httpGet" not in container[key]
-
-
-def test_service_monitor_scrapes_https(chart: Chart) -> None:
-    enabled = {"serviceMonitor": {"enabled": True}, "tls": {"existingSecret": "regcache-tls"}}
-    [endpoint] = chart.render(enabled).one("ServiceMonitor")["spec"]["endpoints"]
-    assert (endpoint["port"], endpoint["scheme"]) == ("https", "https")
-    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
-    own = {"ca": {"secret": {"name": "ca", "key": "ca.crt"}}, "serverName": "regcache"}
-    enabled["serviceMonitor"] = {"enabled": True, "tlsConfig": own}
-    [endpoint] = chart.render(enabled).one("ServiceMonitor")["spec"]["endpoints"]
-    assert endpoint["tlsConfig"] == own
-
-
-def test_secured_manifests_validate_strictly(chart: Chart, tmp_path: Path) -> None:
-    values = secured(
-        networkPolicy={"enabled": True}, ingress={"enabled": True}, serviceMonitor={"enabled": True}
-    )
-    path = tmp_path / "secured.yaml"
-    path.write_text(chart.template_text(values))
-    for kube_version in KUBE_VERSIONS:
-        kubernetes_validate([path], kube_version)
-
-
-def test_notes_say_https_and_logins(chart: Chart) -> None:
-    notes = chart.notes(secured())
-    address = f"{FULLNAME}.registry.svc.cluster.local:5000"
-    assert f'"registry-mirrors": ["https://{address}"]' in notes
-    assert "Secret regcache-tls" in notes
-    assert "Secret client-cas" in notes
-    assert f"docker login {address}" in notes
-    assert "insecure" not in notes
-
-
 # -- refusing what would not work -------------------------------------------------------------
 
 
@@ -362,7 +251,7 @@ def test_schema_refuses_typos_and_bad_values(
             },
             "with passthrough upstreams and replicaCount 3",
         ),
-        ({"access": RULES}, "access: rules need logins"),
+        ({"access": ACCESS_RULES}, "access: rules need logins"),
         ({"tls": {"clientCa": {"existingSecret": "cas"}}}, "mutual TLS needs TLS"),
     ],
 )
@@ -370,68 +259,3 @@ def test_settings_regcache_would_refuse_fail_the_render(
     chart: Chart, values: dict[str, Any], complaint: str
 ) -> None:
     assert complaint in chart.render_error(values)
-
-
-# -- `helm test` against a real regcache --------------------------------------------------------
-
-
-def helm_test_script(chart: Chart, values: dict[str, Any], address: str) -> list[str]:
-    """The test pod's command, aimed at ``address`` instead of the Service."""
-    pod = chart.render(values).one("Pod", f"{FULLNAME}-test-readyz")
-    argv: list[str] = pod["spec"]["containers"][0]["command"]
-    assert argv[:2] == ["python3", "-c"]
-    return [sys.executable, "-c", argv[2].replace(f"{FULLNAME}:5000", address)]
-
-
-@pytest.mark.parametrize("mode", ["plain", "tls-and-logins", "mutual-tls"])
-def test_helm_test_passes_against_regcache_set_up_as_the_values_say(
-    chart: Chart, tmp_path: Path, ca: CertificateAuthority, mode: str
-) -> None:
-    config: dict[str, Any] = {}
-    values: dict[str, Any] = {}
-    client: ssl.SSLContext | None = None
-    if mode != "plain":
-        mutual = mode == "mutual-tls"
-        config["tls"], client = regcache_tls(ca, tmp_path, mutual=mutual)
-        values["tls"] = {"existingSecret": "regcache-tls"}
-        if mutual:
-            values["tls"]["clientCa"] = {"existingSecret": "client-cas"}
-    if mode == "tls-and-logins":
-        config["auth"] = {"htpasswd": str(write_htpasswd(tmp_path))}
-        values["auth"] = {"enabled": True, "existingSecret": "logins"}
-    proxy = RegcacheProcess(config, work_dir=tmp_path / "regcache", client_ssl=client)
-    proxy.start()
-    try:
-        argv = helm_test_script(chart, values, proxy.host)
-        run = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    finally:
-        proxy.stop()
-    assert run.returncode == 0, run.stdout + run.stderr
-    expected = {
-        "plain": "/readyz 200\n/v2/ 200\n",
-        "tls-and-logins": "/readyz 200\n/v2/ 401\n",
-        "mutual-tls": "handshake: TLSv1.3\nrefused without a client certificate",
-    }[mode]
-    assert run.stdout.startswith(expected)
-
-
-def test_helm_test_fails_when_mutual_tls_is_not_enforced(
-    chart: Chart, tmp_path: Path, ca: CertificateAuthority
-) -> None:
-    # Guard on the test above: the script must notice a regcache that lets anyone in.
-    tls, trusting = regcache_tls(ca, tmp_path)
-    proxy = RegcacheProcess({"tls": tls}, work_dir=tmp_path / "regcache", client_ssl=trusting)
-    proxy.start()
-    try:
-        values = secured(auth={"enabled": False}, access=[], replicaCount=1)
-        run = subprocess.run(
-            helm_test_script(chart, values, proxy.host),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    finally:
-        proxy.stop()
-    assert run.returncode == 1
-    assert "answered a client without a certificate" in run.stderr
