@@ -27,6 +27,9 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
+# Distribution 2.8 answers 404 for an OCI manifest unless Accept names the OCI types.
+ACCEPT_ALL = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+
 
 @dataclass(frozen=True)
 class MediaTypes:

@@ -1,4 +1,6 @@
-"""The integration harness itself, checked against the real registry, skopeo and token server."""
+"""The integration harness's images and its registries, checked against the real registry and
+skopeo: deterministic images, pulls by tag and digest, Distribution's quirks, the access log,
+and a registry that restarts or acts as a pull-through proxy."""
 
 from __future__ import annotations
 
@@ -6,37 +8,24 @@ import asyncio
 import gzip
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 
 from tests.support import skopeo
-from tests.support.httpclient import basic_auth, http_get, http_request
+from tests.support.httpclient import http_get
 from tests.support.images import (
+    ACCEPT_ALL,
     DOCKER_LIST,
     DOCKER_MANIFEST,
-    OCI_INDEX,
-    OCI_MANIFEST,
     build_image,
     build_index,
     sha256_digest,
 )
-from tests.support.ports import free_port
-from tests.support.regcache import RegcacheError, parse_metrics, sum_samples
 from tests.support.registry import parse_access_log
-from tests.support.tokenserver import Scope
-from tests.support.upstreams import (
-    BASIC_CREDS,
-    RegcacheFactory,
-    RegistryFactory,
-    Upstream,
-    UpstreamImages,
-)
+from tests.support.upstreams import RegistryFactory, Upstream, UpstreamImages
 
-ACCEPT_ALL = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
 BLOB_PATH = r"/v2/.+/blobs/sha256:[0-9a-f]{64}"
 
 
@@ -215,111 +204,6 @@ def test_second_upstream_holds_the_tool_image(second_upstream: Upstream) -> None
     assert second_upstream.entry("ghcr.io") == {"name": "ghcr.io", "url": second_upstream.url}
 
 
-# -- auth -----------------------------------------------------------------------------------
-
-
-def test_htpasswd_refuses_without_creds_and_accepts_with_them(
-    basic_upstream: Upstream, tmp_path: Path
-) -> None:
-    url = basic_upstream.url + "/v2/library/small/manifests/1.0"
-    refused = http_get(url, ACCEPT_ALL)
-    assert refused.status == 401
-    assert refused.headers["WWW-Authenticate"].startswith("Basic ")
-    assert http_get(url, {**ACCEPT_ALL, **basic_auth("alice", "wrong")}).status == 401
-    accepted = http_get(url, {**ACCEPT_ALL, **basic_auth(*BASIC_CREDS)})
-    assert accepted.status == 200
-    assert accepted.body == basic_upstream.images.small.manifest
-
-    src = basic_upstream.ref("library/small", "1.0")
-    with pytest.raises(skopeo.SkopeoError, match=r"unauthorized|authentication required"):
-        skopeo.inspect_raw(src)
-    pulled = skopeo.pull(src, tmp_path / "out", creds=BASIC_CREDS)
-    assert pulled.manifest == basic_upstream.images.small.manifest
-    assert basic_upstream.entry()["username"] == "alice"
-
-
-def test_token_auth_end_to_end(token_upstream: Upstream, tmp_path: Path) -> None:
-    tokens = token_upstream.token_server
-    assert tokens is not None
-    challenge = http_get(token_upstream.url + "/v2/").headers["WWW-Authenticate"]
-    assert challenge.startswith("Bearer ")
-    assert f'realm="{tokens.realm}"' in challenge
-    assert f'service="{tokens.service}"' in challenge
-
-    before = len(tokens.token_requests)
-    app = token_upstream.images.app
-    pulled = skopeo.pull(
-        token_upstream.ref("org/app", "1.0"), tmp_path / "a", creds=("bob", "hunter2")
-    )
-    assert pulled.manifest == app.manifest
-    # One token per skopeo process: it caches the token for all of the image's requests.
-    assert tokens.token_requests[before:] == [("bob", ("repository:org/app:pull",))]
-
-    # Anonymous clients may pull library/* (like Docker Hub) but nothing else.
-    small = token_upstream.images.small
-    anon = skopeo.pull(token_upstream.ref("library/small", "1.0"), tmp_path / "b")
-    assert anon.manifest == small.manifest
-    assert tokens.token_requests[-1] == (None, ("repository:library/small:pull",))
-    with pytest.raises(skopeo.SkopeoError, match=r"unauthorized|authentication required"):
-        skopeo.inspect_raw(token_upstream.ref("org/app", "1.0"))
-
-    rejected = tokens.rejected
-    with pytest.raises(skopeo.SkopeoError, match="invalid username/password"):
-        skopeo.inspect_raw(token_upstream.ref("org/app", "1.0"), creds=("bob", "wrong"))
-    assert tokens.rejected == rejected + 1
-
-    # bob may not push: the token server grants pull only, and the registry enforces it.
-    with pytest.raises(skopeo.SkopeoError, match=r"denied|unauthorized"):
-        skopeo.push(
-            token_upstream.images.layout_dir,
-            "tool",
-            token_upstream.ref("org/tool", "1.0"),
-            creds=("bob", "hunter2"),
-        )
-
-
-def test_registry_verifies_token_audience_and_scope(token_upstream: Upstream) -> None:
-    tokens = token_upstream.token_server
-    assert tokens is not None
-    url = token_upstream.url + "/v2/org/app/manifests/1.0"
-    pull_app = [Scope("repository", "org/app", ("pull",))]
-
-    def get_with(token: str) -> int:
-        return http_get(url, {**ACCEPT_ALL, "Authorization": f"Bearer {token}"}).status
-
-    good = tokens.issue("alice", pull_app, tokens.service)
-    assert tokens.decode_claims(good)["access"] == [
-        {"type": "repository", "name": "org/app", "actions": ["pull"]}
-    ]
-    assert get_with(good) == 200
-    assert get_with(tokens.issue("alice", pull_app, "some-other-service")) == 401
-    assert get_with(tokens.issue("alice", [Scope("repository", "org/x", ("pull",))], None)) == 401
-
-    # The token endpoint itself, as a client such as the proxy calls it.
-    query = "service={}&scope=repository:org/app:pull&scope=repository:library/small:pull"
-    resp = http_get(f"{tokens.realm}?{query.format(tokens.service)}", basic_auth("alice", "s3cret"))
-    assert resp.status == 200
-    body = resp.json()
-    assert body["token"] == body["access_token"]
-    assert body["expires_in"] > 0
-    assert body["issued_at"]
-    assert get_with(body["token"]) == 200
-    assert tokens.token_requests[-1] == (
-        "alice",
-        ("repository:org/app:pull", "repository:library/small:pull"),
-    )
-
-    # The OAuth2 password grant (containerd tries it before GET).
-    form = {"grant_type": "password", "username": "bob", "password": "hunter2"}
-    form |= {"service": tokens.service, "scope": "repository:org/app:pull", "client_id": "t"}
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    posted = http_request("POST", tokens.realm, headers, urlencode(form).encode())
-    assert posted.status == 200
-    assert get_with(posted.json()["access_token"]) == 200
-    form["password"] = "wrong"
-    assert http_request("POST", tokens.realm, headers, urlencode(form).encode()).status == 401
-
-
 # -- restart / outage -----------------------------------------------------------------------
 
 
@@ -356,115 +240,3 @@ def test_registry_as_pull_through_proxy(
     # once to store), so only "at least once" is stable.
     for digest in upstream.images.app.blob_digests:
         assert upstream.registry.blob_gets(digest, since=mark) >= 1
-
-
-# -- RegcacheProcess, against a stand-in for `python -m proxy` ------------------------------
-
-FAKE_PROXY = '''
-import argparse, http.server, pathlib, sys
-
-parser = argparse.ArgumentParser()
-parser.add_argument("command")
-parser.add_argument("--config")
-parser.add_argument("--listen")
-parser.add_argument("--cache-dir")
-args = parser.parse_args()
-if "fail" in pathlib.Path(args.config).read_text():
-    print("bad config: fail", file=sys.stderr)
-    sys.exit(3)
-cache = pathlib.Path(args.cache_dir)
-starts = cache / "starts"
-starts.write_text(str(int(starts.read_text()) + 1 if starts.exists() else 1))
-METRICS = """# HELP regcache_requests_total Requests.
-# TYPE regcache_requests_total counter
-regcache_requests_total{kind="blob",result="hit"} 3.0
-regcache_requests_total{kind="blob",result="miss"} 2.0
-regcache_requests_total{kind="manifest",result="hit"} 1.0
-# HELP regcache_cache_bytes Bytes cached.
-# TYPE regcache_cache_bytes gauge
-regcache_cache_bytes 1234.0
-"""
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = {"/healthz": b"ok", "/metrics": METRICS.encode(),
-                "/config": pathlib.Path(args.config).read_bytes()}.get(self.path)
-        self.send_response(200 if body is not None else 404)
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-host, port = args.listen.rsplit(":", 1)
-print("serving on", args.listen, flush=True)
-http.server.HTTPServer((host, int(port)), Handler).serve_forever()
-'''
-
-
-def test_regcache_process_wrapper(regcache_factory: RegcacheFactory, tmp_path: Path) -> None:
-    script = tmp_path / "fake_proxy.py"
-    script.write_text(FAKE_PROXY)
-    config = {
-        "default_upstream": "docker.io",
-        "upstreams": [{"name": "docker.io", "url": "http://127.0.0.1:5001", "tag_ttl": 300}],
-    }
-    proc = regcache_factory(config, command=[sys.executable, str(script)])
-    assert proc.host == f"127.0.0.1:{proc.port}"
-    assert proc.url == f"http://{proc.host}"
-    assert "serving on" in proc.log_text()
-    assert json.loads(json.dumps(config)) == _yaml_load(proc.get("/config").body)
-
-    assert proc.metric("regcache_requests", kind="blob") == 5
-    assert proc.metric("regcache_requests_total", result="hit") == 4
-    assert proc.metric("regcache_cache_bytes") == 1234
-    assert proc.metric("regcache_nothing_here") == 0
-
-    proc.kill()
-    assert not proc.running
-    proc.start()
-    assert proc.stop() is not None
-    proc.start()  # same port and cache dir after a crash and after a clean stop
-    assert (proc.cache_dir / "starts").read_text() == "3"
-
-
-def test_regcache_process_reports_a_failed_start(tmp_path: Path) -> None:
-    from tests.support.regcache import RegcacheProcess
-
-    script = tmp_path / "fake_proxy.py"
-    script.write_text(FAKE_PROXY)
-    proc = RegcacheProcess(
-        {"mode": "fail"}, work_dir=tmp_path / "w", command=[sys.executable, str(script)]
-    )
-    with pytest.raises(RegcacheError, match=r"(?s)exited with 3.*bad config: fail"):
-        proc.start()
-    assert not proc.running
-
-
-def test_regcache_process_runs_the_real_proxy(
-    regcache_factory: RegcacheFactory, upstream: Upstream, tmp_path: Path
-) -> None:
-    proc = regcache_factory({"default_upstream": "docker.io", "upstreams": [upstream.entry()]})
-    small = upstream.images.small
-    assert skopeo.pull(proc.ref("library/small", "1.0"), tmp_path / "a").manifest == small.manifest
-    assert proc.metrics()  # /metrics parses as Prometheus text
-    proc.restart()
-    assert skopeo.inspect_raw(proc.ref("library/small", "1.0")) == small.manifest
-
-
-def test_metric_helpers_sum_matching_samples() -> None:
-    samples = parse_metrics(
-        "# TYPE x_total counter\n"
-        'x_total{a="1",b="2"} 1\nx_total{a="1",b="3"} 2\nx_total{a="2",b="3"} 4\n'
-    )
-    assert sum_samples(samples, "x", {"a": "1"}) == 3
-    assert sum_samples(samples, "x_total", {"b": "3"}) == 6
-    assert sum_samples(samples, "x", {"a": "9"}) == 0
-
-
-def test_free_port_hands_out_distinct_ports() -> None:
-    ports = {free_port() for _ in range(20)}
-    assert len(ports) == 20
-
-
-def _yaml_load(data: bytes) -> object:
-    import yaml
-
-    return yaml.safe_load(data)
