@@ -9,6 +9,7 @@ internals means repointing one fixture.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import hashlib
@@ -24,8 +25,13 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 import proxy.cache.eviction
 import proxy.upstream.blobstream
+from proxy.cli import build_parser
+from proxy.commands.export import export
+from proxy.commands.importbundle import import_bundle
+from proxy.commands.inventory import inventory
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import Spool
+from tests.support.bundlefiles import IMAGE, Run
 from tests.support.ceph import CephCluster
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
@@ -215,3 +221,39 @@ def redis_settings(redis_server: RedisServer) -> dict[str, Any]:
         "index_redis_url": redis_server.url,
         "index_redis_prefix": f"test-{uuid.uuid4().hex}:",
     }
+
+
+# -- bundles (test_bundles_*.py) ---------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "export": export,
+    "import": import_bundle,
+    "inventory": inventory,
+}
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, registry: FakeRegistry) -> Path:
+    path = tmp_path / "regcache.yaml"
+    path.write_text(f"upstreams:\n  - name: docker.io\n    url: {registry.url}\n")
+    return path
+
+
+@pytest.fixture
+def cli(config_file: Path) -> Run:
+    """``await cli("export", IMAGE, "-o", ..., cache=DIR)``: a command in this event loop."""
+
+    async def run(command: str, *argv: str, cache: Path) -> int:
+        args = build_parser().parse_args(
+            [command, *argv, "--config", str(config_file), "--cache-dir", str(cache)]
+        )
+        return await COMMANDS[command](args)
+
+    return run
+
+
+@pytest.fixture
+async def bundle(cli: Run, tmp_path: Path, image: FakeImage) -> Path:
+    path = tmp_path / "bundle.tar"
+    assert await cli("export", IMAGE, "--fetch", "-o", str(path), cache=tmp_path / "a") == 0
+    return path
