@@ -29,6 +29,7 @@ from proxy.cli import build_parser
 from proxy.commands.export import export
 from proxy.commands.importbundle import import_bundle
 from proxy.commands.inventory import inventory
+from proxy.config.authfiles import TokenKey
 from proxy.store.diskindex import DiskIndex
 from proxy.store.fsblobs import Spool
 from tests.support.bundlefiles import IMAGE, Run
@@ -36,10 +37,14 @@ from tests.support.ceph import CephCluster
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache, make_config
+from tests.support.ports import free_port
 from tests.support.redisserver import RedisServer
 
 KIB = 1024
+MIB = 1024 * KIB
 ProxyFactory = Callable[..., Awaitable[InProcessRegcache]]
+# ``await start_replica(name, **settings)``: see the fixture.
+StartReplica = Callable[..., Awaitable[InProcessRegcache]]
 
 
 def blob_path(digest: str, repository: str = "library/app") -> str:
@@ -257,3 +262,57 @@ async def bundle(cli: Run, tmp_path: Path, image: FakeImage) -> Path:
     path = tmp_path / "bundle.tar"
     assert await cli("export", IMAGE, "--fetch", "-o", str(path), cache=tmp_path / "a") == 0
     return path
+
+
+# -- replicas of one fleet (test_fleet_blobs_*.py) ---------------------------------------------
+
+REPLICA_SECRET = b"replicas-of-one-fleet-share-this-key-0123456789"
+
+
+@pytest.fixture
+def replica_key(tmp_path: Path) -> TokenKey:
+    path = tmp_path / "replica.key"
+    path.write_bytes(REPLICA_SECRET)
+    return TokenKey(path, REPLICA_SECRET)
+
+
+@pytest.fixture
+def fleet_settings(
+    redis_server: RedisServer, s3_settings: dict[str, Any], replica_key: TokenKey
+) -> dict[str, Any]:
+    return {
+        **s3_settings,
+        "index_backend": "redis",
+        "index_redis_url": redis_server.url,
+        "index_redis_prefix": f"fleet-{uuid.uuid4().hex}:",
+        "replica_secret_file": replica_key,
+    }
+
+
+@pytest.fixture
+async def start_replica(
+    registry: FakeRegistry, tmp_path: Path, fleet_settings: dict[str, Any]
+) -> AsyncIterator[StartReplica]:
+    """``await start_replica(name, **settings)``: a replica that advertises its own address
+    (unless ``advertise=False``), with ``settings`` over the fleet's."""
+    started: list[InProcessRegcache] = []
+
+    async def start(name: str, advertise: bool = True, **settings: Any) -> InProcessRegcache:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}" if advertise else None
+        merged = {**fleet_settings, "replica_name": name, "replica_advertise_url": url}
+        merged.update(settings)
+        replica = InProcessRegcache(make_config(tmp_path / name, registry.url, **merged), port=port)
+        started.append(replica)
+        await replica.start()
+        return replica
+
+    yield start
+    for replica in started:
+        await replica.stop()
+
+
+@pytest.fixture
+def big(registry: FakeRegistry) -> FakeImage:
+    """One 4 MiB layer: many reads, and room to die in the middle of it."""
+    return registry.push_image("library/app", "big", layer_sizes=(4 * MIB,))
