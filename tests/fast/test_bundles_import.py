@@ -119,12 +119,7 @@ async def test_an_archive_that_names_its_image_only_by_tag_wants_name(
 
 
 async def test_what_import_refuses(
-    cli: Run,
-    tmp_path: Path,
-    registry: FakeRegistry,
-    image: FakeImage,
-    bundle: Path,
-    capsys: pytest.CaptureFixture[str],
+    cli: Run, tmp_path: Path, image: FakeImage, bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fresh = tmp_path / "b"
     not_tar = tmp_path / "not.tar"
