@@ -139,6 +139,7 @@ async def soak(settings: SoakSettings, work: Path, log: Log) -> tuple[dict[str, 
             "cached_5xx_examples": load.tally.cached_5xx,
             "images": {"small": len(smalls), "large": len(larges), "pulled": len(load.pulled)},
             "faults": fault_stats,
+            "regcache_counters": await asyncio.to_thread(_counters, regcache),
             "regcache_log_errors": _log_errors(regcache.log_text()),
         }
         return figures, samples
@@ -184,6 +185,27 @@ def _describe(sample: Sample) -> str:
         f"fds={sample.fds:4d} procs={sample.processes} requests={sample.requests} "
         f"faults={sample.faults}{' (fault window)' if sample.fault_window else ''}"
     )
+
+
+# Counters regcache keeps of what the faults made it do, and the label that splits each.
+WATCHED = {
+    "regcache_cache_requests_total": ("kind", "result"),
+    "regcache_upstream_requests_total": ("method", "status"),
+    "regcache_upstream_resumes_total": (),
+    "regcache_stale_served_total": (),
+    "regcache_digest_mismatch_total": ("kind",),
+    "regcache_dedup_joins_total": ("kind",),
+}
+
+
+def _counters(regcache: RegcacheProcess) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for (name, labels), value in regcache.metrics().items():
+        if name in WATCHED:
+            split = dict(labels)
+            key = " ".join([name, *(split.get(label, "") for label in WATCHED[name])])
+            found[key] = found.get(key, 0.0) + value
+    return dict(sorted(found.items()))
 
 
 def _log_errors(text: str) -> list[str]:

@@ -117,7 +117,13 @@ def render_text(document: dict[str, Any]) -> str:
     for goal in document["goals"]:
         mark = "met   " if goal["met"] else "MISSED"
         lines.append(f"  {mark} {goal['name']}: {goal['value']} (target {goal['target']})")
-    for label, key in (("wrong", "wrong_examples"), ("5xx cached", "cached_5xx_examples")):
+    lines += ["", "regcache's counters:"]
+    lines += [f"  {k} = {v:g}" for k, v in document["figures"]["regcache_counters"].items()]
+    for label, key in (
+        ("wrong", "wrong_examples"),
+        ("5xx cached", "cached_5xx_examples"),
+        ("regcache logged", "regcache_log_errors"),
+    ):
         for example in document["figures"][key]:
             lines.append(f"  {label}: {example}")
     return "\n".join(lines)
@@ -132,6 +138,9 @@ def render_markdown(document: dict[str, Any]) -> str:
     rows = _table(document)
     lines += ["", "| " + " | ".join(rows[0]) + " |", "|---" * len(rows[0]) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    counters = document["figures"]["regcache_counters"]
+    lines += ["", "| regcache counter | value |", "|---|---|"]
+    lines += [f"| {name} | {value:g} |" for name, value in counters.items()]
     lines += [
         "",
         "| t (s) | sample | RSS (MiB) | FDs | processes | requests | faults |",
