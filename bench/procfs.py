@@ -94,3 +94,20 @@ def open_fds(pid: int) -> int | None:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """``pid``'s open descriptors by kind: socket, file, pipe, anon_inode (epoll, eventfd)."""
+    kinds: dict[str, int] = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return kinds
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue  # closed meanwhile
+        kind = "file" if target.startswith("/") else target.split(":", 1)[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds

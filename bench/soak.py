@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,11 +34,11 @@ from tests.support.regcache import RegcacheProcess
 
 from . import environment
 from .peers import REGCACHE_UPSTREAM, Upstream
-from .procfs import open_fds, process_tree, rss
+from .procfs import fd_kinds, open_fds, process_tree, rss
 from .soakfaults import FaultProxy
 from .soakimages import MB, write_images
 from .soakload import Load
-from .soakreport import judge, render_markdown, render_text
+from .soakreport import describe_kinds, judge, render_markdown, render_text
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "soak.json"
 
@@ -55,6 +56,9 @@ class SoakSettings:
     tag_ttl: float = 5.0
     # Shorter than the fault proxy's longest stall, so regcache's resumes are exercised.
     read_timeout: float = 4.0
+    # None: about one new image a second, cold pulls for the whole soak. Fewer tells a leak
+    # per request from memory that grows with the images cached.
+    images: int | None = None
 
     @property
     def duration(self) -> float:
@@ -62,8 +66,7 @@ class SoakSettings:
 
     @property
     def small_images(self) -> int:
-        """About one new image a second: cold pulls for the whole soak."""
-        return max(30, int(self.duration))
+        return self.images or max(30, int(self.duration))
 
     @property
     def fault_cycle(self) -> float:
@@ -82,6 +85,7 @@ class Sample:
     label: str  # "load", or one of the quiet points the goals compare
     rss_bytes: int
     fds: int
+    fd_kinds: dict[str, int]
     processes: int
     requests: int
     faults: int
@@ -160,7 +164,7 @@ async def _sample(
 ) -> None:
     while True:
         await asyncio.sleep(settings.sample_every)
-        samples.append(await _take(pid, load, faults, "load"))
+        samples.append(await _take(pid, load, faults, "settling" if load.quiet else "load"))
         log(_describe(samples[-1]))
 
 
@@ -172,6 +176,7 @@ async def _take(pid: int, load: Load, faults: FaultProxy, label: str) -> Sample:
         label=label,
         rss_bytes=sum(rss(p) or 0 for p in pids),
         fds=sum(open_fds(p) or 0 for p in pids),
+        fd_kinds=dict(sum((Counter(fd_kinds(p)) for p in pids), Counter())),
         processes=len(pids),
         requests=load.tally.total,
         faults=int(stats["faults_total"]),
@@ -182,7 +187,8 @@ async def _take(pid: int, load: Load, faults: FaultProxy, label: str) -> Sample:
 def _describe(sample: Sample) -> str:
     return (
         f"t={sample.t:5.0f}s {sample.label:20s} rss={sample.rss_bytes / 2**20:6.1f} MiB "
-        f"fds={sample.fds:4d} procs={sample.processes} requests={sample.requests} "
+        f"fds={sample.fds:4d} ({describe_kinds(sample.fd_kinds)}) procs={sample.processes} "
+        f"requests={sample.requests} "
         f"faults={sample.faults}{' (fault window)' if sample.fault_window else ''}"
     )
 
@@ -216,7 +222,7 @@ def _log_errors(text: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = SoakSettings(minutes=args.minutes, seed=args.seed)
+    settings = SoakSettings(minutes=args.minutes, seed=args.seed, images=args.images)
     if args.large_mb:
         sizes = tuple(int(mb * MB) for mb in args.large_mb)
         settings = dataclasses.replace(settings, large_sizes=sizes)
@@ -283,6 +289,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
     parser.add_argument("--seed", type=int, default=13, help="images, load and faults")
+    parser.add_argument(
+        "--images",
+        type=int,
+        metavar="N",
+        help="small images, appearing evenly over the soak (default: one per second)",
+    )
     parser.add_argument(
         "--large-mb",
         type=float,

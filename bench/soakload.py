@@ -27,7 +27,9 @@ from .soakimages import Blob, SoakImage
 OPERATIONS = {"cold": 0.15, "warm": 0.35, "head": 0.25, "range": 0.15, "abort": 0.10}
 RANGE_MAX = 1_000_000
 THINK_TIME = (0.05, 0.25)  # seconds between one client's operations
-QUIET_SETTLE = 2.0
+# aiohttp closes a pooled connection idle for 15 s at its next cleanup, up to 15 s later: after
+# 32 s regcache holds no idle connection to the upstream, only what it keeps open.
+QUIET_SETTLE = 32.0
 _CHUNK = 256 * 1024
 _WRONG_KEPT = 20
 
@@ -100,50 +102,40 @@ class Load:
         self._pulled_names: set[str] = set()
         self.cached: set[tuple[str, str]] = set()  # (repository, tag or digest)
         self.started = time.monotonic()
-        self._go = asyncio.Event()
-        self._go.set()
-        self._busy = 0
-        self._idle = asyncio.Event()  # set while no client is in an operation
-        self._idle.set()
+        self._paused = 0.0  # seconds of quiet, in which no image appears
+        self.quiet = False
 
     async def run(self, workers: int, quiet_at: float, on_quiet: OnQuiet) -> None:
-        """``workers`` clients until the duration is over. At ``quiet_at`` seconds and at the
-        end, every client is idle (its keep-alive connection open) while ``on_quiet`` runs: the
-        two points compare like for like, with no transfer under way."""
+        """``workers`` clients for the duration, in two phases split at ``quiet_at`` seconds.
+        After each, the clients' connections are closed and ``on_quiet`` runs once regcache
+        has had QUIET_SETTLE seconds to drop its idle ones: the two points compare like for
+        like, what regcache holds with nothing to do. The quiet time does not count as load."""
         self.started = time.monotonic()
-        deadline = self.started + self.duration
+        await self._phase(workers, self.started + quiet_at)
+        await self._quiet(on_quiet, "quiet after minute 1")
+        await self._phase(workers, time.monotonic() + self.duration - quiet_at)
+        await self._quiet(on_quiet, "quiet at the end")
+
+    async def _phase(self, workers: int, deadline: float) -> None:
         timeout = aiohttp.ClientTimeout(total=300, sock_connect=10, sock_read=30)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(
             timeout=timeout, connector=connector, auto_decompress=False
         ) as session:
-            clients = [asyncio.create_task(self._worker(session, deadline)) for _ in range(workers)]
-            await asyncio.sleep(quiet_at)
-            await self._quiet(on_quiet, "quiet after minute 1")
-            await asyncio.gather(*clients)
-            self._go.clear()
-            await self._quiet(on_quiet, "quiet at the end")
+            await asyncio.gather(*(self._worker(session, deadline) for _ in range(workers)))
 
     async def _quiet(self, on_quiet: OnQuiet, label: str) -> None:
-        self._go.clear()
-        await self._idle.wait()
-        # Let regcache finish what the last responses started (closing files, index writes).
+        paused = time.monotonic()
+        self.quiet = True
         await asyncio.sleep(QUIET_SETTLE)
         await on_quiet(label)
-        self._go.set()
+        self.quiet = False
+        self._paused += time.monotonic() - paused
 
     async def _worker(self, session: aiohttp.ClientSession, deadline: float) -> None:
         kinds, weights = zip(*OPERATIONS.items(), strict=True)
         while time.monotonic() < deadline:
-            await self._go.wait()
-            self._busy += 1
-            self._idle.clear()
-            try:
-                await self._operation(session, self.rng.choices(kinds, weights)[0])
-            finally:
-                self._busy -= 1
-                if not self._busy:
-                    self._idle.set()
+            await self._operation(session, self.rng.choices(kinds, weights)[0])
             # The machine is shared: think time keeps the soak a soak, not a flood.
             await asyncio.sleep(self.rng.uniform(*THINK_TIME))
 
@@ -170,7 +162,8 @@ class Load:
         come (one per duration / images)."""
         if self._retry:
             return self._retry.pop(0)
-        appeared = (time.monotonic() - self.started) / self._appeared_every + 1
+        loaded = time.monotonic() - self.started - self._paused
+        appeared = loaded / self._appeared_every + 1
         if self._next_cold >= min(appeared, len(self._cold)):
             return None
         image = self._cold[self._next_cold]
