@@ -59,6 +59,9 @@ class SoakSettings:
     # None: about one new image a second, cold pulls for the whole soak. Fewer tells a leak
     # per request from memory that grows with the images cached.
     images: int | None = None
+    # aiohttp closes a pooled connection idle for 15 s at its next cleanup, up to 15 s later:
+    # after 32 s regcache holds no idle connection to the upstream, only what it keeps open.
+    quiet_settle: float = 32.0
 
     @property
     def duration(self) -> float:
@@ -117,7 +120,14 @@ async def soak(settings: SoakSettings, work: Path, log: Log) -> tuple[dict[str, 
         log(
             f"regcache {regcache.url} (pid {regcache.pid}) -> faults {faults.url} -> {upstream.url}"
         )
-        load = Load(regcache.url, smalls, larges, duration=settings.duration, seed=settings.seed)
+        load = Load(
+            regcache.url,
+            smalls,
+            larges,
+            duration=settings.duration,
+            seed=settings.seed,
+            quiet_settle=settings.quiet_settle,
+        )
         samples: list[Sample] = []
 
         async def on_quiet(label: str) -> None:
@@ -270,6 +280,7 @@ def result_document(
             "read_timeout": settings.read_timeout,
             "fault_cycle_s": settings.fault_cycle,
             "baseline_at_s": settings.baseline_at,
+            "quiet_settle_s": settings.quiet_settle,
         },
         "figures": figures,
         "samples": [asdict(s) for s in samples],

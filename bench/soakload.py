@@ -27,9 +27,6 @@ from .soakimages import Blob, SoakImage
 OPERATIONS = {"cold": 0.15, "warm": 0.35, "head": 0.25, "range": 0.15, "abort": 0.10}
 RANGE_MAX = 1_000_000
 THINK_TIME = (0.05, 0.25)  # seconds between one client's operations
-# aiohttp closes a pooled connection idle for 15 s at its next cleanup, up to 15 s later: after
-# 32 s regcache holds no idle connection to the upstream, only what it keeps open.
-QUIET_SETTLE = 32.0
 _CHUNK = 256 * 1024
 _WRONG_KEPT = 20
 
@@ -85,9 +82,11 @@ class Load:
         *,
         duration: float,
         seed: int,
+        quiet_settle: float,
     ) -> None:
         self.base_url = base_url
         self.duration = duration
+        self.quiet_settle = quiet_settle
         self.rng = random.Random(seed)
         self.tally = Tally()
         self.larges = list(larges)
@@ -108,7 +107,7 @@ class Load:
     async def run(self, workers: int, quiet_at: float, on_quiet: OnQuiet) -> None:
         """``workers`` clients for the duration, in two phases split at ``quiet_at`` seconds.
         After each, the clients' connections are closed and ``on_quiet`` runs once regcache
-        has had QUIET_SETTLE seconds to drop its idle ones: the two points compare like for
+        has had ``quiet_settle`` seconds to drop its idle ones: the two points compare like for
         like, what regcache holds with nothing to do. The quiet time does not count as load."""
         self.started = time.monotonic()
         await self._phase(workers, self.started + quiet_at)
@@ -127,7 +126,7 @@ class Load:
     async def _quiet(self, on_quiet: OnQuiet, label: str) -> None:
         paused = time.monotonic()
         self.quiet = True
-        await asyncio.sleep(QUIET_SETTLE)
+        await asyncio.sleep(self.quiet_settle)
         await on_quiet(label)
         self.quiet = False
         self._paused += time.monotonic() - paused
