@@ -246,6 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = environment.load_average()
     try:
         figures, samples = asyncio.run(soak(settings, work, log))
+        document = result_document(settings, figures, samples)
+        document["load_average"] = {"before": load_before, "after": environment.load_average()}
+        document["machine"] = environment.machine()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(render_markdown(document) + "\n")
+        print()
+        print(render_text(document))
+        print(f"\nwrote {args.json} (and {args.json.with_suffix('.md').name})", flush=True)
     except KeyboardInterrupt:
         print("\nsoak: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
@@ -253,16 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keep:
             print(f"soak: kept {work}", file=sys.stderr)
         else:
+            # Last: deleting the cache and the upstream's storage can take a while.
             shutil.rmtree(work, ignore_errors=True)
-    document = result_document(settings, figures, samples)
-    document["load_average"] = {"before": load_before, "after": environment.load_average()}
-    document["machine"] = environment.machine()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-    args.json.with_suffix(".md").write_text(render_markdown(document) + "\n")
-    print()
-    print(render_text(document))
-    print(f"\nwrote {args.json} (and {args.json.with_suffix('.md').name})")
     return 0 if all(goal["met"] for goal in document["goals"]) else 1
 
 
