@@ -36,6 +36,11 @@ T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["soak"]:
+        from . import soak
+
+        return soak.main(argv[1:])
     args = _parser().parse_args(argv)
     settings = Settings.short() if args.quick else Settings.full()
     if args.cold_clients:

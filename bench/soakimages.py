@@ -1,0 +1,126 @@
+"""The soak's images, written straight into a Distribution registry's filesystem storage.
+
+Hundreds of small images (config + one small layer, ``soak/sNNNN:v1``) so that cold pulls go
+on for the whole soak, and a few with layers of tens of MB (``soak/large-N:v1``) for Range
+requests and long transfers. Pushing each with skopeo would take minutes; the files a push
+leaves are few (Distribution 2.x, under ``docker/registry/v2``):
+
+* ``blobs/sha256/<2 hex>/<hex>/data``: every blob, the manifest included;
+* ``repositories/<repo>/_layers/sha256/<hex>/link``: the repository may serve the blob;
+* ``repositories/<repo>/_manifests/revisions/sha256/<hex>/link`` and
+  ``.../tags/<tag>/{current,index/sha256/<hex>}/link``: the manifest and its tag.
+
+Layer bytes are random (the registry never unpacks them), so every digest is distinct. The
+client checks what it receives against the blob files themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.images import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+
+TAG = "v1"
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+    path: Path  # the registry's data file: the truth the client compares against
+
+
+@dataclass(frozen=True)
+class SoakImage:
+    repository: str
+    tag: str
+    manifest: bytes
+    manifest_digest: str
+    blobs: tuple[Blob, ...]  # config first, then the layers
+
+    @property
+    def large(self) -> bool:
+        return any(b.size >= MB for b in self.blobs)
+
+
+def write_images(
+    storage_dir: Path, small: int, large_sizes: tuple[int, ...], seed: int
+) -> tuple[list[SoakImage], list[SoakImage]]:
+    """(small images, large images) into the storage of a registry not yet started."""
+    root = storage_dir / "docker" / "registry" / "v2"
+    rng = random.Random(seed)
+    smalls = [
+        _write_image(root, f"soak/s{i:04d}", (rng.randrange(2_000, 64_000),), rng)
+        for i in range(small)
+    ]
+    larges = [
+        _write_image(root, f"soak/large-{i}", (200_000, size), rng)
+        for i, size in enumerate(large_sizes)
+    ]
+    return smalls, larges
+
+
+def _write_image(
+    root: Path, repository: str, layer_sizes: tuple[int, ...], rng: random.Random
+) -> SoakImage:
+    repo = root / "repositories" / repository
+    layers = [_write_blob(root, repo, rng.randbytes(size)) for size in layer_sizes]
+    config_bytes = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"bench.soak.repository": repository}},
+            "rootfs": {"type": "layers", "diff_ids": [b.digest for b in layers]},
+        },
+        separators=(",", ":"),
+    ).encode()
+    config = _write_blob(root, repo, config_bytes)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": _descriptor(OCI_CONFIG, config),
+            "layers": [_descriptor(OCI_LAYER_GZIP, b) for b in layers],
+        },
+        separators=(",", ":"),
+    ).encode()
+    digest = _store(root, manifest)
+    hexdigest = digest.split(":", 1)[1]
+    manifests = repo / "_manifests"
+    _link(manifests / "revisions" / "sha256" / hexdigest, digest)
+    _link(manifests / "tags" / TAG / "current", digest)
+    _link(manifests / "tags" / TAG / "index" / "sha256" / hexdigest, digest)
+    return SoakImage(repository, TAG, manifest, digest, (config, *layers))
+
+
+def _write_blob(root: Path, repo: Path, data: bytes) -> Blob:
+    digest = _store(root, data)
+    _link(repo / "_layers" / "sha256" / digest.split(":", 1)[1], digest)
+    return Blob(digest, len(data), _data_path(root, digest))
+
+
+def _store(root: Path, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = _data_path(root, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return digest
+
+
+def _data_path(root: Path, digest: str) -> Path:
+    hexdigest = digest.split(":", 1)[1]
+    return root / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def _link(directory: Path, digest: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "link").write_text(digest)
+
+
+def _descriptor(media_type: str, blob: Blob) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": blob.digest, "size": blob.size}
