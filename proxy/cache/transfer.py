@@ -14,6 +14,7 @@ detached (``leftover``), for the caller to abort once its readers have opened it
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from collections.abc import AsyncIterable
@@ -30,12 +31,20 @@ log = logging.getLogger(__name__)
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _disk_full_logged = False
+# From this size on, readers get a blob's last byte once its digest checks, and its fsync
+# (which for hundreds of MB takes a good part of a second) follows the response. A smaller
+# blob's is short, and waiting for it keeps a finished pull of it cached, as clients and
+# tools checking the cache right after expect.
+EARLY_RELEASE_BYTES = 8 * 1024 * 1024
 
 
 class TransferSink(Protocol):
     """Where a transfer reports to: the download its readers follow."""
 
     def started(self, size: int | None, writer: BlobWriter) -> None: ...
+
+    def arrived(self, chunk: bytes) -> None:
+        """The next bytes, before the writer has them: for readers keeping up."""
 
     def progress(self, written: int) -> None:
         """Bytes ``[0, written)`` are stored by the writer and readable through its reader."""
@@ -45,6 +54,10 @@ class TransferSink(Protocol):
 
     async def relay(self, chunk: bytes) -> None:
         """The next bytes after the writer's, for readers only. May wait for slow readers."""
+
+    def verified(self) -> None:
+        """Every byte is written and matches the digest: readers may have the last one,
+        while the writer makes the blob durable and visible."""
 
 
 class BlobTransfer:
@@ -88,6 +101,8 @@ class BlobTransfer:
         try:
             await self._drain(chunks, writer, sink)
             if self._hasher is None:
+                if (size or 0) >= EARLY_RELEASE_BYTES and await writer.verify():
+                    sink.verified()
                 return await self._commit(writer)
             actual = self._hasher.hexdigest()
             if actual != self._digest.hex:
@@ -120,6 +135,7 @@ class BlobTransfer:
     ) -> None:
         async for chunk in chunks:
             if self._hasher is None:
+                sink.arrived(chunk)
                 try:
                     await writer.write(chunk)
                 except OSError as exc:
@@ -132,7 +148,7 @@ class BlobTransfer:
                 else:
                     sink.progress(writer.written)
             else:
-                self._hasher.update(chunk)
+                await asyncio.to_thread(self._hasher.update, chunk)
                 await sink.relay(chunk)
 
     def _disk_full(self, exc: OSError) -> None:

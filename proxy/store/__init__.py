@@ -124,6 +124,12 @@ class BlobWriter(ABC):
     @abstractmethod
     async def write(self, chunk: bytes) -> None: ...
 
+    async def verify(self) -> bool:
+        """Check the digest of what was written, before ``commit``, where that is quicker
+        than committing: True when checked. Raises DigestMismatch, after discarding the
+        bytes. False leaves the check to ``commit``."""
+        return False
+
     @abstractmethod
     async def commit(self) -> None:
         """Raises DigestMismatch, after discarding the bytes."""
