@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from io import FileIO
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +36,10 @@ from proxy.store import (
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+# Commits wait on fsync, milliseconds each even for a small blob. In a pool of their own
+# they do not hold up the opens and reads of cached blobs in asyncio's default one (a few
+# threads), and many at once let the filesystem share one journal commit between them.
+_COMMITS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="regcache-commit")
 # Up to this size a stored blob is read when opened: a sendfile call and a close cost more
 # than copying a few pages.
 SMALL_BLOB = 64 * 1024
@@ -202,7 +207,8 @@ class FsBlobWriter(BlobWriter):
     async def commit(self) -> None:
         # Checked here too, for callers that did not verify first: a hexdigest is cheap.
         await self.verify()
-        if await asyncio.to_thread(self._put_in_place):
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(_COMMITS, self._put_in_place):
             self._store.added(self.written)
 
     def _put_in_place(self) -> bool:
