@@ -274,7 +274,7 @@ def _offline_miss(endpoint: Kind, offline: UpstreamOffline) -> RegistryError:
 
 # The same few paths come again and again (every node pulls the same images): parsed once.
 # Refusals are not kept; a bounded number of what the clients asked for is.
-PARSED_PATHS = 1024
+PARSED_PATHS = 2048
 
 
 @functools.lru_cache(maxsize=PARSED_PATHS)
