@@ -36,6 +36,8 @@ _disk_full_logged = False
 # blob's is short, and waiting for it keeps a finished pull of it cached, as clients and
 # tools checking the cache right after expect.
 EARLY_RELEASE_BYTES = 8 * 1024 * 1024
+# Bytes handed to the writer at once (the upstream's chunks are up to 256 KiB).
+WRITE_BATCH = 1024 * 1024
 
 
 class TransferSink(Protocol):
@@ -133,23 +135,37 @@ class BlobTransfer:
     async def _drain(
         self, chunks: AsyncIterable[bytes], writer: BlobWriter, sink: TransferSink
     ) -> None:
+        # Readers have each chunk as it arrives; the writer gets them a batch at a time,
+        # as a trip to a thread per chunk costs more on the event loop than the copy.
+        batch: list[bytes] = []
+        batched = 0
         async for chunk in chunks:
             if self._hasher is None:
                 sink.arrived(chunk)
-                try:
-                    await writer.write(chunk)
-                except OSError as exc:
-                    if exc.errno not in DISK_FULL:
-                        raise
-                    self._hasher = await writer.detach()
-                    self._disk_full(exc)
-                    sink.spilled(writer.written)
-                    await sink.relay(chunk)
-                else:
-                    sink.progress(writer.written)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
+                    await self._write(b"".join(batch), writer, sink)
+                    batch.clear()
+                    batched = 0
             else:
                 await asyncio.to_thread(self._hasher.update, chunk)
                 await sink.relay(chunk)
+        if batch:
+            await self._write(b"".join(batch), writer, sink)
+
+    async def _write(self, data: bytes, writer: BlobWriter, sink: TransferSink) -> None:
+        try:
+            await writer.write(data)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            self._hasher = await writer.detach()
+            self._disk_full(exc)
+            sink.spilled(writer.written)
+            await sink.relay(data)
+        else:
+            sink.progress(writer.written)
 
     def _disk_full(self, exc: OSError) -> None:
         global _disk_full_logged
