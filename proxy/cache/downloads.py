@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 # the progress a follower reports fine-grained.
 MAX_SPAN = 8 * 1024 * 1024
 # How much of a blob being written is kept in memory for the readers keeping up; the
-# window holds a chunk or two more, as the bytes not yet written are always kept.
-MAX_WINDOW_BYTES = 4 * 1024 * 1024
+# window holds the bytes not yet written on top (up to transfer.WRITE_BATCH and a chunk).
+# Per download, so small: a reader that lags by more reads the file, from the page cache.
+MAX_WINDOW_BYTES = 2 * 1024 * 1024
 # How much of an uncacheable blob is kept in memory for readers that lag behind.
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
