@@ -208,9 +208,14 @@ class V2Handlers:
             range_header = None  # RFC 9110: a Range for other bytes gets the whole blob
         part = byte_range(range_header, blob.size)
         headers.update(part.headers())
+        served = self._s.child(self._s.metrics.served_bytes, blob.source)
+        if blob.data is not None:
+            # In memory already: headers and body in one write, no stream to drive.
+            body = blob.data[part.start : part.end]
+            served.inc(len(body))
+            return web.Response(status=part.status, headers=headers, body=body)
         response = web.StreamResponse(status=part.status, headers=headers)
         response.content_length = part.length
-        served = self._s.child(self._s.metrics.served_bytes, blob.source)
         record = request[RECORD]
         sent = 0
         try:

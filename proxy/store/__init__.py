@@ -75,9 +75,11 @@ class BlobReader(ABC):
 
 
 class StoredBlob(BlobReader):
-    """A stored blob, open: ``size`` is its length."""
+    """A stored blob, open: ``size`` is its length; ``data`` all of it, where the store read
+    it whole when opening it (a small blob), else None."""
 
     size: int
+    data: bytes | None = None
 
 
 @runtime_checkable

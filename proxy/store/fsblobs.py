@@ -86,11 +86,11 @@ class SmallStoredBlob(StoredBlob):
     file left open, no sendfile and no close to run in a thread."""
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self.data: bytes = data
         self.size = len(data)
 
     async def read(self, offset: int, end: int) -> AsyncIterator[bytes]:
-        yield self._data[offset:end]
+        yield self.data[offset:end]
 
     async def close(self) -> None:
         pass
