@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -35,6 +34,7 @@ from proxy.cache.fleetdownloads import FleetDownloads
 from proxy.cache.transfer import BlobTransfer
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
+from proxy.cache.window import Window
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.fleet.leases import blob_lease
 from proxy.metrics import Metrics
@@ -64,39 +64,6 @@ LEFTOVER_GRACE = 30.0
 COMMIT_GRACE = 10.0
 
 
-class _Window:
-    """The latest bytes received, ``[start, end)`` of the blob, while readers may need them."""
-
-    def __init__(self, start: int) -> None:
-        self.start = start
-        self.end = start
-        self._chunks: deque[bytes] = deque()
-
-    def append(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self.end += len(chunk)
-
-    def drop_before(self, offset: int) -> None:
-        while self._chunks and self.start + len(self._chunks[0]) <= offset:
-            self.start += len(self._chunks.popleft())
-
-    def cut_at(self, offset: int) -> None:
-        """Forget the bytes from ``offset`` on (they come again, relayed)."""
-        while self._chunks and self.end > offset:
-            self.end -= len(self._chunks.pop())
-        self.start = min(self.start, self.end)
-
-    def read(self, offset: int, limit: int) -> bytes:
-        if offset < self.start:
-            raise UpstreamUnavailable("client fell too far behind while the cache disk is full")
-        position = self.start
-        for chunk in self._chunks:
-            if offset < position + len(chunk):
-                return chunk[offset - position : limit - position]
-            position += len(chunk)
-        raise AssertionError("read past the tail")
-
-
 class Download:
     def __init__(
         self,
@@ -116,7 +83,7 @@ class Download:
         self._changed = asyncio.Event()
         self.spilled_at: int | None = None
         self.checked = False  # the digest: the last byte may go out, the blob is not stored yet
-        self._window = _Window(0)
+        self._window = Window(0)
         self._cursors: dict[int, int] = {}
         self._reader_ids = itertools.count()
         self.task: asyncio.Task[None] | None = None
@@ -158,7 +125,7 @@ class Download:
         self.spilled_at = written
         self._window.cut_at(written)
         if self._window.end != written:  # nothing came through the window
-            self._window = _Window(written)
+            self._window = Window(written)
         self._notify()
 
     def verified(self) -> None:
@@ -179,7 +146,7 @@ class Download:
             pass
         tail.drop_before(min(self._slowest(tail), tail.end - MAX_TAIL_BYTES))
 
-    def _slowest(self, tail: _Window) -> int:
+    def _slowest(self, tail: Window) -> int:
         return min(self._cursors.values(), default=tail.end)
 
     def finish(self, error: RegistryError | None) -> None:
