@@ -16,6 +16,7 @@ from proxy.cache.lru import Pins
 from proxy.cache.reader import OpenBlob, follow_download, stored_blob
 from proxy.cache.references import References
 from proxy.cache.usage import Usage
+from proxy.errors import RegistryError
 from proxy.fleet.leases import Leases
 from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
@@ -85,6 +86,8 @@ class BlobCache:
         confirmed = False
         while True:
             stored = await self._stored(digest)
+            if stored is None and await self._committing(digest):
+                continue
             if stored is not None:
                 if confirmed or await self._references.known(target, Kind.BLOB, digest):
                     return stored_blob(digest, stored)
@@ -100,6 +103,17 @@ class BlobCache:
             return await self._store.reader(digest)
         except StoreUnavailable:
             return None  # the store logs and counts its outage
+
+    async def _committing(self, digest: Digest) -> bool:
+        """Whether the blob's download was verified and is being put in place: waited for,
+        so that the blob is served from the store as the hit it is about to be (a client
+        that pulled it a moment ago may ask again before it is durable)."""
+        download = self.downloads.active(digest)
+        if download is None or not download.checked:
+            return False
+        with contextlib.suppress(RegistryError):
+            await download.wait_done()
+        return True
 
     async def _size(self, digest: Digest) -> int | None:
         try:
@@ -129,6 +143,8 @@ class BlobCache:
         """What a HEAD answers; from the cache or the download only for a repository known
         to reference the blob, so that a HEAD cannot tell others what is cached."""
         size = await self._size(digest)
+        if size is None and await self._committing(digest):
+            size = await self._size(digest)
         if size is not None and await self._references.known(target, Kind.BLOB, digest):
             return BlobHead(size, cached=True)
         download = self.downloads.active(digest)

@@ -2,17 +2,20 @@
 
 The first request for a missing blob starts a ``Download``: a task of its own that
 writes the upstream's bytes into a temporary file through the blob store's verifying
-writer. Every request for the same digest, the first one included, follows that file at
-its own pace, so a slow client never holds back the download or the other clients, and
-a client that goes away cancels nothing.
+writer. Every request for the same digest, the first one included, follows at its own
+pace, so a slow client never holds back the download or the other clients, and a client
+that goes away cancels nothing. The latest bytes received are kept in memory for a while
+(a bounded window): a reader keeping up is sent them from there, without waiting for
+the disk or reading the file back; one that fell behind the window reads the file.
 
 The last byte of a blob is held back from readers until the digest has been checked: a
 client that read everything else and then loses the connection sees a failed pull
-instead of a corrupt layer it might keep.
+instead of a corrupt layer it might keep. It need not wait for the blob to be durable:
+the store makes it a cache entry after the response, and only whole.
 
 When the cache disk fills up mid-blob, the file stops growing and the rest of the blob
-reaches the readers through a bounded in-memory tail instead; the slowest reader then
-sets the pace, and the download is no longer joinable (a later request starts its own).
+reaches the readers through the in-memory window alone; the slowest reader then sets
+the pace, and the download is no longer joinable (a later request starts its own).
 
 In a fleet (``fleet``), one replica downloads each blob: the one that gets its lease. The
 others' downloads follow the owner's (fleetdownloads.py), and are followed here the same.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -32,6 +34,7 @@ from proxy.cache.fleetdownloads import FleetDownloads
 from proxy.cache.transfer import BlobTransfer
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
+from proxy.cache.window import Window
 from proxy.errors import RegistryError, UpstreamUnavailable
 from proxy.fleet.leases import blob_lease
 from proxy.metrics import Metrics
@@ -39,7 +42,6 @@ from proxy.model import FileSpan, Kind
 from proxy.oci.digest import Digest
 from proxy.routing import Target
 from proxy.store import BlobReader, BlobStore, BlobWriter, IndexUnavailable, pieces
-from proxy.upstream.blobstream import CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 # A span is sent in one sendfile call; smaller ones keep the hold-back of a blob's end and
 # the progress a follower reports fine-grained.
 MAX_SPAN = 8 * 1024 * 1024
+# How much of a blob being written is kept in memory for the readers keeping up; the
+# window holds the bytes not yet written on top (up to transfer.WRITE_BATCH and a chunk).
+# Per download, so small: a reader that lags by more reads the file, from the page cache.
+MAX_WINDOW_BYTES = 2 * 1024 * 1024
 # How much of an uncacheable blob is kept in memory for readers that lag behind.
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
@@ -54,33 +60,8 @@ TAIL_READER_PATIENCE = 60.0
 # An uncached blob's spool outlives its download this long: readers that joined it open
 # the spool just after (an open file stays readable once removed).
 LEFTOVER_GRACE = 30.0
-
-
-class _Tail:
-    """The bytes past the end of the file, while readers still need them."""
-
-    def __init__(self, start: int) -> None:
-        self.start = start
-        self.end = start
-        self._chunks: deque[bytes] = deque()
-
-    def append(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self.end += len(chunk)
-
-    def drop_before(self, offset: int) -> None:
-        while self._chunks and self.start + len(self._chunks[0]) <= offset:
-            self.start += len(self._chunks.popleft())
-
-    def read(self, offset: int, limit: int) -> bytes:
-        if offset < self.start:
-            raise UpstreamUnavailable("client fell too far behind while the cache disk is full")
-        position = self.start
-        for chunk in self._chunks:
-            if offset < position + len(chunk):
-                return chunk[offset - position : limit - position]
-            position += len(chunk)
-        raise AssertionError("read past the tail")
+# How long shutting down waits for verified blobs to be made durable and put in place.
+COMMIT_GRACE = 10.0
 
 
 class Download:
@@ -101,7 +82,8 @@ class Download:
         self._started = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()
         self.spilled_at: int | None = None
-        self._tail: _Tail | None = None
+        self.checked = False  # the digest: the last byte may go out, the blob is not stored yet
+        self._window = Window(0)
         self._cursors: dict[int, int] = {}
         self._reader_ids = itertools.count()
         self.task: asyncio.Task[None] | None = None
@@ -126,20 +108,32 @@ class Download:
         self._writer = writer
         self._started.set_result(None)
 
+    def arrived(self, chunk: bytes) -> None:
+        self._window.append(chunk)
+        self._notify()
+
     def progress(self, written: int) -> None:
         self.written = written
+        window = self._window
+        # Only bytes in the file leave the window: a reader behind it reads them there.
+        window.drop_before(min(written, window.end - MAX_WINDOW_BYTES))
         self._notify()
 
     def spilled(self, written: int) -> None:
         # A request arriving from now on would need bytes no longer kept anywhere.
         self._on_spill(self)
         self.spilled_at = written
-        self._tail = _Tail(written)
+        self._window.cut_at(written)
+        if self._window.end != written:  # nothing came through the window
+            self._window = Window(written)
+        self._notify()
+
+    def verified(self) -> None:
+        self.checked = True
         self._notify()
 
     async def relay(self, chunk: bytes) -> None:
-        tail = self._tail
-        assert tail is not None, "relay before spill"
+        tail = self._window
         tail.append(chunk)
         self._notify()
         # Wait for the slowest reader rather than drop bytes it still needs; a reader that
@@ -152,7 +146,7 @@ class Download:
             pass
         tail.drop_before(min(self._slowest(tail), tail.end - MAX_TAIL_BYTES))
 
-    def _slowest(self, tail: _Tail) -> int:
+    def _slowest(self, tail: Window) -> int:
         return min(self._cursors.values(), default=tail.end)
 
     def finish(self, error: RegistryError | None) -> None:
@@ -178,14 +172,14 @@ class Download:
         return self._available()
 
     def _available(self) -> int:
-        return self._tail.end if self._tail is not None else self.written
+        return max(self._window.end, self.written)
 
     async def _readable(self, offset: int, end: int) -> int:
         """How far a reader at ``offset`` may read, waiting until that is past ``offset``."""
         while True:
             if self.error is not None:
                 raise self.error
-            if self.done:
+            if self.done or self.checked:
                 return end
             limit = self._available()
             if self.size is None:
@@ -198,38 +192,44 @@ class Download:
 
     async def follow(self, start: int, end: int) -> AsyncGenerator[bytes | FileSpan, None]:
         """Bytes ``[start, end)`` of the blob as they become available and safe to send:
-        what the writer has written (spans of its file, for sendfile, where the store has
-        one), and past a full disk, bytes from memory."""
+        from the window in memory while the reader keeps up with it, else what the writer
+        has written (spans of its file, for sendfile, where the store has one)."""
         reader = next(self._reader_ids)
         self._cursors[reader] = start
+        # Opened only once a reader falls behind the window: one keeping up never needs it.
+        written: BlobReader | None = None
         try:
-            written = await self._open()
-            try:
-                offset = start
-                while offset < end:
-                    limit = await self._readable(offset, end)
-                    while offset < limit:
-                        async for piece in self._pieces(written, offset, limit):
+            offset = start
+            while offset < end:
+                limit = await self._readable(offset, end)
+                while offset < limit:
+                    window = self._window
+                    spilled_at = self.spilled_at
+                    if window.start <= offset < window.end or (
+                        spilled_at is not None and offset >= spilled_at
+                    ):
+                        chunk = window.read(offset, limit)
+                        yield chunk
+                        offset += len(chunk)
+                    else:
+                        written = written or await self._open()
+                        async for piece in self._file_pieces(written, offset, limit):
                             yield piece
                             offset += len(piece) if isinstance(piece, bytes) else piece.count
-                            self._cursors[reader] = offset
-                            if self._tail is not None:
-                                self._notify()  # the relay may be waiting for this reader
-            finally:
-                await written.close()
+                    self._cursors[reader] = offset
+                    if self.spilled_at is not None:
+                        self._notify()  # the relay may be waiting for this reader
         finally:
             del self._cursors[reader]
             self._notify()
+            if written is not None:
+                await written.close()
 
-    def _pieces(
+    def _file_pieces(
         self, written: BlobReader, offset: int, limit: int
     ) -> AsyncIterator[bytes | FileSpan]:
-        spilled_at = self.spilled_at
-        if spilled_at is not None and offset >= spilled_at:
-            assert self._tail is not None
-            return _one(self._tail.read(offset, min(limit, offset + CHUNK_SIZE)))
-        stop = limit if spilled_at is None else min(limit, spilled_at)
-        return pieces(written, offset, min(stop, offset + MAX_SPAN))
+        """Pieces of the file, which holds ``[0, written)``: all of the blob but the window."""
+        return pieces(written, offset, min(limit, self.written, offset + MAX_SPAN))
 
     async def _open(self) -> BlobReader:
         assert self._writer is not None
@@ -240,10 +240,6 @@ class Download:
                 raise self.error
             raise UpstreamUnavailable("the blob is neither downloading nor cached")
         return written
-
-
-async def _one(chunk: bytes) -> AsyncIterator[bytes]:
-    yield chunk
 
 
 class Downloads:
@@ -286,6 +282,10 @@ class Downloads:
         return download
 
     async def close(self) -> None:
+        # A verified blob's clients have it already: let it become a cache entry first.
+        committing = [d.task for d in self._active.values() if d.checked and d.task]
+        if committing:
+            await asyncio.wait(committing, timeout=COMMIT_GRACE)
         await tasks.stop_all(list(self._tasks))
 
     async def _run(self, download: Download, target: Target) -> None:

@@ -35,6 +35,11 @@ class OpenBlob(ABC):
         self.source = source
         self._reading: Pieces | None = None
 
+    @property
+    def data(self) -> bytes | None:
+        """All of the blob where it is in memory already (a small cached one), else None."""
+        return None
+
     def pieces(self, start: int, end: int) -> Pieces:
         """Bytes ``[start, end)``, once per opening."""
         assert self._reading is None, "an open blob is read once"
@@ -55,6 +60,10 @@ class _Stored(OpenBlob):
     def __init__(self, digest: Digest, blob: StoredBlob, hit: bool) -> None:
         super().__init__(digest, blob.size, hit, "cache")
         self._blob = blob
+
+    @property
+    def data(self) -> bytes | None:
+        return self._blob.data
 
     def _pieces(self, start: int, end: int) -> Pieces:
         # All of it in one piece where it is one span: one sendfile call, as for a file.

@@ -14,6 +14,7 @@ detached (``leftover``), for the caller to abort once its readers have opened it
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from collections.abc import AsyncIterable
@@ -30,12 +31,22 @@ log = logging.getLogger(__name__)
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _disk_full_logged = False
+# From this size on, readers get a blob's last byte once its digest checks, and its fsync
+# (which for hundreds of MB takes a good part of a second) follows the response. A smaller
+# blob's is short, and waiting for it keeps a finished pull of it cached, as clients and
+# tools checking the cache right after expect.
+EARLY_RELEASE_BYTES = 8 * 1024 * 1024
+# Bytes handed to the writer at once (the upstream's chunks are up to 256 KiB).
+WRITE_BATCH = 1024 * 1024
 
 
 class TransferSink(Protocol):
     """Where a transfer reports to: the download its readers follow."""
 
     def started(self, size: int | None, writer: BlobWriter) -> None: ...
+
+    def arrived(self, chunk: bytes) -> None:
+        """The next bytes, before the writer has them: for readers keeping up."""
 
     def progress(self, written: int) -> None:
         """Bytes ``[0, written)`` are stored by the writer and readable through its reader."""
@@ -45,6 +56,10 @@ class TransferSink(Protocol):
 
     async def relay(self, chunk: bytes) -> None:
         """The next bytes after the writer's, for readers only. May wait for slow readers."""
+
+    def verified(self) -> None:
+        """Every byte is written and matches the digest: readers may have the last one,
+        while the writer makes the blob durable and visible."""
 
 
 class BlobTransfer:
@@ -88,6 +103,8 @@ class BlobTransfer:
         try:
             await self._drain(chunks, writer, sink)
             if self._hasher is None:
+                if (size or 0) >= EARLY_RELEASE_BYTES and await writer.verify():
+                    sink.verified()
                 return await self._commit(writer)
             actual = self._hasher.hexdigest()
             if actual != self._digest.hex:
@@ -118,22 +135,37 @@ class BlobTransfer:
     async def _drain(
         self, chunks: AsyncIterable[bytes], writer: BlobWriter, sink: TransferSink
     ) -> None:
+        # Readers have each chunk as it arrives; the writer gets them a batch at a time,
+        # as a trip to a thread per chunk costs more on the event loop than the copy.
+        batch: list[bytes] = []
+        batched = 0
         async for chunk in chunks:
             if self._hasher is None:
-                try:
-                    await writer.write(chunk)
-                except OSError as exc:
-                    if exc.errno not in DISK_FULL:
-                        raise
-                    self._hasher = await writer.detach()
-                    self._disk_full(exc)
-                    sink.spilled(writer.written)
-                    await sink.relay(chunk)
-                else:
-                    sink.progress(writer.written)
+                sink.arrived(chunk)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
+                    await self._write(b"".join(batch), writer, sink)
+                    batch.clear()
+                    batched = 0
             else:
-                self._hasher.update(chunk)
+                await asyncio.to_thread(self._hasher.update, chunk)
                 await sink.relay(chunk)
+        if batch:
+            await self._write(b"".join(batch), writer, sink)
+
+    async def _write(self, data: bytes, writer: BlobWriter, sink: TransferSink) -> None:
+        try:
+            await writer.write(data)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            self._hasher = await writer.detach()
+            self._disk_full(exc)
+            sink.spilled(writer.written)
+            await sink.relay(data)
+        else:
+            sink.progress(writer.written)
 
     def _disk_full(self, exc: OSError) -> None:
         global _disk_full_logged

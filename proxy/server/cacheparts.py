@@ -44,6 +44,10 @@ from proxy.store.tier import LocalTier
 from proxy.store.tiered import TieredBlobStore
 from proxy.upstream.client import UpstreamClient
 
+# Per upstream response: aiohttp stops reading the socket at twice this much unread, which at
+# its 64 KiB default stalls the upstream each time a chunk goes to disk.
+UPSTREAM_READ_BUFFER = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class CacheParts:
@@ -77,7 +81,9 @@ async def open_cache(
     store = await exits.enter_async_context(_blob_store(config, metrics, clean=evict))
     index = _open_index(config)
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, read_bufsize=UPSTREAM_READ_BUFFER
+    )
     clients = {
         up.name: UpstreamClient(up, session, metrics, offline=config.offline)
         for up in config.upstreams

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from proxy.auth.gate import Gate
 from proxy.auth.gate import Target as AccessTarget
@@ -70,6 +72,18 @@ class Services:
     pulls: PullCounter
     passthrough: Passthrough
     gate: Gate | None = None  # None: logins are off and every request is let in
+    # Metric children by metric and label values: prometheus-client's labels() checks and
+    # locks on every call. The label values are few (upstreams, kinds, results, sources).
+    children: dict[tuple[int, tuple[str, ...]], Counter] = field(
+        default_factory=dict, init=False, compare=False
+    )
+
+    def child(self, metric: Counter, *labels: str) -> Counter:
+        key = (id(metric), labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*labels)
+        return found
 
 
 class V2Handlers:
@@ -157,7 +171,7 @@ class V2Handlers:
         if answer.body is None:
             return _head_response(answer.size, headers)
         source = "upstream" if answer.result == "miss" else "cache"
-        self._s.metrics.served_bytes.labels(source).inc(len(answer.body))
+        self._s.child(self._s.metrics.served_bytes, source).inc(len(answer.body))
         return web.Response(body=answer.body, headers=headers)
 
     async def _blob(self, request: web.Request, target: Target, path: V2Path) -> web.StreamResponse:
@@ -194,9 +208,14 @@ class V2Handlers:
             range_header = None  # RFC 9110: a Range for other bytes gets the whole blob
         part = byte_range(range_header, blob.size)
         headers.update(part.headers())
+        served = self._s.child(self._s.metrics.served_bytes, blob.source)
+        if blob.data is not None:
+            # In memory already: headers and body in one write, no stream to drive.
+            body = blob.data[part.start : part.end]
+            served.inc(len(body))
+            return web.Response(status=part.status, headers=headers, body=body)
         response = web.StreamResponse(status=part.status, headers=headers)
         response.content_length = part.length
-        served = self._s.metrics.served_bytes.labels(blob.source)
         record = request[RECORD]
         sent = 0
         try:
@@ -234,7 +253,8 @@ class V2Handlers:
         return web.Response(body=tags.body, headers=headers)
 
     def _count(self, request: web.Request, target: Target, kind: str, result: str) -> None:
-        self._s.metrics.cache_requests.labels(target.upstream.name, kind, result).inc()
+        metric = self._s.metrics.cache_requests
+        self._s.child(metric, target.upstream.name, kind, result).inc()
         request[RECORD].cache = result
 
 
@@ -257,6 +277,12 @@ def _offline_miss(endpoint: Kind, offline: UpstreamOffline) -> RegistryError:
     return error_class(f"{error_class.default_message}: {offline.message}", offline.detail)
 
 
+# The same few paths come again and again (every node pulls the same images): parsed once.
+# Refusals are not kept; a bounded number of what the clients asked for is.
+PARSED_PATHS = 2048
+
+
+@functools.lru_cache(maxsize=PARSED_PATHS)
 def _parse(raw_path: str) -> V2Path:
     try:
         return parse_v2_path(raw_path)
@@ -266,6 +292,7 @@ def _parse(raw_path: str) -> V2Path:
         raise Unsupported("not an endpoint of the distribution API", status=404) from None
 
 
+@functools.lru_cache(maxsize=PARSED_PATHS)
 def _reference(text: str) -> Reference:
     try:
         return Reference.parse(text)
@@ -275,6 +302,7 @@ def _reference(text: str) -> Reference:
         raise ManifestUnknown(f"invalid reference: {exc}") from None
 
 
+@functools.lru_cache(maxsize=PARSED_PATHS)
 def _digest(text: str) -> Digest:
     try:
         return Digest.parse(text)

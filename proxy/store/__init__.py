@@ -75,9 +75,11 @@ class BlobReader(ABC):
 
 
 class StoredBlob(BlobReader):
-    """A stored blob, open: ``size`` is its length."""
+    """A stored blob, open: ``size`` is its length; ``data`` all of it, where the store read
+    it whole when opening it (a small blob), else None."""
 
     size: int
+    data: bytes | None = None
 
 
 @runtime_checkable
@@ -123,6 +125,12 @@ class BlobWriter(ABC):
 
     @abstractmethod
     async def write(self, chunk: bytes) -> None: ...
+
+    async def verify(self) -> bool:
+        """Check the digest of what was written, before ``commit``, where that is quicker
+        than committing: True when checked. Raises DigestMismatch, after discarding the
+        bytes. False leaves the check to ``commit``."""
+        return False
 
     @abstractmethod
     async def commit(self) -> None:

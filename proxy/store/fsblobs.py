@@ -14,12 +14,12 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from io import FileIO
 from pathlib import Path
 from typing import BinaryIO
 
-import aiofiles
 import aiofiles.os
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from proxy.model import FileSpan
 from proxy.oci.digest import Digest, Hasher, InvalidDigest
@@ -36,6 +36,13 @@ from proxy.store import (
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
+# Commits wait on fsync, milliseconds each even for a small blob. In a pool of their own
+# they do not hold up the opens and reads of cached blobs in asyncio's default one (a few
+# threads), and many at once let the filesystem share one journal commit between them.
+_COMMITS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="regcache-commit")
+# Up to this size a stored blob is read when opened: a sendfile call and a close cost more
+# than copying a few pages.
+SMALL_BLOB = 64 * 1024
 # Closes not waited for; held here so that they are not collected half-way.
 _closing: set[asyncio.Future[None]] = set()
 
@@ -74,15 +81,35 @@ class FsStoredBlob(FsFileReader, StoredBlob):
         self.size = size
 
 
-def open_stored(path: Path) -> FsStoredBlob | None:
-    """Open and size in one go, so that serving a cached blob costs one trip to a thread."""
+class SmallStoredBlob(StoredBlob):
+    """A stored blob small enough to be read whole when opened: sent as one write, with no
+    file left open, no sendfile and no close to run in a thread."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data: bytes = data
+        self.size = len(data)
+
+    async def read(self, offset: int, end: int) -> AsyncIterator[bytes]:
+        yield self.data[offset:end]
+
+    async def close(self) -> None:
+        pass
+
+
+def open_stored(path: str | Path) -> StoredBlob | None:
+    """Open and size in one go, so that serving a cached blob costs one trip to a thread;
+    a small one is read then too."""
     try:
         # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
         file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader)
     except FileNotFoundError:
         return None
     try:
-        return FsStoredBlob(file, os.fstat(file.fileno()).st_size)
+        size = os.fstat(file.fileno()).st_size
+        if size <= SMALL_BLOB:
+            with file:
+                return SmallStoredBlob(file.readall())
+        return FsStoredBlob(file, size)
     except BaseException:
         file.close()
         raise
@@ -95,30 +122,35 @@ class Spool:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: AsyncBufferedIOBase | None = None
+        # Unbuffered: a chunk written is in the file for its readers, with no flush to wait for.
+        self._file: FileIO | None = None
 
     async def open(self) -> None:
-        self._file = await aiofiles.open(self.path, "wb")
+        self._file = await asyncio.to_thread(FileIO, self.path, "wb")
 
     async def write(self, chunk: bytes) -> None:
-        assert self._file is not None, "spool not open"
-        await self._file.write(chunk)
-        # Followers read the file while it grows; they must see every byte counted.
-        await self._file.flush()
+        await asyncio.to_thread(self.write_now, chunk)
 
-    async def sync_and_close(self) -> None:
+    def write_now(self, chunk: bytes) -> None:
+        """Blocking: run it in a thread."""
         assert self._file is not None, "spool not open"
-        await self._file.flush()
-        await asyncio.to_thread(os.fsync, self._file.fileno())
-        await self._file.close()
+        view = memoryview(chunk)
+        while view:
+            view = view[self._file.write(view) :]
+
+    def sync_and_close_now(self) -> None:
+        """Blocking: run it in a thread."""
+        assert self._file is not None, "spool not open"
+        try:
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
 
     async def close(self) -> None:
-        """Stop writing; what was flushed stays readable until ``discard``."""
+        """Stop writing; what was written stays readable until ``discard``."""
         if self._file is not None and not self._file.closed:
-            # Closing flushes what is buffered, which fails again on a full disk; the file
-            # is closed all the same.
             with contextlib.suppress(OSError):
-                await self._file.close()
+                await asyncio.to_thread(self._file.close)
 
     def open_reader(self) -> FsFileReader | None:
         """Blocking: run it in a thread. None once discarded."""
@@ -155,28 +187,45 @@ class FsBlobWriter(BlobWriter):
         await self._spool.open()
 
     async def write(self, chunk: bytes) -> None:
-        self._hasher.update(chunk)
-        await self._spool.write(chunk)
+        # One trip to a thread for both: hashlib lets go of the GIL for large chunks, so the
+        # event loop serves meanwhile.
+        await asyncio.to_thread(self._hash_and_write, chunk)
         self.written += len(chunk)
 
-    async def commit(self) -> None:
-        # Durable before visible: after a crash a blob in place is a whole blob.
-        await self._spool.sync_and_close()
+    def _hash_and_write(self, chunk: bytes) -> None:
+        # Hashed first: after a failed write (a full disk) the hash still covers the chunk.
+        self._hasher.update(chunk)
+        self._spool.write_now(chunk)
+
+    async def verify(self) -> bool:
         actual = self._hasher.hexdigest()
         if actual != self._digest.hex:
             await self._spool.discard()
             raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", self.written)
+        return True
+
+    async def commit(self) -> None:
+        # Checked here too, for callers that did not verify first: a hexdigest is cheap.
+        await self.verify()
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(_COMMITS, self._put_in_place):
+            self._store.added(self.written)
+
+    def _put_in_place(self) -> bool:
+        """Blocking: make the blob durable, then visible (after a crash a blob in place is a
+        whole blob), in one trip to a thread. True when this writer's link made it visible."""
+        self._spool.sync_and_close_now()
         final = self._store.path(self._digest)
-        await aiofiles.os.makedirs(final.parent, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         try:
             # A link fails if the blob is there already, so of writers racing on one digest
             # (two processes, two upstream names) exactly one counts it.
             os.link(self.path, final)
         except FileExistsError:
-            pass
-        else:
-            self._store.added(self.written)
-        await self._spool.discard()
+            return False
+        finally:
+            self.path.unlink(missing_ok=True)
+        return True
 
     async def detach(self) -> Hasher:
         await self._spool.close()
@@ -198,6 +247,7 @@ class FsBlobStore(BlobStore):
     def __init__(self, root: Path) -> None:
         self.root = root
         self._blobs = root / "blobs"
+        self._blobs_name = str(self._blobs)
         self._tmp = root / "tmp"
         self._total = 0
 
@@ -237,7 +287,11 @@ class FsBlobStore(BlobStore):
         return found
 
     def path(self, digest: Digest) -> Path:
-        return self._blobs / digest.algorithm / digest.hex[:2] / digest.hex
+        return Path(self.path_name(digest))
+
+    def path_name(self, digest: Digest) -> str:
+        """``path`` as a string, without building a Path on every request."""
+        return f"{self._blobs_name}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
     async def stat(self, digest: Digest) -> BlobInfo | None:
         try:
@@ -248,7 +302,7 @@ class FsBlobStore(BlobStore):
 
     async def reader(self, digest: Digest) -> StoredBlob | None:
         return await asyncio.get_running_loop().run_in_executor(
-            None, open_stored, self.path(digest)
+            None, open_stored, self.path_name(digest)
         )
 
     async def writer(self, digest: Digest) -> BlobWriter:

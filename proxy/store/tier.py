@@ -20,12 +20,12 @@ from pathlib import Path
 
 from proxy.oci.digest import Digest
 from proxy.store import BlobWriter, StoredBlob
-from proxy.store.fsblobs import FsBlobStore, FsBlobWriter, FsStoredBlob, open_stored
+from proxy.store.fsblobs import FsBlobStore, FsBlobWriter, open_stored
 
 log = logging.getLogger(__name__)
 
 
-def _open_touched(path: Path) -> FsStoredBlob | None:
+def _open_touched(path: Path) -> StoredBlob | None:
     """Open, and mark the file as just read, so that a restart rebuilds the same order."""
     blob = open_stored(path)
     if blob is not None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 import proxy.cache.eviction
 import proxy.upstream.blobstream
@@ -147,11 +146,11 @@ class _FullDisk:
         self._file = file
         self._room = limit
 
-    async def write(self, chunk: bytes) -> int:
+    def write(self, chunk: bytes) -> int:
         if len(chunk) > self._room:
             raise OSError(errno.ENOSPC, "No space left on device")
         self._room -= len(chunk)
-        written: int = await self._file.write(chunk)
+        written: int = self._file.write(chunk)
         return written
 
     def __getattr__(self, name: str) -> Any:
@@ -172,7 +171,7 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
 
         async def open_on_full_disk(self: Spool) -> None:
             await original(self)
-            self._file = cast(AsyncBufferedIOBase, _FullDisk(self._file, limit))
+            self._file = cast(io.FileIO, _FullDisk(self._file, limit))
 
         monkeypatch.setattr(Spool, "open", open_on_full_disk)
 

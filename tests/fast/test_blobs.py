@@ -98,6 +98,26 @@ async def test_unsatisfiable_ranges_get_416_with_an_oci_body(
     assert answer.headers["Content-Range"] == f"bytes */{LAYER_SIZE}"
 
 
+async def test_a_small_cached_blob_answers_ranges_and_conditions_from_memory(
+    regcache: InProcessRegcache, image: FakeImage
+) -> None:
+    """The 64 KiB layer is read whole when opened (fsblobs.SMALL_BLOB): answered in one
+    write, with the same headers as a blob sent from its file."""
+    digest, data = image.layer_digests[0], image.layers[0]
+    assert (await regcache.get(blob_path(digest))).body == data
+    whole = await regcache.get(blob_path(digest))
+    assert (whole.status, whole.body, whole.headers["X-Cache"]) == (200, data, "HIT")
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    part = await regcache.get(blob_path(digest), {"Range": "bytes=-100"})
+    assert (part.status, part.body) == (206, data[-100:])
+    size = len(data)
+    assert part.headers["Content-Range"] == f"bytes {size - 100}-{size - 1}/{size}"
+    unchanged = await regcache.get(blob_path(digest), {"If-None-Match": f'"{digest}"'})
+    assert (unchanged.status, unchanged.body) == (304, b"")
+    refused = await regcache.get(blob_path(digest), {"Range": f"bytes={size}-"})
+    assert refused.status == 416
+
+
 async def test_the_digest_is_the_etag_and_conditional_requests_honour_it(
     regcache: InProcessRegcache, layer: tuple[str, bytes]
 ) -> None:

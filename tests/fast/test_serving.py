@@ -16,7 +16,7 @@ from aiohttp import web
 
 import proxy
 from proxy.config import Config, Listen
-from proxy.logs import JsonFormatter
+from proxy.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
 from proxy.server.accesslog import AccessLogger
 from proxy.server.app import new_event_loop, run_server
 from tests.fast.conftest import blob_path, stall_once
@@ -75,6 +75,15 @@ async def test_json_log_lines_carry_the_access_fields(
     assert line["kind"] == "manifest"
     assert line["cache"] == "miss"
     assert line["bytes"] == len(image.manifest)
+
+
+def test_text_log_lines_read_as_loggings_default_format() -> None:
+    """The text formatter formats the time's seconds once a second; lines are unchanged."""
+    ours, default = TextFormatter(), logging.Formatter(TEXT_FORMAT)
+    for created in (1_700_000_000.0, 1_700_000_000.5, 1_700_000_001.25, 1_700_000_000.999):
+        record = logging.LogRecord("regcache.access", logging.INFO, "", 0, "line", None, None)
+        record.created, record.msecs = created, int(created * 1000) % 1000
+        assert ours.format(record) == default.format(record)
 
 
 def test_json_log_lines_carry_exceptions() -> None:

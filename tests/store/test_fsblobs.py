@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from proxy.oci.digest import Digest
 from proxy.store import LocalFile
-from proxy.store.fsblobs import FsBlobStore
+from proxy.store.fsblobs import SMALL_BLOB, FsBlobStore
 from tests.store.test_blobstore_conformance import CONFIG, LAYER, files_under, put
+
+LARGE = os.urandom(SMALL_BLOB + 4096)  # read as spans of its file, not whole
 
 
 @pytest.fixture
@@ -62,30 +64,43 @@ async def test_opened_beside_a_writer_without_cleaning_leaves_its_write_alone(
 
 
 async def test_readers_offer_spans_of_their_file(store: FsBlobStore) -> None:
-    digest = Digest.of(LAYER)
+    digest = Digest.of(LARGE)
     writer = await store.writer(digest)
-    await writer.write(LAYER[:4000])
+    await writer.write(LARGE[:4000])
     follower = await writer.reader()
     assert isinstance(follower, LocalFile)
-    assert await asyncio.to_thread(span_bytes, follower, 1000, 3000) == LAYER[1000:4000]
-    await writer.write(LAYER[4000:])
+    assert await asyncio.to_thread(span_bytes, follower, 1000, 3000) == LARGE[1000:4000]
+    await writer.write(LARGE[4000:])
     await writer.commit()
-    assert await asyncio.to_thread(span_bytes, follower, 0, len(LAYER)) == LAYER
+    assert await asyncio.to_thread(span_bytes, follower, 0, len(LARGE)) == LARGE
     await follower.close()
     stored = await store.reader(digest)
     assert isinstance(stored, LocalFile)
-    assert await asyncio.to_thread(span_bytes, stored, 5, 10) == LAYER[5:15]
+    assert await asyncio.to_thread(span_bytes, stored, 5, 10) == LARGE[5:15]
     await stored.close()
 
 
-async def test_an_open_blob_stays_readable_after_it_is_deleted(store: FsBlobStore) -> None:
+@pytest.mark.parametrize("data", [LAYER, LARGE], ids=["small", "large"])
+async def test_an_open_blob_stays_readable_after_it_is_deleted(
+    store: FsBlobStore, data: bytes
+) -> None:
     """Eviction passes pinned blobs over; if one goes anyway, its readers are not cut off."""
-    digest = await put(store, LAYER)
+    digest = await put(store, data)
     blob = await store.reader(digest)
     assert blob is not None
     assert await store.delete(digest) is True
-    assert isinstance(blob, LocalFile)
-    assert await asyncio.to_thread(span_bytes, blob, 0, len(LAYER)) == LAYER
+    assert b"".join([chunk async for chunk in blob.read(0, len(data))]) == data
+    await blob.close()
+
+
+async def test_a_small_blob_is_read_whole_when_opened(store: FsBlobStore) -> None:
+    """No file stays open for it, so nothing is left to close in a thread or to sendfile."""
+    digest = await put(store, LAYER)
+    blob = await store.reader(digest)
+    assert blob is not None
+    assert not isinstance(blob, LocalFile)
+    assert blob.size == len(LAYER) <= SMALL_BLOB
+    assert [chunk async for chunk in blob.read(10, 20)] == [LAYER[10:20]]
     await blob.close()
 
 

@@ -2,6 +2,10 @@
 
 Downloads are driven by hand through the sink a transfer reports to, so that every step
 (bytes written, digest checked, disk full) happens exactly when the test says.
+
+A download keeps its latest bytes in memory (a window): a reader keeping up is sent them as
+they arrive, before the writer has them; one that fell behind reads the file instead, and
+either way gets the same bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.cache import downloads
 from proxy.cache.blobs import BlobCache
 from proxy.cache.downloads import Download
 from proxy.cache.lru import Pins
@@ -30,7 +35,7 @@ from proxy.store.memory import MemoryIndex
 from tests.store.memblobs import MemoryBlobStore
 
 TARGET = Target(UpstreamConfig("docker.io", "http://127.0.0.1:9"), "library/app")
-LAYER = bytes(range(256)) * 40
+LAYER = bytes(range(256)) * 400  # larger than SMALL_BLOB: served as spans of its file
 DIGEST = Digest.of(LAYER)
 PIN = (Kind.BLOB, DIGEST)
 
@@ -84,13 +89,16 @@ def span_bytes(span: FileSpan) -> bytes:
     return os.pread(span.file.fileno(), span.count, span.offset)
 
 
-async def content(pieces: AsyncIterator[bytes | FileSpan]) -> bytes:
-    return b"".join(
-        [
-            p if isinstance(p, bytes) else await asyncio.to_thread(span_bytes, p)
-            async for p in pieces
-        ]
-    )
+async def content(pieces: AsyncIterator[bytes | FileSpan], kinds: set[type] | None = None) -> bytes:
+    """The bytes of ``pieces``; ``kinds`` collects which kinds of piece came."""
+    parts = []
+    async for piece in pieces:
+        if kinds is not None:
+            kinds.add(type(piece))
+        parts.append(
+            piece if isinstance(piece, bytes) else await asyncio.to_thread(span_bytes, piece)
+        )
+    return b"".join(parts)
 
 
 async def write(download: Download, writer: BlobWriter, data: bytes) -> None:
@@ -260,3 +268,69 @@ async def test_closing_mid_download_lets_go_of_it(cache: Cache) -> None:
     assert not download._cursors
     assert PIN not in cache.pins
     await writer.abort()
+
+
+# -- the window of latest bytes a download keeps for the readers keeping up ----------------
+
+CHUNK = 1024
+
+
+async def test_a_reader_keeping_up_is_sent_bytes_before_they_are_written(cache: Cache) -> None:
+    download, writer = await cache.download(len(LAYER))
+    async with cache.blobs.open(TARGET, DIGEST) as blob:
+        pieces = blob.pieces(0, blob.size)
+        download.arrived(LAYER[:CHUNK])
+        assert await anext(pieces) == LAYER[:CHUNK]
+        assert writer.written == 0
+    await writer.abort()
+
+
+async def test_a_reader_behind_the_window_reads_the_file_and_gets_the_same_bytes(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(downloads, "MAX_WINDOW_BYTES", 4 * CHUNK)
+    download, writer = await cache.download(len(LAYER))
+    async with cache.blobs.open(TARGET, DIGEST) as fast:
+        kinds: set[type] = set()
+        reading = asyncio.create_task(content(fast.pieces(0, fast.size), kinds))
+        for offset in range(0, len(LAYER), CHUNK):
+            chunk = LAYER[offset : offset + CHUNK]
+            download.arrived(chunk)
+            await writer.write(chunk)
+            download.progress(writer.written)
+            await asyncio.sleep(0)
+        assert await still_waiting(reading)  # the last byte, until the digest checks
+        async with cache.blobs.open(TARGET, DIGEST) as slow:
+            slow_kinds: set[type] = set()
+            late = asyncio.create_task(content(slow.pieces(0, slow.size), slow_kinds))
+            assert await still_waiting(late)
+            assert await writer.verify()
+            download.verified()
+            assert await reading == LAYER
+            assert await late == LAYER
+    assert kinds == {bytes}  # all from memory: it never needed the file
+    assert slow_kinds == {FileSpan, bytes}  # the file up to the window, then memory
+    await writer.commit()
+    download.finish(None)
+
+
+async def test_a_request_while_a_verified_blob_is_put_in_place_is_served_from_the_store(
+    cache: Cache,
+) -> None:
+    download, writer = await cache.download(len(LAYER))
+    cache.usage.learn(Kind.BLOB, DIGEST, TARGET.ref)
+    download.arrived(LAYER)
+    await writer.write(LAYER)
+    download.progress(writer.written)
+    assert await writer.verify()
+    download.verified()
+
+    async def opened() -> tuple[bool, bytes]:
+        async with cache.blobs.open(TARGET, DIGEST) as blob:
+            return blob.hit, await content(blob.pieces(0, blob.size))
+
+    task = asyncio.create_task(opened())
+    assert await still_waiting(task)  # not joined: it waits for the cache entry
+    await writer.commit()
+    download.finish(None)
+    assert await task == (True, LAYER)
