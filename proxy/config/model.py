@@ -44,6 +44,7 @@ from proxy.config.parsers import (
     parse_size,
     parse_storage_backend,
     parse_url,
+    parse_workers,
 )
 from proxy.config.prefetch import PrefetchRule
 from proxy.logs import LOG_FORMATS
@@ -137,6 +138,16 @@ class Config:
         metavar="N",
         help="connections the kernel queues before regcache accepts them; at most "
         "net.core.somaxconn",
+    )
+    # None: one per CPU this process may run on, found at start (os.sched_getaffinity).
+    workers: int | None = setting(
+        None,
+        parse_workers,
+        env="REGCACHE_WORKERS",
+        flag="--workers",
+        metavar="N",
+        help="processes serving the port together (SO_REUSEPORT), one cache between them; "
+        "default: one per CPU; 1 runs a single process without a supervisor",
     )
     cache_dir: Path = setting(
         Path("regcache-cache"),
