@@ -108,7 +108,8 @@ class LockFile:
         os.ftruncate(self.fd, 0)
 
     def close(self, stored: bool) -> None:
-        """Let go; with ``stored``, remove the lock file first, so none is left per blob."""
+        """Let go; with the blob ``stored``, remove the lock file first, so that none is
+        left behind per blob."""
         if stored and self.owned:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
@@ -285,6 +286,7 @@ class FileFlight:
                 if followed is None:
                     download.started(size, self._writer(digest, None))
                 download.progress(size)
+                stored = True
                 return False
             lock.discard_leftover()
             if followed is None:
@@ -333,12 +335,12 @@ class FileFlight:
         """Go on with a dead owner's download: its bytes, then the upstream's from there;
         without a length there is no knowing the bytes are the same blob's: from the start."""
         reached = followed.size() if download.size is not None else 0
-        self._metrics.lease_takeovers.inc()
-        log.warning("%s: its owner died; taking the download over at byte %d", target, reached)
-        client = client_for(self._clients, target)
         digest = download.digest
+        self._metrics.lease_takeovers.inc()
+        log.warning("%s: its owner is gone; taking its download over at byte %d", digest, reached)
+        client = client_for(self._clients, target)
         async with client.open_blob(target.repository, digest, offset=reached) as rest:
-            if rest.descriptor.size != download.size:
+            if download.size is not None and rest.descriptor.size != download.size:
                 raise UpstreamInvalid(
                     "the blob's size changed during its download",
                     detail={"size": download.size, "now": rest.descriptor.size},
@@ -347,7 +349,7 @@ class FileFlight:
             transfer = BlobTransfer(client, target, digest, self._store, self._metrics)
             sink = Publishing(download, lock, followed)
             chunks = _chained(followed.files[-1], reached, rest)
-            return await transfer.copy(chunks, download.size, writer, sink)
+            return await transfer.copy(chunks, rest.descriptor.size, writer, sink)
 
 
 async def _chained(
