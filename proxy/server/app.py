@@ -148,12 +148,22 @@ def _prefetcher(config: Config, parts: CacheParts) -> Prefetcher:
         parts.index,
         parts.metrics,
         parts.leases,
+        _worker_marks(config),
     )
     if config.prefetch and config.offline:
         log.info("offline: the prefetch schedule does not run")
     else:
         prefetcher.start()
     return prefetcher
+
+
+def _worker_marks(config: Config) -> Path | None:
+    """Where the workers of one server mark what one of them did for all (prefetch runs)."""
+    if (config.workers or 1) == 1:
+        return None
+    marks = config.cache_dir / ".locks"
+    marks.mkdir(parents=True, exist_ok=True)
+    return marks
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:

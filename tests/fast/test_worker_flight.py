@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.cache.localdownloads import LockFile
+from proxy.config.prefetch import PrefetchRule
 from tests.fast.conftest import KIB, ProxyFactory, blob_path
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
@@ -135,3 +136,20 @@ async def test_a_request_after_the_owner_stored_the_blob_reads_it(
             async with session.get(worker.url + blob_path(digest)) as response:
                 assert await response.read() == image.layers[1]
     assert registry.count("GET", blob_path(digest)) == 1
+
+
+async def test_one_worker_runs_each_prefetch(
+    make_proxy: ProxyFactory, registry: FakeRegistry, image: FakeImage, tmp_path: Path
+) -> None:
+    rule = {"prefetch": (PrefetchRule(("docker.io/app:1.0",), 1.0, ()),)}
+    cache = tmp_path / "shared"
+    workers = [await make_proxy(cache_dir=cache, workers=2, **rule) for _ in range(2)]
+
+    results = []
+    for _ in range(250):
+        results = [(await w.get("/status.json")).json()["prefetch"][0]["result"] for w in workers]
+        if None not in results:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(results) == ["elsewhere", "ok"]
+    assert registry.count("GET", "/v2/library/app/manifests/1.0") == 1
