@@ -49,7 +49,8 @@ def test_a_lock_file_is_held_by_one_open_at_a_time(tmp_path: Path) -> None:
     assert not second.try_own()
     first.publish(tmp_path / "spool", 123)
     published = second.published()
-    assert published is not None and (published.path, published.size) == (tmp_path / "spool", 123)
+    assert published is not None
+    assert (published.path, published.size) == (tmp_path / "spool", 123)
     first.close(stored=True)  # removes the lock file: the second's open is of a stale one
     assert second.try_own()
     assert (tmp_path / "lock").exists()

@@ -153,9 +153,9 @@ def test_a_worker_killed_mid_blob_is_replaced_and_its_download_taken_over(
     assert owner not in workers_of(server)
     assert server.metric("regcache_lease_takeovers_total") == 1
     resumed = [s.first_byte for s in throttled.blob_sends(digest) if s.started > killed_at]
-    print(
-        f"takeover: SIGKILL -> upstream bytes again {min(filter(None, resumed)) - killed_at:.2f} s"
-    )
+    flowing = min(filter(None, resumed)) - killed_at
+    ranges = [send.range for send in throttled.blob_sends(digest)]
+    print(f"takeover: SIGKILL -> upstream bytes again {flowing:.2f} s; blob GETs {ranges}")
     again = fetch_all(server, digest, 3)
     for fetch in again:
         fetch.join(60)
