@@ -5,12 +5,9 @@ metrics that add up across workers, and signals that reach every worker."""
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import MIB, FleetUpstream
+from tests.support.fleetclients import BlobReader
 from tests.support.regcache import RegcacheProcess, upstream_entry
 from tests.support.throttle import ThrottledUpstream
 from tests.support.waiting import wait_until
@@ -25,35 +23,7 @@ from tests.support.waiting import wait_until
 BIG = "fleet/big:1"
 WORKERS = 3
 CLIENTS = 16
-
-
-class Fetch(threading.Thread):
-    """One GET of a blob on a connection of its own; what it got, and which worker sent it."""
-
-    def __init__(self, server: RegcacheProcess, digest: str) -> None:
-        super().__init__(daemon=True)
-        self.server, self.path = server, f"/v2/fleet/big/blobs/{digest}"
-        self.received = 0
-        self.status: int | None = None
-        self.worker: str | None = None
-        self.digest: str | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=120)
-        try:
-            conn.request("GET", self.path)
-            response = conn.getresponse()
-            self.status, self.worker = response.status, response.getheader("X-Regcache-Worker")
-            hasher = hashlib.sha256()
-            while chunk := response.read1(64 * 1024):
-                hasher.update(chunk)
-                self.received += len(chunk)
-            self.digest = "sha256:" + hasher.hexdigest()
-        except (OSError, http.client.HTTPException) as exc:
-            self.error = exc
-        finally:
-            conn.close()
+WORKER_HEADER = "X-Regcache-Worker"
 
 
 @pytest.fixture
@@ -90,8 +60,9 @@ def lock_holder(lock: Path) -> int | None:
     return None
 
 
-def fetch_all(server: RegcacheProcess, digest: str, count: int) -> list[Fetch]:
-    fetches = [Fetch(server, digest) for _ in range(count)]
+def fetch_all(server: RegcacheProcess, digest: str, count: int) -> list[BlobReader]:
+    """``count`` GETs of the blob, each on a connection of its own, started."""
+    fetches = [BlobReader(server, "fleet/big", digest) for _ in range(count)]
     for fetch in fetches:
         fetch.start()
     return fetches
@@ -113,7 +84,8 @@ def test_sixteen_clients_on_three_workers_fetch_a_blob_once(
         (None, 200, size, digest)
     ] * CLIENTS
     assert blob_gets(fleet_upstream, digest, mark) == 1
-    assert len({fetch.worker for fetch in fetches}) > 1, "the kernel spread the connections"
+    answered_by = {fetch.headers.get(WORKER_HEADER) for fetch in fetches}
+    assert len(answered_by) > 1, "the kernel spreads the connections over the workers"
     # One scrape, whichever worker answers it, counts every worker's requests.
     assert server.metric("regcache_cache_requests_total", kind="blob") == CLIENTS
     assert server.metric("regcache_upstream_bytes_total") == size
