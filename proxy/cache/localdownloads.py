@@ -261,6 +261,7 @@ class FileFlight:
     ) -> None:
         """``store``: a store of files in ``cache_dir``, which its blob's followers read."""
         self._dir = cache_dir / LOCK_DIR
+        self._spools = cache_dir / "tmp"
         self._dir.mkdir(parents=True, exist_ok=True)
         self._store = store
         self._clients = clients
@@ -302,7 +303,7 @@ class FileFlight:
 
     def _follow(self, download: Download, lock: LockFile) -> Followed | None:
         """The owner's file, once it published one that exists."""
-        found = lock.published()
+        found = self._published(lock)
         if found is None:
             return None
         try:
@@ -317,7 +318,7 @@ class FileFlight:
         return followed
 
     def _advance(self, download: Download, lock: LockFile, followed: Followed) -> None:
-        found = lock.published()
+        found = self._published(lock)
         if found is not None and found.path != followed.path:
             # Another follower took the download over: its file grows from now on.
             with contextlib.suppress(FileNotFoundError):
@@ -325,6 +326,14 @@ class FileFlight:
         written = followed.size()
         if written > download.written and download.size is not None:
             download.progress(min(written, download.size))
+
+    def _published(self, lock: LockFile) -> Published | None:
+        """The owner's file, if it is one of the cache's temporary files: only those are
+        ever followed, whatever a lock file says."""
+        found = lock.published()
+        if found is None or found.path.parent != self._spools:
+            return None
+        return found
 
     def _writer(self, digest: Digest, followed: Followed | None) -> FollowedWriter:
         return FollowedWriter(followed, lambda: self._store.reader(digest))

@@ -238,6 +238,8 @@ async def _status(request: web.Request) -> web.Response:
     history = request.app[HISTORY]
     document = status_document(services, services.pulls, history, request.app[STARTED], size)
     document["prefetch"] = request.app[PREFETCHER].status()
+    # Its figures are every worker's sums; ``inflight`` lists the answering worker's downloads.
+    document["workers"] = request.app[CONFIG].workers or 1
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 

@@ -90,6 +90,11 @@ def test_sixteen_clients_on_three_workers_fetch_a_blob_once(
     assert server.metric("regcache_cache_requests_total", kind="blob") == CLIENTS
     assert server.metric("regcache_upstream_bytes_total") == size
     assert server.metric("regcache_inflight_downloads") == 0
+    status = server.get("/status.json").json()
+    assert (status["workers"], status["requests"]["miss"] + status["requests"]["hit"]) == (
+        WORKERS,
+        CLIENTS,
+    )
 
 
 def test_a_worker_killed_mid_blob_is_replaced_and_its_download_taken_over(
