@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import resource
 import shutil
@@ -39,12 +40,26 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 RESTART_DELAY = 0.5
 # Exit status of a worker whose configuration broke (a TLS file gone): restarting won't help.
 CONFIG_ERROR = 2
+# A worker that dies this soon after its start this many times in a row cannot start (an
+# unwritable cache directory, say): the supervisor gives up rather than spin.
+EARLY_DEATH = 5.0
+EARLY_DEATHS = 3
 _PR_SET_PDEATHSIG = 1
 
 
-def worker_count(config: Config) -> int:
-    """``workers``, or one per CPU this process may run on."""
-    return config.workers or len(os.sched_getaffinity(0))
+def worker_count(config: Config, cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """``workers``, or one per CPU this process may run on: the CPUs it may be scheduled on,
+    and fewer under a cgroup's CPU quota (a container's CPU limit)."""
+    if config.workers:
+        return config.workers
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
 def raise_open_files_limit() -> None:
@@ -74,14 +89,12 @@ def listening_socket(host: str, port: int, backlog: int, shared: bool = True) ->
 
 
 def open_sockets(config: Config, count: int) -> list[socket.socket]:
-    """The workers' sockets. The first is bound alone, then shared: a port something listens
-    on already fails here, rather than joining another server's SO_REUSEPORT group and
-    sharing its connections. Port 0 is the port the kernel chose for the first."""
-    first = listening_socket(config.listen_host, config.listen_port, 1, shared=False)
-    port = first.getsockname()[1]
-    first.close()
-    backlog = config.listen_backlog
-    return [listening_socket(config.listen_host, port, backlog) for _ in range(count)]
+    """The workers' sockets. The port is bound alone first: a port something listens on
+    already fails here, rather than joining another server's SO_REUSEPORT group and sharing
+    its connections."""
+    host, port, backlog = config.listen_host, config.listen_port, config.listen_backlog
+    listening_socket(host, port, 1, shared=False).close()
+    return [listening_socket(host, port, backlog) for _ in range(count)]
 
 
 class Supervisor:
@@ -90,6 +103,8 @@ class Supervisor:
         self._count = count
         self._sockets: list[socket.socket] = []
         self._pids: dict[int, int] = {}  # pid -> worker index
+        self._started: dict[int, float] = {}  # worker index -> when it was last started
+        self._early: dict[int, int] = {}  # worker index -> early deaths in a row
         self._stopping = False
         self._status = 0
 
@@ -177,12 +192,23 @@ class Supervisor:
                 self._status = CONFIG_ERROR
                 self._stopping = True
                 self._send(signal.SIGTERM)
+            elif not self._stopping and self._failing(index):
+                log.error("worker %d keeps dying at start (%d); stopping", index, code)
+                self._status = 1
+                self._stopping = True
+                self._send(signal.SIGTERM)
             elif not self._stopping:
                 log.error("worker %d (pid %d) ended (%d); starting it again", index, pid, code)
             ended.append(index)
         return ended
 
+    def _failing(self, index: int) -> bool:
+        early = time.monotonic() - self._started[index] < EARLY_DEATH
+        self._early[index] = self._early.get(index, 0) + 1 if early else 0
+        return self._early[index] >= EARLY_DEATHS
+
     def _start(self, index: int, old_mask: set[int | signal.Signals]) -> None:
+        self._started[index] = time.monotonic()
         pid = os.fork()
         if pid:
             self._pids[pid] = index

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,8 @@ import pytest
 
 from tests.integration.conftest import MIB, FleetUpstream
 from tests.support.fleetclients import BlobReader
-from tests.support.regcache import RegcacheProcess, upstream_entry
+from tests.support.ports import free_port
+from tests.support.regcache import REPO_ROOT, RegcacheProcess, upstream_entry
 from tests.support.throttle import ThrottledUpstream
 from tests.support.waiting import wait_until
 
@@ -45,7 +49,7 @@ def blob_gets(upstream: FleetUpstream, digest: str, since: int, status: int | No
 
 
 def workers_of(server: RegcacheProcess) -> list[int]:
-    supervisor = server._proc.pid if server._proc else 0
+    supervisor = server.pid
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text()
     return [int(pid) for pid in children.split()]
 
@@ -148,8 +152,8 @@ def test_signals_reach_every_worker_and_sigterm_stops_them_all(
     # The supervisor's directory of the workers' metrics, whose files they map.
     maps = Path(f"/proc/{workers[0]}/maps").read_text()
     metrics_dir = Path(re.findall(r"(/\S+/regcache-metrics-[^/\s]+)/", maps)[0])
-    assert server._proc is not None
-    server._proc.send_signal(signal.SIGHUP)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGHUP)
     wait_until(
         lambda: server.log_text().count("SIGHUP: reloading") == WORKERS + 1,
         "every worker to reload",
@@ -158,3 +162,30 @@ def test_signals_reach_every_worker_and_sigterm_stops_them_all(
     assert server.stop(timeout=30) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert not metrics_dir.exists()
+
+
+def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``regcache serve --workers 2`` run to its end, with its exit status and log."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "proxy", "serve", "--workers", "2", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_port_in_use_is_an_error_not_a_shared_group(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve(tmp_path, "--listen", f"127.0.0.1:{port}", "--cache-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "cannot listen on" in done.stderr
+
+
+def test_workers_that_cannot_start_stop_the_supervisor(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    listen = f"127.0.0.1:{free_port()}"
+    done = serve(tmp_path, "--listen", listen, "--cache-dir", str(not_a_dir))
+    assert done.returncode == 1
+    assert "keeps dying at start" in done.stderr
