@@ -212,10 +212,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     raise_open_files_limit()
     count = worker_count(config)
-    config = dataclasses.replace(config, workers=count)
     try:
         if count != 1:
-            return Supervisor(config, count).run()
+            return Supervisor(dataclasses.replace(config, workers=count), count).run()
         run_server(config)
     except ConfigError as exc:
         print(f"regcache: {exc}", file=sys.stderr)

@@ -59,6 +59,7 @@ class Metrics:
         self._declare_serving(self.registry)
         self._declare_upstream(self.registry)
         self._declare_cache(self.registry)
+        self._declare_gauges(self.registry)
         self._declare_fleet(self.registry)
         self._declare_auth(self.registry)
 
@@ -100,17 +101,6 @@ class Metrics:
         )
 
     def _declare_cache(self, r: CollectorRegistry) -> None:
-        # Each worker measures the one cache; the last measure is the one to show.
-        self.cache_size = gauge(
-            r, "regcache_cache_size_bytes", "Bytes of blobs held in the cache", (), "livemostrecent"
-        )
-        self.inflight_downloads = gauge(
-            r,
-            "regcache_inflight_downloads",
-            "Blob downloads from upstreams under way",
-            (),
-            "livesum",
-        )
         self.dedup_joins = counter(
             r,
             "regcache_dedup_joins",
@@ -128,13 +118,6 @@ class Metrics:
             "regcache_stale_served",
             "Cached manifests served without revalidation because the upstream failed",
             ("upstream",),
-        )
-        self.ratelimit_remaining = gauge(
-            r,
-            "regcache_upstream_ratelimit_remaining",
-            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
-            ("upstream",),
-            "livemostrecent",  # the upstream's latest word, whichever worker heard it
         )
         self.evictions = counter(
             r,
@@ -163,6 +146,26 @@ class Metrics:
             "regcache_cache_write_failures",
             "Content served without being cached because writing it failed",
             ("reason",),
+        )
+
+    def _declare_gauges(self, r: CollectorRegistry) -> None:
+        # Each worker measures the one cache; the last measure is the one to show.
+        self.cache_size = gauge(
+            r, "regcache_cache_size_bytes", "Bytes of blobs held in the cache", (), "livemostrecent"
+        )
+        self.inflight_downloads = gauge(
+            r,
+            "regcache_inflight_downloads",
+            "Blob downloads from upstreams under way",
+            (),
+            "livesum",
+        )
+        self.ratelimit_remaining = gauge(
+            r,
+            "regcache_upstream_ratelimit_remaining",
+            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
+            ("upstream",),
+            "livemostrecent",  # the upstream's latest word, whichever worker heard it
         )
 
     def _declare_fleet(self, r: CollectorRegistry) -> None:

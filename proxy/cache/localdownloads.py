@@ -28,7 +28,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 from proxy.cache.transfer import BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
@@ -41,9 +41,6 @@ from proxy.store import BlobReader, BlobStore, BlobWriter, LocalFile
 from proxy.upstream.blobstream import CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
-if TYPE_CHECKING:
-    from proxy.cache.downloads import Download
-
 log = logging.getLogger(__name__)
 
 LOCK_DIR = Path(".locks") / "downloads"
@@ -52,6 +49,14 @@ LOCK_DIR = Path(".locks") / "downloads"
 POLL_SECONDS = 0.02
 
 Upstream = Callable[[TransferSink], Awaitable[None]]
+
+
+class Download(TransferSink, Protocol):
+    """What this module needs of downloads.py's Download, which imports this module."""
+
+    digest: Digest
+    size: int | None
+    written: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,15 +139,13 @@ class Config:
         help="connections the kernel queues before regcache accepts them; at most "
         "net.core.somaxconn",
     )
-    # None: one per CPU this process may run on, found at start (os.sched_getaffinity).
-    workers: int | None = setting(
+    workers: int | None = setting(  # None: one per CPU, counted at start (server.workers)
         None,
         parse_workers,
         env="REGCACHE_WORKERS",
         flag="--workers",
         metavar="N",
-        help="processes serving the port together (SO_REUSEPORT), one cache between them; "
-        "default: one per CPU; 1 runs a single process without a supervisor",
+        help="processes serving the port, one cache between them (default: one per CPU)",
     )
     cache_dir: Path = setting(
         Path("regcache-cache"),
