@@ -49,9 +49,13 @@ _PR_SET_PDEATHSIG = 1
 
 def worker_count(config: Config, cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """``workers``, or one per CPU this process may run on: the CPUs it may be scheduled on,
-    and fewer under a cgroup's CPU quota (a container's CPU limit)."""
+    and fewer under a cgroup's CPU quota (a container's CPU limit). A replica of a fleet is one
+    process unless told: its peers follow its downloads at its one address, where another
+    worker than the owner would not have them (README, Operations)."""
     if config.workers:
         return config.workers
+    if config.index_backend == "redis":
+        return 1
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = cgroup.read_text().split()

@@ -36,3 +36,8 @@ def test_the_setting_wins(tmp_path: Path) -> None:
     cgroup = tmp_path / "cpu.max"
     cgroup.write_text("100000 100000\n")
     assert worker_count(Config(workers=7), cgroup) == 7
+
+
+def test_a_replica_of_a_fleet_is_one_process_unless_told(tmp_path: Path) -> None:
+    assert worker_count(Config(index_backend="redis"), tmp_path / "cpu.max") == 1
+    assert worker_count(Config(index_backend="redis", workers=3), tmp_path / "cpu.max") == 3
