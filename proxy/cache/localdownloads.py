@@ -49,6 +49,7 @@ LOCK_DIR = Path(".locks") / "downloads"
 POLL_SECONDS = 0.02
 
 Upstream = Callable[[TransferSink], Awaitable[None]]
+INVALID = b"\ninvalid\n"  # a publication naming no file
 
 
 class Download(TransferSink, Protocol):
@@ -102,6 +103,15 @@ class LockFile:
         data = f"{path}\n{'' if size is None else size}\n".encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
+
+    def mark_invalid(self) -> None:
+        """As an owner whose upstream sent bytes that failed the digest: followers that sent
+        some of them to clients must fail as its own clients do, not go on from them."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, INVALID, 0)
+
+    def invalid(self) -> bool:
+        return os.pread(self.fd, len(INVALID), 0) == INVALID
 
     def discard_leftover(self) -> None:
         """As the new owner: remove a dead owner's temporary file and its publication (a
@@ -294,13 +304,19 @@ class FileFlight:
                 download.progress(size)
                 stored = True
                 return False
+            if followed is not None and lock.invalid():
+                raise UpstreamInvalid("the blob's upstream bytes did not match its digest")
             lock.discard_leftover()
-            if followed is None:
-                await upstream(Publishing(download, lock, None))
-                stored = True
-                return False  # ``upstream`` counts what it stored
-            stored = await self._take_over(download, target, lock, followed)
-            return stored
+            try:
+                if followed is None:
+                    await upstream(Publishing(download, lock, None))
+                    stored = True
+                    return False  # ``upstream`` counts what it stored
+                stored = await self._take_over(download, target, lock, followed)
+                return stored
+            except UpstreamInvalid:
+                lock.mark_invalid()
+                raise
         finally:
             lock.close(stored)
             if followed is not None:

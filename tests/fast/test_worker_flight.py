@@ -154,3 +154,35 @@ async def test_one_worker_runs_each_prefetch(
         await asyncio.sleep(0.02)
     assert sorted(results) == ["elsewhere", "ok"]
     assert registry.count("GET", "/v2/library/app/manifests/1.0") == 1
+
+
+async def test_followers_fail_with_an_owner_whose_bytes_fail_the_digest(
+    make_proxy: ProxyFactory, registry: FakeRegistry, tmp_path: Path
+) -> None:
+    image = registry.push_image("library/big", "1", layer_sizes=(SIZE,))
+    digest, layer = image.layer_digests[0], image.layers[0]
+    path = blob_path(digest, "library/big")
+    release = asyncio.Event()
+    registry.faults.append(
+        Fault(path=path, method="GET", stall=(512 * KIB, 30.0), release=release, wrong_body=True)
+    )
+    owner, follower = await two_workers(make_proxy, tmp_path)
+    theirs = [asyncio.create_task(body(w, digest)) for w in (owner, follower, follower)]
+    await asyncio.sleep(0.3)  # the follower sent its clients the owner's (wrong) first bytes
+    release.set()
+
+    # Closed short, every one: none gets a whole body made of the wrong start and a good end.
+    for got in await asyncio.gather(*theirs):
+        assert got is None or len(got) < len(layer)
+    assert registry.count("GET", path) == 1
+    registry.faults.clear()
+    assert await fetch(follower, digest) == layer
+
+
+async def body(regcache: InProcessRegcache, digest: str) -> bytes | None:
+    """The body as far as it came, None when the connection broke."""
+    try:
+        async with regcache.client.get(blob_path(digest, "library/big")) as response:
+            return await response.read()
+    except aiohttp.ClientPayloadError:
+        return None
