@@ -93,10 +93,8 @@ class RegcacheProcess(ServerProcess):
         self.write_config(config)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        """Replace the config; it takes effect at the next (re)start. One process unless the
-        config says ``workers``: the tests count upstream requests, and workers racing on a
-        cold manifest may each ask for it (README, Operations)."""
-        self.config = {"workers": 1, **config}
+        """Replace the config; it takes effect at the next (re)start."""
+        self.config = dict(config)
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
 
     def argv(self) -> list[str]:
@@ -121,6 +119,10 @@ class RegcacheProcess(ServerProcess):
         # shell would make the test's config a lie.
         for key in [k for k in env if k.startswith("REGCACHE_")]:
             del env[key]
+        # One process unless the config says ``workers``: the tests count upstream requests, and
+        # workers racing on a cold manifest may each ask for it (README, Operations).
+        if "workers" not in self.config:
+            env["REGCACHE_WORKERS"] = "1"
         env.update(self.extra_env)
         return env
 
