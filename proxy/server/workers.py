@@ -192,19 +192,19 @@ class Supervisor:
             forget_process(pid)
             code = os.waitstatus_to_exitcode(status)
             if code == CONFIG_ERROR and not self._stopping:
-                log.error("worker %d exited: its configuration is broken; stopping", index)
-                self._status = CONFIG_ERROR
-                self._stopping = True
-                self._send(signal.SIGTERM)
+                self._give_up(CONFIG_ERROR, f"worker {index}'s configuration is broken")
             elif not self._stopping and self._failing(index):
-                log.error("worker %d keeps dying at start (%d); stopping", index, code)
-                self._status = 1
-                self._stopping = True
-                self._send(signal.SIGTERM)
+                self._give_up(1, f"worker {index} keeps dying at start ({code})")
             elif not self._stopping:
                 log.error("worker %d (pid %d) ended (%d); starting it again", index, pid, code)
             ended.append(index)
         return ended
+
+    def _give_up(self, status: int, reason: str) -> None:
+        log.error("%s; stopping", reason)
+        self._status = status
+        self._stopping = True
+        self._send(signal.SIGTERM)
 
     def _failing(self, index: int) -> bool:
         early = time.monotonic() - self._started[index] < EARLY_DEATH
@@ -213,26 +213,26 @@ class Supervisor:
 
     def _start(self, index: int, old_mask: set[int | signal.Signals]) -> None:
         self._started[index] = time.monotonic()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid:
             self._pids[pid] = index
             return
         status = 1
         try:
-            status = self._work(index, old_mask)
+            status = self._work(index, supervisor, old_mask)
         except BaseException:
             log.exception("worker %d failed", index)
         finally:
             logging.shutdown()
             os._exit(status)
 
-    def _work(self, index: int, old_mask: set[int | signal.Signals]) -> int:
-        supervisor = os.getppid()
+    def _work(self, index: int, supervisor: int, old_mask: set[int | signal.Signals]) -> int:
         os.setpgid(0, 0)
         # A supervisor killed outright takes its workers with it.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != supervisor:
-            return 0
+            return 0  # it died before the line above
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         mine = self._sockets[index]
         for sock in self._sockets:
