@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from proxy.config import Config
+from proxy.logs import mark_worker
 from proxy.metrics import forget_process, share_between_processes
 from proxy.store.fsblobs import clear_directory
 
@@ -139,6 +140,7 @@ class Supervisor:
                 sock.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        mark_worker(index)
         return self._status
 
     def _supervise(self, old_mask: set[int | signal.Signals]) -> None:
@@ -234,6 +236,7 @@ class Supervisor:
         if os.getppid() != supervisor:
             return 0  # it died before the line above
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        mark_worker(index)
         mine = self._sockets[index]
         for sock in self._sockets:
             if sock is not mine:

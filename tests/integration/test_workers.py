@@ -158,6 +158,7 @@ def test_signals_reach_every_worker_and_sigterm_stops_them_all(
         lambda: server.log_text().count("SIGHUP: reloading") == WORKERS + 1,
         "every worker to reload",
     )
+    assert all(f"[worker {index}]: SIGHUP" in server.log_text() for index in range(WORKERS))
 
     assert server.stop(timeout=30) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
