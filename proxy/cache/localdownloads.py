@@ -113,13 +113,7 @@ class LockFile:
     def invalid(self) -> bool:
         return os.pread(self.fd, len(INVALID), 0) == INVALID
 
-    def discard_leftover(self) -> None:
-        """As the new owner: remove a dead owner's temporary file and its publication (a
-        follower may still have the file open, which keeps it readable)."""
-        found = self.published()
-        if found is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(found.path)
+    def clear(self) -> None:
         os.ftruncate(self.fd, 0)
 
     def close(self, stored: bool) -> None:
@@ -306,7 +300,7 @@ class FileFlight:
                 return False
             if followed is not None and lock.invalid():
                 raise UpstreamInvalid("the blob's upstream bytes did not match its digest")
-            lock.discard_leftover()
+            self._discard_leftover(lock)
             try:
                 if followed is None:
                     await upstream(Publishing(download, lock, None))
@@ -347,6 +341,15 @@ class FileFlight:
         written = followed.size()
         if written > download.written and download.size is not None:
             download.progress(min(written, download.size))
+
+    def _discard_leftover(self, lock: LockFile) -> None:
+        """As the new owner: remove a dead owner's temporary file and its publication (a
+        follower may still have the file open, which keeps it readable)."""
+        found = self._published(lock)
+        if found is not None:
+            with contextlib.suppress(FileNotFoundError):
+                found.path.unlink()
+        lock.clear()
 
     def _published(self, lock: LockFile) -> Published | None:
         """The owner's file, if it is one of the cache's temporary files: only those are
