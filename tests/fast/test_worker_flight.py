@@ -31,6 +31,13 @@ def held(digest: str, after: int, release: asyncio.Event) -> Fault:
     )
 
 
+def big_layer(registry: FakeRegistry) -> tuple[str, bytes, str]:
+    """A 2 MiB layer's digest, bytes and blob path."""
+    image = registry.push_image("library/big", "1", layer_sizes=(SIZE,))
+    digest = image.layer_digests[0]
+    return digest, image.layers[0], blob_path(digest, "library/big")
+
+
 async def two_workers(make_proxy: ProxyFactory, tmp_path: Path) -> list[InProcessRegcache]:
     cache = tmp_path / "shared"
     # Patient with a silent upstream: the owner does not resume by itself before it stops.
@@ -60,8 +67,7 @@ def test_a_lock_file_is_held_by_one_open_at_a_time(tmp_path: Path) -> None:
 async def test_workers_on_one_cache_fetch_a_cold_blob_once(
     make_proxy: ProxyFactory, registry: FakeRegistry, tmp_path: Path
 ) -> None:
-    image = registry.push_image("library/big", "1", layer_sizes=(SIZE,))
-    digest, layer = image.layer_digests[0], image.layers[0]
+    digest, layer, _ = big_layer(registry)
     release = asyncio.Event()
     registry.faults.append(held(digest, 256 * KIB, release))
     workers = await two_workers(make_proxy, tmp_path)
@@ -80,8 +86,7 @@ async def test_workers_on_one_cache_fetch_a_cold_blob_once(
 async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(
     make_proxy: ProxyFactory, registry: FakeRegistry, tmp_path: Path
 ) -> None:
-    image = registry.push_image("library/big", "1", layer_sizes=(SIZE,))
-    digest, layer = image.layer_digests[0], image.layers[0]
+    digest, layer, _ = big_layer(registry)
     registry.faults.append(held(digest, 512 * KIB, asyncio.Event()))
     owner, follower = await two_workers(make_proxy, tmp_path)
     mine = asyncio.create_task(fetch(owner, digest))
@@ -106,9 +111,7 @@ async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(
 async def test_a_blob_without_a_length_is_fetched_again_from_the_start(
     make_proxy: ProxyFactory, registry: FakeRegistry, tmp_path: Path
 ) -> None:
-    image = registry.push_image("library/big", "1", layer_sizes=(SIZE,))
-    digest, layer = image.layer_digests[0], image.layers[0]
-    path = blob_path(digest, "library/big")
+    digest, layer, path = big_layer(registry)
     registry.faults.append(
         Fault(path=path, method="GET", stall=(512 * KIB, 30.0), chunked=True, times=1)
     )
@@ -159,9 +162,7 @@ async def test_one_worker_runs_each_prefetch(
 async def test_followers_fail_with_an_owner_whose_bytes_fail_the_digest(
     make_proxy: ProxyFactory, registry: FakeRegistry, tmp_path: Path
 ) -> None:
-    image = registry.push_image("library/big", "1", layer_sizes=(SIZE,))
-    digest, layer = image.layer_digests[0], image.layers[0]
-    path = blob_path(digest, "library/big")
+    digest, layer, path = big_layer(registry)
     release = asyncio.Event()
     registry.faults.append(
         Fault(path=path, method="GET", stall=(512 * KIB, 30.0), release=release, wrong_body=True)
