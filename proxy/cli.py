@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -207,8 +208,13 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, config.log_format)
     # Imported here so that --help and configuration errors do not pay for loading the server.
     from proxy.server.app import run_server
+    from proxy.server.workers import Supervisor, raise_open_files_limit, worker_count
 
+    raise_open_files_limit()
+    count = worker_count(config)
     try:
+        if count != 1:
+            return Supervisor(dataclasses.replace(config, workers=count), count).run()
         run_server(config)
     except ConfigError as exc:
         print(f"regcache: {exc}", file=sys.stderr)

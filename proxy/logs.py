@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(worker)s]: %(message)s"
 LOG_FORMATS = ("text", "json")
 
 
@@ -25,6 +26,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            entry["worker"] = worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, separators=(",", ":"), default=str)
@@ -55,3 +59,17 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         handler.setFormatter(TextFormatter())
     # force=True: a library that configured the root logger at import must not win.
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def mark_worker(index: int) -> None:
+    """Name the worker (of ``serve --workers``) in every record this process logs: the
+    workers share one stderr."""
+
+    def marked(record: logging.LogRecord) -> bool:
+        record.worker = index
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(marked)
+        if not isinstance(handler.formatter, JsonFormatter):
+            handler.setFormatter(logging.Formatter(WORKER_TEXT_FORMAT))

@@ -2,16 +2,46 @@
 
 Each application owns its own registry so that several proxies (tests, chained caches in
 one process) never share counters.
+
+The worker processes of one server (``--workers``) share theirs through prometheus-client's
+multiprocess mode: each worker's values live in files of the supervisor's directory
+(``share_between_processes``), and ``/metrics`` and the status page read them all, so that
+whichever worker answers shows the server's sums. A gauge says how its workers' values
+combine (``multiprocess_mode``); a dead worker's live gauges are dropped by the supervisor.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.metrics_core import Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_processes(directory: Path) -> None:
+    """Keep the values of the metrics made from now on, in this process and the ones it
+    forks, in files under ``directory``, where every process's are read together."""
+    os.environ[MULTIPROC_ENV] = str(directory)
+    # prometheus-client picks its value class when imported, long before a server decides.
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def forget_process(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters still count)."""
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -21,9 +51,15 @@ class Metrics:
         one Service."""
         self.registry = CollectorRegistry()
         self.replica = replica
+        # What is read: this process's registry, or every worker's values.
+        self.source = self.registry
+        if MULTIPROC_ENV in os.environ:
+            self.source = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.source)  # type: ignore[no-untyped-call]
         self._declare_serving(self.registry)
         self._declare_upstream(self.registry)
         self._declare_cache(self.registry)
+        self._declare_gauges(self.registry)
         self._declare_fleet(self.registry)
         self._declare_auth(self.registry)
 
@@ -65,12 +101,6 @@ class Metrics:
         )
 
     def _declare_cache(self, r: CollectorRegistry) -> None:
-        self.cache_size = gauge(
-            r, "regcache_cache_size_bytes", "Bytes of blobs held in the cache", ()
-        )
-        self.inflight_downloads = gauge(
-            r, "regcache_inflight_downloads", "Blob downloads from upstreams under way", ()
-        )
         self.dedup_joins = counter(
             r,
             "regcache_dedup_joins",
@@ -87,12 +117,6 @@ class Metrics:
             r,
             "regcache_stale_served",
             "Cached manifests served without revalidation because the upstream failed",
-            ("upstream",),
-        )
-        self.ratelimit_remaining = gauge(
-            r,
-            "regcache_upstream_ratelimit_remaining",
-            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
             ("upstream",),
         )
         self.evictions = counter(
@@ -124,6 +148,26 @@ class Metrics:
             ("reason",),
         )
 
+    def _declare_gauges(self, r: CollectorRegistry) -> None:
+        # Each worker measures the one cache; the last measure is the one to show.
+        self.cache_size = gauge(
+            r, "regcache_cache_size_bytes", "Bytes of blobs held in the cache", (), "livemostrecent"
+        )
+        self.inflight_downloads = gauge(
+            r,
+            "regcache_inflight_downloads",
+            "Blob downloads from upstreams under way",
+            (),
+            "livesum",
+        )
+        self.ratelimit_remaining = gauge(
+            r,
+            "regcache_upstream_ratelimit_remaining",
+            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining)",
+            ("upstream",),
+            "livemostrecent",  # the upstream's latest word, whichever worker heard it
+        )
+
     def _declare_fleet(self, r: CollectorRegistry) -> None:
         self.local_tier = counter(
             r,
@@ -141,7 +185,8 @@ class Metrics:
         self.lease_takeovers = counter(
             r,
             "regcache_lease_takeovers",
-            "Downloads taken over from a replica whose lease expired (it died mid-download)",
+            "Downloads taken over from a replica (its lease expired) or a worker process (its "
+            "lock was let go) that died mid-download",
             (),
         )
         self.lease_waits = counter(
@@ -165,7 +210,7 @@ class Metrics:
     def total(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples whose labels include ``labels`` (0 when none)."""
         found = 0.0
-        for family in self.registry.collect():
+        for family in self.source.collect():
             for sample in family.samples:
                 if sample.name == name and labels.items() <= sample.labels.items():
                     found += sample.value
@@ -173,8 +218,8 @@ class Metrics:
 
     def render(self) -> bytes:
         if self.replica is None:
-            return generate_latest(self.registry)
-        return generate_latest(_Labelled(self.registry, self.replica))
+            return generate_latest(self.source)
+        return generate_latest(_Labelled(self.source, self.replica))
 
 
 class _Labelled:
@@ -198,8 +243,9 @@ def counter(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...]) 
     return Counter(name, doc, labels, registry=r)
 
 
-def gauge(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
-    return Gauge(name, doc, labels, registry=r)
+def gauge(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...], mode: str) -> Gauge:
+    """``mode``: how the workers' values add up (prometheus-client's multiprocess_mode)."""
+    return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)  # type: ignore[arg-type]
 
 
 def histogram(r: CollectorRegistry, name: str, doc: str, labels: tuple[str, ...]) -> Histogram:

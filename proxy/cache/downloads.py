@@ -19,11 +19,14 @@ the pace, and the download is no longer joinable (a later request starts its own
 
 In a fleet (``fleet``), one replica downloads each blob: the one that gets its lease. The
 others' downloads follow the owner's (fleetdownloads.py), and are followed here the same.
+Among the worker processes of one server (``flight``), one worker downloads each blob: the
+one that gets its lock file (localdownloads.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
@@ -31,7 +34,8 @@ from typing import Any
 
 from proxy import tasks
 from proxy.cache.fleetdownloads import FleetDownloads
-from proxy.cache.transfer import BlobTransfer
+from proxy.cache.localdownloads import FileFlight
+from proxy.cache.transfer import BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.cache.window import Window
@@ -258,6 +262,7 @@ class Downloads:
         self._metrics = metrics
         self._usage = usage
         self._fleet = fleet
+        self.flight: FileFlight | None = None  # set by a worker of several (--workers)
         self._active: dict[Digest, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -311,6 +316,11 @@ class Downloads:
 
     async def _fetch(self, download: Download, target: Target) -> None:
         fleet = self._fleet
+        if fleet is None and self.flight is not None:
+            owner = functools.partial(self._upstream, download, target)
+            if await self.flight.fetch(download, target, owner):
+                self._usage.stored(Kind.BLOB, download.digest, download.written)
+            return None
         if fleet is None:
             return await self._upstream(download, target)
         try:
@@ -331,10 +341,12 @@ class Downloads:
     def _abort_later(self, writer: BlobWriter) -> None:
         self._keep(_abort_later(writer))
 
-    async def _upstream(self, download: Download, target: Target) -> None:
+    async def _upstream(
+        self, download: Download, target: Target, sink: TransferSink | None = None
+    ) -> None:
         client = client_for(self._clients, target)
         transfer = BlobTransfer(client, target, download.digest, self._store, self._metrics)
-        if await transfer.run(download):
+        if await transfer.run(sink or download):
             self._usage.stored(Kind.BLOB, download.digest, download.written)
         elif transfer.leftover is not None:
             self._abort_later(transfer.leftover)

@@ -7,15 +7,23 @@ In a fleet every replica keeps the schedule, and each interval's run of an image
 one of them: the first to fire takes the image's lease for the run and, when done, leaves a
 mark that lasts most of the interval. The others find either and skip the run (result
 ``elsewhere``). With Redis out of reach each replica runs its schedule on its own.
+
+The worker processes of one server (``--workers``) share the run the same way through a file
+per image in the cache directory: an exclusive ``flock`` on it while one worker runs it, and
+its modification time as the mark of the run done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from proxy import tasks
@@ -86,8 +94,11 @@ class Prefetcher:
         index: Index,
         metrics: Metrics,
         leases: Leases | None = None,
+        marks: Path | None = None,
     ) -> None:
+        """``marks``: the directory of the run files of a worker of several."""
         self._leases = leases
+        self._marks = marks
         self._schedule = [
             (rule, [PrefetchState(image, rule) for image in rule.images]) for rule in rules
         ]
@@ -118,6 +129,8 @@ class Prefetcher:
 
     async def run(self, state: PrefetchState) -> None:
         """One run for one image, here unless another replica of the fleet has it."""
+        if self._leases is None and self._marks is not None:
+            return await self._run_in_one_worker(state, self._marks)
         if self._leases is None:
             return await self._run(state)
         name = f"prefetch:{state.image}"
@@ -126,9 +139,7 @@ class Prefetcher:
         except IndexUnavailable:
             return await self._run(state)
         if lease is None:
-            state.last_run, state.result, state.error = time.time(), "elsewhere", None
-            self._metrics.prefetch_runs.labels("elsewhere").inc()
-            return None
+            return self._elsewhere(state)
         async with lease.kept():
             await self._run(state)
             # Done, whatever the result: an upstream failing for one replica fails for the
@@ -136,6 +147,29 @@ class Prefetcher:
             with contextlib.suppress(IndexUnavailable):
                 await self._leases.acquire(f"{name}:ran", ttl=state.rule.every * RAN_SHARE)
         return None
+
+    async def _run_in_one_worker(self, state: PrefetchState, marks: Path) -> None:
+        name = hashlib.sha256(state.image.encode()).hexdigest()[:32]
+        fd = os.open(marks / f"prefetch-{name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self._elsewhere(state)
+            found = os.fstat(fd)
+            # Empty until a first run: the file was made just now.
+            if found.st_size and time.time() - found.st_mtime < state.rule.every * RAN_SHARE:
+                return self._elsewhere(state)
+            await self._run(state)
+            os.pwrite(fd, f"{state.result}\n".encode(), 0)
+            os.utime(fd)
+        finally:
+            os.close(fd)
+        return None
+
+    def _elsewhere(self, state: PrefetchState) -> None:
+        state.last_run, state.result, state.error = time.time(), "elsewhere", None
+        self._metrics.prefetch_runs.labels("elsewhere").inc()
 
     @staticmethod
     async def _claim(leases: Leases, name: str) -> Lease | None:

@@ -44,6 +44,7 @@ from proxy.config.parsers import (
     parse_size,
     parse_storage_backend,
     parse_url,
+    parse_workers,
 )
 from proxy.config.prefetch import PrefetchRule
 from proxy.logs import LOG_FORMATS
@@ -137,6 +138,14 @@ class Config:
         metavar="N",
         help="connections the kernel queues before regcache accepts them; at most "
         "net.core.somaxconn",
+    )
+    workers: int | None = setting(  # None: one per CPU, counted at start (server.workers)
+        None,
+        parse_workers,
+        env="REGCACHE_WORKERS",
+        flag="--workers",
+        metavar="N",
+        help="processes serving the port, one cache between them (default: one per CPU)",
     )
     cache_dir: Path = setting(
         Path("regcache-cache"),

@@ -209,9 +209,20 @@ _SIZE_UNITS = {
 
 
 def parse_backlog(text: str) -> int:
-    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
-        raise Invalid(f"{text!r} is not a number of connections from 1 to 65535")
+    return _count(text, "connections", 65535)
+
+
+def _count(text: str, what: str, most: int) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= most:
+        raise Invalid(f"{text!r} is not a number of {what} from 1 to {most}")
     return int(text)
+
+
+MAX_WORKERS = 1024
+
+
+def parse_workers(text: str) -> int:
+    return _count(text, "processes", MAX_WORKERS)
 
 
 def parse_size(text: str) -> int:

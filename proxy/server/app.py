@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +45,10 @@ STARTED = web.AppKey("started", float)
 HISTORY = web.AppKey("history", History)
 PREFETCHER = web.AppKey("prefetcher", Prefetcher)
 PEER = web.AppKey("peer", PeerEndpoint)
+WORKER = web.AppKey("worker", str)
+# Which of the workers answered (its index): where connections land, for the tests and for
+# an operator looking at one slow worker.
+WORKER_HEADER = "X-Regcache-Worker"
 # Kubernetes gives a readiness probe 1 s by default; a backend slower than that is out.
 READY_CHECK_TIMEOUT = 0.9
 # Names the shared backends a ready replica cannot reach, for probes and load balancers that
@@ -143,12 +148,22 @@ def _prefetcher(config: Config, parts: CacheParts) -> Prefetcher:
         parts.index,
         parts.metrics,
         parts.leases,
+        _worker_marks(config),
     )
     if config.prefetch and config.offline:
         log.info("offline: the prefetch schedule does not run")
     else:
         prefetcher.start()
     return prefetcher
+
+
+def _worker_marks(config: Config) -> Path | None:
+    """Where the workers of one server mark what one of them did for all (prefetch runs)."""
+    if (config.workers or 1) == 1:
+        return None
+    marks = config.cache_dir / ".locks"
+    marks.mkdir(parents=True, exist_ok=True)
+    return marks
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
@@ -167,6 +182,10 @@ async def _token(request: web.Request) -> web.Response:
 async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
     if request.path.startswith("/v2"):
         response.headers.setdefault(*API_VERSION_HEADER)
+
+
+async def _worker_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[WORKER_HEADER] = request.app[WORKER]
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -219,6 +238,8 @@ async def _status(request: web.Request) -> web.Response:
     history = request.app[HISTORY]
     document = status_document(services, services.pulls, history, request.app[STARTED], size)
     document["prefetch"] = request.app[PREFETCHER].status()
+    # Its figures are every worker's sums; ``inflight`` lists the answering worker's downloads.
+    document["workers"] = request.app[CONFIG].workers or 1
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 
@@ -229,12 +250,18 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def run_server(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM, reloading on SIGHUP. Blocks.
+def run_server(
+    config: Config, sock: socket.socket | None = None, worker: int | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, reloading on SIGHUP. Blocks. ``sock``: listen there
+    rather than at ``config.listen``, as ``worker`` (its index) of several.
 
     Raises ConfigError when a TLS file broke between loading the config and now.
     """
     app = build_app(config)
+    if worker is not None:
+        app[WORKER] = str(worker)
+        app.on_response_prepare.append(_worker_header)
     ssl_context = listening_context(app, config)
     loop = new_event_loop(config.event_loop)
     log.info("event loop: %s", type(loop).__module__.split(".")[0])
@@ -242,8 +269,9 @@ def run_server(config: Config) -> None:
     web.run_app(
         loop=loop,
         app=app,
-        host=config.listen_host,
-        port=config.listen_port,
+        host=None if sock else config.listen_host,
+        port=None if sock else config.listen_port,
+        sock=sock,
         backlog=config.listen_backlog,
         ssl_context=ssl_context,
         print=lambda message: log.info("%s", message),

@@ -25,6 +25,7 @@ from proxy.cache.blobs import BlobCache
 from proxy.cache.eviction import EvictionLoop, Evictor
 from proxy.cache.fleeteviction import FleetEvictor
 from proxy.cache.fleetpins import PinPublisher, PublishedPins
+from proxy.cache.localdownloads import FileFlight
 from proxy.cache.lru import Lru, Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
@@ -78,7 +79,10 @@ async def open_cache(
     metrics = metrics or Metrics(config.replica if config.index_backend == "redis" else None)
     router = Router(config)
     exits = contextlib.AsyncExitStack()
-    store = await exits.enter_async_context(_blob_store(config, metrics, clean=evict))
+    # A worker of several leaves the temporary files to the supervisor: they are its siblings'.
+    worker = (config.workers or 1) > 1
+    clean = evict and not worker
+    store = await exits.enter_async_context(_blob_store(config, metrics, clean=clean))
     index = _open_index(config)
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
     session = aiohttp.ClientSession(
@@ -104,6 +108,8 @@ async def open_cache(
     blobs = BlobCache(
         store, clients, metrics, usage, pins, redirect=redirect, leases=leases, peers=peers
     )
+    if worker and leases is None and isinstance(store, FsBlobStore):
+        blobs.downloads.flight = FileFlight(config.cache_dir, store, clients, metrics)
     manifests = ManifestCache(index, clients, metrics, usage, leases=leases)
     try:
         yield CacheParts(

@@ -57,6 +57,7 @@ class BlobReader(threading.Thread):
         self.replica = replica
         self.path = f"/v2/{repository}/blobs/{digest}"
         self.status: int | None = None
+        self.headers: dict[str, str] = {}
         self.received = 0
         self.longest_gap = 0.0
         self.digest: str | None = None
@@ -68,6 +69,7 @@ class BlobReader(threading.Thread):
             conn.request("GET", self.path)
             response = conn.getresponse()
             self.status = response.status
+            self.headers = dict(response.getheaders())
             hasher = hashlib.sha256()
             last = time.monotonic()
             while chunk := response.read1(64 * 1024):

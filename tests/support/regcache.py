@@ -119,6 +119,10 @@ class RegcacheProcess(ServerProcess):
         # shell would make the test's config a lie.
         for key in [k for k in env if k.startswith("REGCACHE_")]:
             del env[key]
+        # One process unless the config says ``workers``: the tests count upstream requests, and
+        # workers racing on a cold manifest may each ask for it (README, Operations).
+        if "workers" not in self.config:
+            env["REGCACHE_WORKERS"] = "1"
         env.update(self.extra_env)
         return env
 

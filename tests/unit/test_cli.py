@@ -15,6 +15,7 @@ import pytest
 
 import proxy
 import proxy.server.app
+import proxy.server.workers
 from proxy.cli import main
 from proxy.config import ENV_VARS, Config
 from proxy.logs import TEXT_FORMAT, JsonFormatter
@@ -46,6 +47,12 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def one_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` in process runs one process whatever the CPUs: run_server is what is tested."""
+    monkeypatch.setattr(proxy.server.workers, "worker_count", lambda config: 1)
 
 
 @pytest.fixture

@@ -398,7 +398,7 @@ FILE_ERRORS: list[tuple[str, int, str | None, str]] = [
         "frobnicate: 1\n",
         1,
         "frobnicate",
-        "unknown key; expected one of: listen, listen_backlog, cache_dir",
+        "unknown key; expected one of: listen, listen_backlog, workers, cache_dir",
     ),
     ("listen: a:1\nlisten: a:2\n", 2, "listen", "duplicate key (first given on line 1)"),
     ("? [a]\n: b\n", 1, None, "keys must be plain strings"),
