@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from proxy.cache.lockfiles import LockFile, Published
 from proxy.cache.transfer import BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
 from proxy.errors import UpstreamInvalid
@@ -49,7 +48,6 @@ LOCK_DIR = Path(".locks") / "downloads"
 POLL_SECONDS = 0.02
 
 Upstream = Callable[[TransferSink], Awaitable[None]]
-INVALID = b"\ninvalid\n"  # a publication naming no file
 
 
 class Download(TransferSink, Protocol):
@@ -58,71 +56,6 @@ class Download(TransferSink, Protocol):
     digest: Digest
     size: int | None
     written: int
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    path: Path
-    size: int | None
-
-
-class LockFile:
-    """A digest's lock file, open; ``owned`` once its exclusive flock is this file's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self.owned = False
-
-    def try_own(self) -> bool:
-        """Take the lock if free. A lock file removed by an owner that stored the blob may be
-        locked through an old open: only the file at ``path`` counts."""
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        try:
-            current = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current != os.fstat(self.fd).st_ino:
-            os.close(self.fd)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            return self.try_own()
-        self.owned = True
-        return True
-
-    def published(self) -> Published | None:
-        text = os.pread(self.fd, 4096, 0).decode(errors="replace")
-        path, newline, size = text.partition("\n")
-        if not (path and newline):
-            return None
-        return Published(Path(path), int(size) if size.strip().isdigit() else None)
-
-    def publish(self, path: Path, size: int | None) -> None:
-        data = f"{path}\n{'' if size is None else size}\n".encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
-
-    def mark_invalid(self) -> None:
-        """As an owner whose upstream sent bytes that failed the digest: followers that sent
-        some of them to clients must fail as its own clients do, not go on from them."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, INVALID, 0)
-
-    def invalid(self) -> bool:
-        return os.pread(self.fd, len(INVALID), 0) == INVALID
-
-    def clear(self) -> None:
-        os.ftruncate(self.fd, 0)
-
-    def close(self, stored: bool) -> None:
-        """Let go; with the blob ``stored``, remove the lock file first, so that none is
-        left behind per blob."""
-        if stored and self.owned:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        os.close(self.fd)
 
 
 class Followed:
@@ -247,6 +180,12 @@ class Publishing:
         elif path is not None:
             self._followed.add(open(path, "rb", buffering=0), path)  # noqa: SIM115
 
+    def arrived(self, chunk: bytes) -> None:
+        # After a takeover the download's window does not start where these bytes do: its
+        # readers catch up from the files instead.
+        if self._followed is None:
+            self._download.arrived(chunk)
+
     def progress(self, written: int) -> None:
         if written > self._download.written:
             self._download.progress(written)
@@ -256,6 +195,9 @@ class Publishing:
 
     async def relay(self, chunk: bytes) -> None:
         await self._download.relay(chunk)
+
+    def verified(self) -> None:
+        self._download.verified()
 
 
 class FileFlight:

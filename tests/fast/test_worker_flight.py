@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.cache.localdownloads import LockFile
+from proxy.cache.lockfiles import LockFile
 from proxy.config.prefetch import PrefetchRule
 from tests.fast.conftest import KIB, ProxyFactory, blob_path
 from tests.support.fakefaults import Fault
