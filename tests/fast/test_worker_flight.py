@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.cache.lockfiles import LockFile
+from proxy.cache.transfer import WRITE_BATCH
 from proxy.config.prefetch import PrefetchRule
 from tests.fast.conftest import KIB, ProxyFactory, blob_path
 from tests.support.fakefaults import Fault
@@ -87,12 +88,14 @@ async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(
     make_proxy: ProxyFactory, registry: FakeRegistry, tmp_path: Path
 ) -> None:
     digest, layer, _ = big_layer(registry)
-    registry.faults.append(held(digest, 512 * KIB, asyncio.Event()))
+    # The owner writes its file a batch at a time: stalled half a batch past the first, its
+    # file holds one batch, and the follower resumes from there.
+    registry.faults.append(held(digest, WRITE_BATCH + WRITE_BATCH // 2, asyncio.Event()))
     owner, follower = await two_workers(make_proxy, tmp_path)
     mine = asyncio.create_task(fetch(owner, digest))
     await asyncio.sleep(0.2)
     theirs = [asyncio.create_task(fetch(follower, digest)) for _ in range(3)]
-    await asyncio.sleep(0.3)  # the follower follows the owner's file, stalled at 512 KiB
+    await asyncio.sleep(0.3)  # the follower follows the owner's file, stalled
 
     await owner.stop()  # its download ends unfinished and lets go of the lock, as at a death
 
@@ -100,7 +103,7 @@ async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(
     mine.cancel()  # its regcache is gone
     await asyncio.gather(mine, return_exceptions=True)
     assert registry.count("GET", blob_path(digest, "library/big")) == 2
-    assert registry.ranges() == [f"bytes={512 * KIB}-"]
+    assert registry.ranges() == [f"bytes={WRITE_BATCH}-"]
     assert await follower.metric("regcache_lease_takeovers_total") == 1
     # Stored once, by the follower: a later request is a hit.
     again = await fetch(follower, digest)
