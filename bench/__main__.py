@@ -1,5 +1,6 @@
 """``python -m bench [--quick] [--json PATH] [--replicas N]``: regcache side by side with its
 peers, and with ``--replicas`` a fleet of N replicas sharing Redis and S3 (bench/fleet.py).
+``python -m bench scale ...``: the scale part (bench/scale_cli.py).
 
 Everything runs on 127.0.0.1: one upstream registry (Debian's docker-registry) and, one at a
 time, regcache, Distribution in proxy mode, nginx with a digest-keyed cache, and "direct"
@@ -36,6 +37,11 @@ T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["scale"]:
+        from .scale_cli import main as scale_main
+
+        return scale_main(argv[1:])
     args = _parser().parse_args(argv)
     settings = Settings.short() if args.quick else Settings.full()
     if args.cold_clients:

@@ -9,12 +9,22 @@ from pathlib import Path
 
 def peak_rss(pid: int) -> int | None:
     """VmHWM of ``pid`` in bytes: the most it has held resident since start or the last reset."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def total_rss(pids: Iterable[int]) -> int | None:
+    """Sum of the processes' VmRSS now, in bytes."""
+    known = [r for r in (_status_bytes(pid, "VmRSS:") for pid in pids) if r is not None]
+    return sum(known) if known else None
+
+
+def _status_bytes(pid: int, field: str) -> int | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) * 1024
     return None
 
