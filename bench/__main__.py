@@ -190,7 +190,7 @@ def _print_report(
     print(report.render_text(rows, order))
     print(f"\nupstream requests during the {settings.cold_clients}-client cold pull:")
     print(report.render_upstream_detail(results, settings.cold_clients))
-    print("\ntargets (issue 3):")
+    print("\ntargets (issues 3 and 13; the scale goals: python -m bench scale):")
     print(report.render_targets(targets))
     notes = [f"  {name}: {note}" for name, r in results.items() for note in r.notes]
     if notes:

@@ -97,9 +97,7 @@ class PeerScale:
     notes: list[str] = field(default_factory=list)
 
 
-async def run_peer(
-    peer: Peer, upstream: Upstream, settings: ScaleSettings, log: Log
-) -> PeerScale:
+async def run_peer(peer: Peer, upstream: Upstream, settings: ScaleSettings, log: Log) -> PeerScale:
     out = PeerScale(peer.name, peer.description)
     host, port_text = peer.host.rsplit(":", 1)
     port = int(port_text)

@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace, settings: ScaleSettings) -> int:
         report.write_json(args.json, document)
         targets_md = "\n".join(
             f"| {t.what} | {t.wanted} | {t.measured} | "
-            f"{ {True: 'met', False: 'missed', None: 'n/a'}[t.met]} |"
+            f"{ {True: 'met', False: 'missed', None: 'n/a'}[t.met] } |"
             for t in targets
         )
         args.json.with_suffix(".md").write_text(
@@ -142,22 +142,39 @@ def _parser() -> argparse.ArgumentParser:
         "HEADs over them, measure RSS, disk and restart time, then 1,000 simultaneous and "
         "10,000 idle connections; print a table and issue 13's goals.",
     )
-    parser.add_argument("--images", type=_positive, metavar="N",
-                        help="one size instead of 2,000 and 10,000")
+    parser.add_argument(
+        "--images", type=_positive, metavar="N", help="one size instead of 2,000 and 10,000"
+    )
     parser.add_argument("--full", action="store_true", help="also 100,000 images")
-    parser.add_argument("--peers", type=_peer_list, default=list(PEER_NAMES), metavar="LIST",
-                        help=f"comma-separated subset of {','.join(PEER_NAMES)} (default: all)")
+    parser.add_argument(
+        "--peers",
+        type=_peer_list,
+        default=list(PEER_NAMES),
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(PEER_NAMES)} (default: all)",
+    )
     parser.add_argument("--concurrency", type=_positive, default=64)
     parser.add_argument("--client-processes", type=_positive, default=2)
     parser.add_argument("--head-seconds", type=float, default=10.0)
-    parser.add_argument("--burst", type=_positive, default=1000,
-                        help="simultaneous connects (default 1,000)")
-    parser.add_argument("--idle", type=_positive, default=10_000,
-                        help="idle keep-alive connections held (default 10,000)")
-    parser.add_argument("--hold", type=float, default=10.0,
-                        help="seconds the idle connections are held")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
-                        help="default bench/results/scale.json, a .md beside it")
+    parser.add_argument(
+        "--burst", type=_positive, default=1000, help="simultaneous connects (default 1,000)"
+    )
+    parser.add_argument(
+        "--idle",
+        type=_positive,
+        default=10_000,
+        help="idle keep-alive connections held (default 10,000)",
+    )
+    parser.add_argument(
+        "--hold", type=float, default=10.0, help="seconds the idle connections are held"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help="default bench/results/scale.json, a .md beside it",
+    )
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--work-dir", type=Path, help="parent of the temporary work directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -116,8 +116,8 @@ def rss_slope(result: PeerScale) -> float | None:
     if len(sizes) < 2:
         return None
     low, high = result.runs[sizes[0]], result.runs[sizes[-1]]
-    assert low.rss_warm is not None and high.rss_warm is not None
-    return (high.rss_warm - low.rss_warm) / MB / (high.images - low.images) * 1000
+    grown = (high.rss_warm or 0) - (low.rss_warm or 0)
+    return grown / MB / (high.images - low.images) * 1000
 
 
 def judge(
@@ -150,8 +150,9 @@ def judge(
         Target(
             f"{settings.burst:,} simultaneous connections: dropped SYNs",
             "0",
-            "-" if conns is None else f"{conns.burst.dropped_syns} "
-            f"(all connected in {conns.burst.connect_all_s:.2f} s)",
+            "-"
+            if conns is None
+            else f"{conns.burst.dropped_syns} (all connected in {conns.burst.connect_all_s:.2f} s)",
             None if conns is None else conns.burst.dropped_syns == 0,
         )
     )
@@ -159,7 +160,9 @@ def judge(
         Target(
             f"{settings.idle:,} idle keep-alive connections held",
             f"{settings.idle:,} open after {settings.hold_seconds:g} s, MB per 1,000 reported",
-            "-" if conns is None else f"{conns.held.open_after_hold:,} open, "
+            "-"
+            if conns is None
+            else f"{conns.held.open_after_hold:,} open, "
             f"{_num(conns.mb_per_1000(), 2)} MB per 1,000",
             None if conns is None else conns.held.open_after_hold == settings.idle,
         )

@@ -141,7 +141,7 @@ class _Worker:
     async def pull(self, index: int) -> None:
         image = describe(index)
         base = f"/v2/{image.repository}"
-        fields, manifest = await self.get(
+        _, manifest = await self.get(
             "GET", f"{base}/manifests/{image.tag}", f"Accept: {MANIFEST_ACCEPT}\r\n"
         )
         _check(manifest, image.manifest_digest, f"{base}:{image.tag}")
