@@ -38,6 +38,12 @@ def build_rows(results: Mapping[str, PeerScale], settings: ScaleSettings) -> lis
 
             return get
 
+        def client_cpu(r: ScaleRun) -> float | None:
+            p = r.warm or r.cold
+            if p is None or not p.result.images:
+                return None
+            return p.result.client_cpu_s / p.result.images * 1000
+
         def head_cpu(r: ScaleRun) -> float | None:
             h = r.heads
             if h is None or h.cpu_s is None or not h.result.requests:
@@ -58,6 +64,8 @@ def build_rows(results: Mapping[str, PeerScale], settings: ScaleSettings) -> lis
             Row(f"warm_rps_{n}", f"{s}: warm pulls", "req/s", "higher", 0, each(rps("warm"))),
             Row(f"warm_cpu_{n}", f"{s}: server CPU per 1,000 images, warm", "s", "lower", 2,
                 each(cpu("warm"))),
+            Row(f"client_cpu_{n}", f"{s}: load generator CPU per 1,000 images (warm)", "s",
+                "lower", 2, each(client_cpu)),
             Row(f"warm_up_{n}", f"{s}: upstream requests per image, warm", "", "lower", 2,
                 each(upstream("warm"))),
             Row(f"head_rps_{n}", f"{s}: tag HEADs at random, {settings.concurrency} conns",

@@ -41,6 +41,7 @@ class PullResult:
     wall_s: float
     statuses: dict[int, int] = field(default_factory=dict)
     redirects: int = 0
+    client_cpu_s: float = 0.0  # the client processes' own: a load generator must stay cheap
 
     @property
     def images_per_s(self) -> float:
@@ -193,10 +194,11 @@ async def _run_part(job: dict[str, Any]) -> dict[str, Any]:
         finally:
             worker.close()
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     async with asyncio.timeout(job["timeout"]):
         await asyncio.gather(*(work() for _ in range(job["concurrency"])))
-    return tally | {"started": started, "ended": time.monotonic()}
+    ended = time.monotonic()
+    return tally | {"started": started, "ended": ended, "cpu_s": time.process_time() - cpu}
 
 
 def run_part(job: dict[str, Any]) -> dict[str, Any]:
@@ -253,4 +255,5 @@ async def run(
         wall_s=wall,
         statuses=statuses,
         redirects=sum(p["redirects"] for p in parts),
+        client_cpu_s=sum(p["cpu_s"] for p in parts),
     )

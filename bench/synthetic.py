@@ -131,10 +131,16 @@ def _write_link(directory: Path, made: set[Path], hexdigest: str | None = None) 
 
 
 def _mkdir(directory: Path, made: set[Path]) -> None:
-    # Most parents (a repository's, a blob prefix's) repeat; one stat per new path is enough.
-    if directory not in made:
+    # Most parents (a repository's, a blob prefix's) repeat: a directory whose parent this
+    # process made costs one mkdir, not the failed attempt and retry of parents=True.
+    if directory in made:
+        return
+    if directory.parent in made:
+        directory.mkdir(exist_ok=True)
+    else:
         directory.mkdir(parents=True, exist_ok=True)
-        made.add(directory)
+        made.add(directory.parent)
+    made.add(directory)
 
 
 def _digest(blob: bytes) -> str:
