@@ -50,20 +50,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fleet is measured against one regcache and the upstream itself; the other peers
         # would double the run for figures the plain run gives.
         args.peers = ["direct", "regcache"] if args.replicas else list(PEER_NAMES)
+    return guarded(
+        "bench",
+        lambda: _run(args, settings),
+        install=not args.no_install,
+        fleet=args.replicas is not None,
+        profile=args.profile is not None,
+    )
+
+
+def guarded(
+    prog: str, run: Callable[[], int], *, install: bool, fleet: bool = False, profile: bool = False
+) -> int:
+    """``run()`` once the tools are there, Ctrl-C and SIGTERM unwinding through its finally
+    blocks; the exit status: 2 for a missing tool, 130 when interrupted."""
     try:
-        ensure_tools(install=not args.no_install, fleet=args.replicas is not None)
-        if args.profile:
+        ensure_tools(install=install, fleet=fleet)
+        if profile:
             py_spy()
     except (MissingTool, RuntimeError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     # SIGTERM (a CI timeout, `kill`) must unwind through the finally blocks like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _run(args, settings)
+        return run()
     except KeyboardInterrupt:
-        print("\nbench: interrupted; everything it started has been stopped", file=sys.stderr)
+        print(f"\n{prog}: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
+
+
+def tear_down(
+    peers: Sequence[Peer], upstream: Upstream, runner: _Runner, work: Path, keep: bool
+) -> None:
+    """Everything a run started stopped, its work directory removed unless kept."""
+    for peer in peers:
+        peer.stop()
+    upstream.stop()
+    runner.close()
+    if keep:
+        print(f"bench: kept {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,14 +165,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\nwrote {args.json} (and {args.json.with_suffix('.md').name})")
         return 0
     finally:
-        for peer in peers:
-            peer.stop()
-        upstream.stop()
-        runner.close()
-        if args.keep:
-            print(f"bench: kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(peers, upstream, runner, work, args.keep)
 
 
 def _make_peers(

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shutil
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import environment, report, scale_report, synthetic
-from .__main__ import PEER_NAMES, _interrupt, _logger, _make_peers, _peer_list, _Runner
+from .__main__ import PEER_NAMES, _logger, _make_peers, _peer_list, _Runner, guarded, tear_down
 from .connections import raise_nofile
 from .peers import Upstream
-from .prereqs import MissingTool, ensure_tools
 from .scale import PeerScale, ScaleSettings, run_peer
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "scale.json"
@@ -37,17 +33,7 @@ def main(argv: Sequence[str]) -> int:
         idle=args.idle,
         hold_seconds=args.hold,
     )
-    try:
-        ensure_tools(install=not args.no_install)
-    except (MissingTool, RuntimeError) as exc:
-        print(f"bench scale: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return _run(args, settings)
-    except KeyboardInterrupt:
-        print("\nbench scale: interrupted; everything it started has been stopped", file=sys.stderr)
-        return 130
+    return guarded("bench scale", lambda: _run(args, settings), install=not args.no_install)
 
 
 def _run(args: argparse.Namespace, settings: ScaleSettings) -> int:
@@ -118,14 +104,7 @@ def _run(args: argparse.Namespace, settings: ScaleSettings) -> int:
         print(f"\nwrote {args.json} (and {args.json.with_suffix('.md').name})")
         return 0
     finally:
-        for peer in peers:
-            peer.stop()
-        upstream.stop()
-        runner.close()
-        if args.keep:
-            print(f"bench scale: kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(peers, upstream, runner, work, args.keep)
 
 
 def _positive(text: str) -> int:
