@@ -233,7 +233,7 @@ async def run(
             "concurrency": concurrency // processes + (i < concurrency % processes),
             "deadline": deadline,
             "measure_from": None if deadline is None else deadline - (head_seconds or 0.0),
-            # A stuck server fails the run rather than hanging it; 10 images/s is slower than any peer.
+            # A stuck server fails the run, not hangs it; 10 images/s is slower than any peer.
             "timeout": 600.0 + (count / 10 if head_seconds is None else head_seconds),
         }
         for i in range(processes)
