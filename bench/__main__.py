@@ -1,5 +1,6 @@
 """``python -m bench [--quick] [--json PATH] [--replicas N]``: regcache side by side with its
 peers, and with ``--replicas`` a fleet of N replicas sharing Redis and S3 (bench/fleet.py).
+``python -m bench scale ...``: the scale part (bench/scale_cli.py).
 
 Everything runs on 127.0.0.1: one upstream registry (Debian's docker-registry) and, one at a
 time, regcache, Distribution in proxy mode, nginx with a digest-keyed cache, and "direct"
@@ -41,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import soak
 
         return soak.main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from .scale_cli import main as scale_main
+
+        return scale_main(argv[1:])
     args = _parser().parse_args(argv)
     settings = Settings.short() if args.quick else Settings.full()
     if args.cold_clients:
@@ -49,20 +54,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fleet is measured against one regcache and the upstream itself; the other peers
         # would double the run for figures the plain run gives.
         args.peers = ["direct", "regcache"] if args.replicas else list(PEER_NAMES)
+    return guarded(
+        "bench",
+        lambda: _run(args, settings),
+        install=not args.no_install,
+        fleet=args.replicas is not None,
+        profile=args.profile is not None,
+    )
+
+
+def guarded(
+    prog: str, run: Callable[[], int], *, install: bool, fleet: bool = False, profile: bool = False
+) -> int:
+    """``run()`` once the tools are there, Ctrl-C and SIGTERM unwinding through its finally
+    blocks; the exit status: 2 for a missing tool, 130 when interrupted."""
     try:
-        ensure_tools(install=not args.no_install, fleet=args.replicas is not None)
-        if args.profile:
+        ensure_tools(install=install, fleet=fleet)
+        if profile:
             py_spy()
     except (MissingTool, RuntimeError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     # SIGTERM (a CI timeout, `kill`) must unwind through the finally blocks like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _run(args, settings)
+        return run()
     except KeyboardInterrupt:
-        print("\nbench: interrupted; everything it started has been stopped", file=sys.stderr)
+        print(f"\n{prog}: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
+
+
+def tear_down(
+    peers: Sequence[Peer], upstream: Upstream, runner: _Runner, work: Path, keep: bool
+) -> None:
+    """Everything a run started stopped, its work directory removed unless kept."""
+    for peer in peers:
+        peer.stop()
+    upstream.stop()
+    runner.close()
+    if keep:
+        print(f"bench: kept {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -136,14 +169,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\nwrote {args.json} (and {args.json.with_suffix('.md').name})")
         return 0
     finally:
-        for peer in peers:
-            peer.stop()
-        upstream.stop()
-        runner.close()
-        if args.keep:
-            print(f"bench: kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(peers, upstream, runner, work, args.keep)
 
 
 def _make_peers(
@@ -189,7 +215,7 @@ def _print_report(
     print(report.render_text(rows, order))
     print(f"\nupstream requests during the {settings.cold_clients}-client cold pull:")
     print(report.render_upstream_detail(results, settings.cold_clients))
-    print("\ntargets (issue 3):")
+    print("\ntargets (issues 3 and 13; the scale goals: python -m bench scale):")
     print(report.render_targets(targets))
     notes = [f"  {name}: {note}" for name, r in results.items() for note in r.notes]
     if notes:

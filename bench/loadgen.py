@@ -53,11 +53,15 @@ class FetchResult:
         return self.bytes / 1e6 / self.wall_s if self.wall_s > 0 else 0.0
 
 
-async def _curl(url: str, times: int) -> list[Transfer]:
+async def _curl(url: str, times: int, new_connection: bool = False) -> list[Transfer]:
+    """``new_connection``: ask the server to close after each response (``Connection: close``),
+    so each fetch pays for a connect and whatever the server sets up per connection."""
     curl = which("curl")
     if curl is None:
         raise LoadError("curl is not installed (apt-get install curl)")
     argv = [curl, "--noproxy", "*", "--silent", "--show-error", "--write-out", _CURL_FORMAT]
+    if new_connection:
+        argv += ["--header", "Connection: close"]
     for _ in range(times):
         argv += ["--output", "/dev/null", url]
     proc = await asyncio.create_subprocess_exec(
@@ -79,19 +83,23 @@ async def _curl(url: str, times: int) -> list[Transfer]:
     return transfers
 
 
-async def fetch_sequential(url: str, times: int, expected_size: int) -> FetchResult:
+async def fetch_sequential(
+    url: str, times: int, expected_size: int, new_connection: bool = False
+) -> FetchResult:
     started = time.perf_counter()
-    transfers = await _curl(url, times)
+    transfers = await _curl(url, times, new_connection)
     wall = time.perf_counter() - started
     _check(transfers, times, expected_size, url)
     return FetchResult(1, tuple(transfers), wall)
 
 
 async def fetch_parallel(
-    url: str, clients: int, times_each: int, expected_size: int
+    url: str, clients: int, times_each: int, expected_size: int, new_connection: bool = False
 ) -> FetchResult:
     started = time.perf_counter()
-    batches = await asyncio.gather(*(_curl(url, times_each) for _ in range(clients)))
+    batches = await asyncio.gather(
+        *(_curl(url, times_each, new_connection) for _ in range(clients))
+    )
     wall = time.perf_counter() - started
     transfers = [t for batch in batches for t in batch]
     _check(transfers, clients * times_each, expected_size, url)

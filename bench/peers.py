@@ -142,8 +142,11 @@ class Regcache(Peer):
         self.process.stop()
 
     def memory_pids(self) -> dict[int, str]:
+        """The server and its children: with ``--workers N`` each worker is a process."""
         pid = self.process.pid
-        return {} if pid is None else {pid: "regcache"}
+        if pid is None:
+            return {}
+        return {pid: "regcache"} | {child: f"regcache child {child}" for child in _children(pid)}
 
     def event_loop(self) -> str | None:
         """What the server said it runs on ("uvloop" or "asyncio")."""

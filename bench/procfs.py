@@ -17,6 +17,12 @@ def rss(pid: int) -> int | None:
     return _status_bytes(pid, "VmRSS:")
 
 
+def total_rss(pids: Iterable[int]) -> int | None:
+    """Sum of the processes' VmRSS now, in bytes."""
+    known = [r for r in (rss(pid) for pid in pids) if r is not None]
+    return sum(known) if known else None
+
+
 def _status_bytes(pid: int, field: str) -> int | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()

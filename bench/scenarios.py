@@ -159,6 +159,9 @@ class PeerResult:
     cold: dict[int, ColdPull] = field(default_factory=dict)
     warm_sequential: loadgen.FetchResult | None = None
     warm_parallel: loadgen.FetchResult | None = None
+    warm_sequential_new: loadgen.FetchResult | None = None  # Connection: close on each fetch
+    warm_parallel_new: loadgen.FetchResult | None = None
+    cold_layer_s: float | None = None  # the largest layer alone, one client, cache empty
     warm_upstream: UpstreamRequests | None = None
     warm_peak_rss: int | None = None
     warm_cpu_s: float | None = None
@@ -193,6 +196,13 @@ async def run_peer(
             return contextlib.nullcontext()
         return sampled(peer.pid, profile_dir / f"{phase}.txt", profiles)
 
+    peer.start_cold()
+    digest, size = largest_blob(image)
+    blob_url = f"{peer.url}/v2/{REPOSITORY}/blobs/{digest}"
+    log(f"{peer.name}: cold fetch of the {size / MB:.0f} MB layer alone, 1 client")
+    async with profiled("cold-layer"):
+        layer = await loadgen.fetch_sequential(blob_url, 1, size)
+    result.cold_layer_s = layer.transfers[0].seconds
     for clients in (1, settings.cold_clients):
         peer.start_cold()
         log(f"{peer.name}: cold pull, {clients} client(s)")
@@ -206,8 +216,6 @@ async def run_peer(
         )
 
     # The cold pulls above left every blob in the peer's cache.
-    digest, size = largest_blob(image)
-    blob_url = f"{peer.url}/v2/{REPOSITORY}/blobs/{digest}"
     probe = http_request("HEAD", blob_url, timeout=30)
     result.warm_cache_status = probe.headers.get("X-Cache-Status")
     pids = peer.memory_pids()
@@ -216,18 +224,30 @@ async def run_peer(
         result.notes.append("could not reset VmHWM; warm peak RSS counts from the cold pull")
     mark = upstream.registry.mark()
     cpu_before = cpu_seconds(peer.cpu_pids())
-    log(f"{peer.name}: warm blob {size / MB:.0f} MB x {settings.sequential_fetches} sequential")
-    async with profiled("warm-sequential"):
-        result.warm_sequential = await loadgen.fetch_sequential(
-            blob_url, settings.sequential_fetches, size
+    # Keep-alive first (the rows issue 3 judged), then a new connection per fetch (issue 13).
+    for new in (False, True):
+        how = "a new connection per fetch" if new else "keep-alive"
+        log(f"{peer.name}: warm blob {size / MB:.0f} MB x {settings.sequential_fetches} "
+            f"sequential, {how}")  # fmt: skip
+        async with profiled("warm-sequential" + "-new" * new):
+            sequential = await loadgen.fetch_sequential(
+                blob_url, settings.sequential_fetches, size, new
+            )
+        log(
+            f"{peer.name}: warm blob x {settings.parallel_clients} parallel clients "
+            f"x {settings.parallel_fetches_each}, {how}"
         )
-    log(
-        f"{peer.name}: warm blob x {settings.parallel_clients} parallel clients "
-        f"x {settings.parallel_fetches_each}"
-    )
-    async with profiled("warm-parallel"):
-        result.warm_parallel = await loadgen.fetch_parallel(
-            blob_url, settings.parallel_clients, settings.parallel_fetches_each, size
+        async with profiled("warm-parallel" + "-new" * new):
+            parallel = await loadgen.fetch_parallel(
+                blob_url, settings.parallel_clients, settings.parallel_fetches_each, size, new
+            )
+        if new:
+            result.warm_sequential_new, result.warm_parallel_new = sequential, parallel
+        else:
+            result.warm_sequential, result.warm_parallel = sequential, parallel
+        log(
+            f"{peer.name}: warm {sequential.mb_per_s:.0f} MB/s sequential, "
+            f"{parallel.mb_per_s:.0f} MB/s parallel, {how}"
         )
     result.warm_peak_rss = total_peak(pids)
     result.warm_cpu_s = _spent(cpu_before, cpu_seconds(peer.cpu_pids()))
@@ -235,10 +255,6 @@ async def run_peer(
     # For "direct" the upstream *is* the server being read.
     if result.warm_upstream.blob_gets and peer.name != "direct":
         result.notes.append(f"warm blob reads reached the upstream: {result.warm_upstream}")
-    log(
-        f"{peer.name}: warm {result.warm_sequential.mb_per_s:.0f} MB/s sequential, "
-        f"{result.warm_parallel.mb_per_s:.0f} MB/s parallel"
-    )
 
     result.tag_check = check_tag(peer, image)
     log(
