@@ -20,7 +20,13 @@ import logging
 import time
 
 from proxy import tasks
-from proxy.cache.eviction import EvictionLoop, delete_content, present, stored_content
+from proxy.cache.eviction import (
+    EvictionLoop,
+    delete_content,
+    over_bounds,
+    present,
+    stored_content,
+)
 from proxy.cache.fleetpins import CLAIM_DELAY, PinPublisher
 from proxy.cache.lru import Key, Pins
 from proxy.cache.usage import Usage
@@ -83,7 +89,7 @@ class FleetEvictor(EvictionLoop):
         generation = await self._index.generation()
         await self._usage.flush()
         matched = await self._order.matched_generation() == generation
-        if matched and not await self._due(time.time()):
+        if matched and not await over_bounds(self, self._order, time.time()):
             return 0
         if self._leases is None:
             return await self._pass(generation, None)
@@ -92,14 +98,6 @@ class FleetEvictor(EvictionLoop):
             return 0  # another replica is evicting
         async with lease.kept():
             return await self._pass(generation, lease)
-
-    async def _due(self, now: float) -> bool:
-        if self.max_size is not None and await self._order.total() > self.max_size:
-            return True
-        if self.max_age is None:
-            return False
-        coldest = await self._order.coldest()
-        return coldest is not None and coldest < now - self.max_age
 
     async def _pass(self, generation: int, lease: Lease | None) -> int:
         # Again under the lease: the replica that held it before may have matched them.
