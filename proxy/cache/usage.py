@@ -32,6 +32,11 @@ FLUSH_EVERY = 2.0
 # costs about 400 bytes, so this bounds them to a few MB however large the cache.
 MAX_KNOWN = 8_000
 
+# Pulls are counted for the status page's top ten; past twice this many repositories the
+# least pulled are dropped, so that a cache of 100,000 repositories does not keep a count for
+# each (a repository dropped and pulled again starts over: the top is approximate).
+MAX_COUNTED = 2_000
+
 UseKey = tuple[Kind, Digest, RepoRef]
 
 
@@ -172,6 +177,9 @@ class PullCounter:
 
     def pulled(self, ref: RepoRef) -> None:
         self._counts[ref] += 1
+        if len(self._counts) > 2 * MAX_COUNTED:
+            # Trimmed by half at once, so that the sort costs little per pull.
+            self._counts = Counter(dict(self._counts.most_common(MAX_COUNTED)))
 
     def top(self, n: int) -> list[tuple[RepoRef, int]]:
         return self._counts.most_common(n)
