@@ -1,8 +1,8 @@
 """Memory and start-up of a server over a large cache: ``python -m bench.cachefill N``.
 
 Fills a cache directory with N small images (manifest + config + one layer, each in its own
-repository and tag) by writing the stores directly, in-process, the way the server would
-have left them; then starts ``python -m proxy serve --offline`` on it and reports the time
+repository and tag) by writing the stores, the index and the eviction order directly,
+in-process, the way the server would have left them; then starts ``python -m proxy serve --offline`` on it and reports the time
 to the first ``/v2/`` answer and to the first cache hit, and the resident memory (VmRSS from
 /proc) after start and after every image was pulled once (manifest by tag, then its blobs).
 
@@ -30,6 +30,8 @@ import yaml
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.store.diskindex import DiskIndex
+from proxy.store.diskorder import DiskOrder
+from proxy.store.redisorder import Key
 
 UPSTREAM = "up"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -39,13 +41,13 @@ BATCH = 2_000
 _TRACED = """
 import runpy, signal, sys, tracemalloc
 tracemalloc.start(8)
-first = []
+first, path = [], sys.argv[1]
 def dump(*_):
     snap = tracemalloc.take_snapshot()
     if not first:
         first.append(snap)
         return
-    with open(sys.argv.pop(1), "w") as out:
+    with open(path, "w") as out:
         for stat in snap.compare_to(first[0], "traceback")[:25]:
             out.write(f"{stat}\\n" + "\\n".join(stat.traceback.format()[-6:]) + "\\n\\n")
 signal.signal(signal.SIGUSR1, dump)
@@ -86,9 +88,11 @@ def repository(i: int) -> str:
 async def fill(cache: Path, count: int) -> None:
     """The stores as serving ``count`` images once would have left them."""
     index = DiskIndex(cache / "index")
+    order = DiskOrder(cache / "index" / "order.sqlite3")
     blobs = cache / "blobs" / "sha256"
     now = time.time()
     for start in range(0, count, BATCH):
+        entries: dict[Key, tuple[int, float]] = {}
         # One transaction per batch: a commit per write would make 100,000 images take minutes.
         with index._cache.transact():
             for i in range(start, min(count, start + BATCH)):
@@ -100,19 +104,26 @@ async def fill(cache: Path, count: int) -> None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(data)
                     await index.record_use(Kind.BLOB, digest, ref, now)
+                    entries[(Kind.BLOB, digest)] = (len(data), now)
                 digest = Digest.of(body)
                 await index.put_manifest(StoredManifest(digest, MANIFEST_TYPE, body))
                 await index.record_use(Kind.MANIFEST, digest, ref, now)
+                entries[(Kind.MANIFEST, digest)] = (len(body), now)
                 key = TagKey(UPSTREAM, repository(i), "v1", (MANIFEST_TYPE,))
                 await index.put_tag(key, TagEntry(digest, MANIFEST_TYPE, len(body), now))
+        await order.stored(entries)
+    await order.matched(await index.generation())
+    await order.close()
     await index.close()
 
 
-def rss(pid: int) -> int:
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS, or its parts: RssAnon (the heap) and RssFile (mapped files: libraries, and
+    SQLite's memory map of the index)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
 async def pull(session: aiohttp.ClientSession, base: str, i: int) -> None:
@@ -171,6 +182,7 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
     (cache.parent / "regcache.yaml").write_text(yaml.safe_dump(config))
     serve = ["serve", "--config", str(cache.parent / "regcache.yaml")]
     trace = cache.parent / "tracemalloc.txt"
+    trace.unlink(missing_ok=True)
     if args.tracemalloc:
         command = [sys.executable, "-c", _TRACED, str(trace), *serve]
     else:
@@ -186,6 +198,8 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
         )
         await asyncio.sleep(2)  # let start-up work in the background settle
         figures["rss_start_mb"] = rss(server.pid) / 2**20
+        for field in ("RssAnon", "RssFile"):
+            figures[f"{field}_start_mb"] = rss(server.pid, field) / 2**20
         if args.tracemalloc:
             server.send_signal(signal.SIGUSR1)
         began = time.monotonic()
@@ -193,9 +207,13 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
         figures["pull_s"] = time.monotonic() - began
         await asyncio.sleep(3)  # usage flushes
         figures["rss_warm_mb"] = rss(server.pid) / 2**20
+        for field in ("RssAnon", "RssFile"):
+            figures[f"{field}_warm_mb"] = rss(server.pid, field) / 2**20
         if args.tracemalloc:
             server.send_signal(signal.SIGUSR1)
-            await asyncio.sleep(3)
+            while not trace.exists():
+                await asyncio.sleep(1)
+            await asyncio.sleep(1)
             print(trace.read_text())
     finally:
         server.send_signal(signal.SIGTERM)
