@@ -2,13 +2,15 @@
 
 Fills a cache directory with N small images (manifest + config + one layer, each in its own
 repository and tag) by writing the stores, the index and the eviction order directly,
-in-process, the way the server would have left them; then starts ``python -m proxy serve --offline`` on it and reports the time
-to the first ``/v2/`` answer and to the first cache hit, and the resident memory (VmRSS from
-/proc) after start and after every image was pulled once (manifest by tag, then its blobs).
+in-process, the way the server would have left them; then starts ``python -m proxy serve
+--offline`` on it and reports the time to the first ``/v2/`` answer and to the first cache
+hit, and the resident memory (VmRSS from /proc) after start and after every image was pulled
+once (manifest by tag, then its blobs).
 
 With ``--bounded`` the cache has a ``max_size`` (far above what it holds), which is what
 turns eviction, and its bookkeeping, on. ``--tracemalloc`` starts the server under
-tracemalloc and prints the allocation sites that grew most while serving.
+tracemalloc and prints the allocation sites that grew most while serving. ``--code`` runs
+another version's server (a ``git archive`` of it) on the same directory, for before/after.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(args.code)} if args.code else None
-    server = subprocess.Popen(command, env=env)
+    server = subprocess.Popen(command, env=env)  # noqa: ASYNC220 (started once, not waited on)
     try:
         figures = {"v2_s": await first_answer(base, "/v2/", started, server)}
         figures["first_hit_s"] = await first_answer(
@@ -211,7 +213,7 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
             figures[f"{field}_warm_mb"] = rss(server.pid, field) / 2**20
         if args.tracemalloc:
             server.send_signal(signal.SIGUSR1)
-            while not trace.exists():
+            while not trace.exists():  # noqa: ASYNC110 (another process writes it)
                 await asyncio.sleep(1)
             await asyncio.sleep(1)
             print(trace.read_text())

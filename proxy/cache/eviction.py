@@ -179,11 +179,7 @@ class Evictor(EvictionLoop):
                 # Stored by some process after the walk passed it is not gone.
                 if not await present(self._store, self._index, key):
                     await self._order.removed(key)
-        await self._order.matched(generation)
-        await self._store.remeasure()
-        if adopted:
-            log.warning("adopted %d cached blobs that had no usage record", adopted)
-        log.info("cache order: %d bytes", await self._order.total())
+        await matched(self._order, self._store, generation, adopted)
 
     async def _adopt(self, page: list[tuple[Key, int | None]], walk: int) -> int:
         """Mark a page of what the walk found; put what the order lacks in it, with its last
@@ -216,6 +212,17 @@ async def over_bounds(loop: EvictionLoop, order: DiskOrder | RedisOrder, now: fl
         return False
     coldest = await order.coldest()
     return coldest is not None and coldest < now - loop.max_age
+
+
+async def matched(
+    order: DiskOrder | RedisOrder, store: BlobStore, generation: int, adopted: int
+) -> None:
+    """The end of a walk that made the order match the stores as of ``generation``."""
+    await order.matched(generation)
+    await store.remeasure()
+    if adopted:
+        log.warning("adopted %d cached blobs that had no usage record", adopted)
+    log.info("cache order: %d bytes", await order.total())
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from proxy import tasks
 from proxy.cache.eviction import (
     EvictionLoop,
     delete_content,
+    matched,
     over_bounds,
     present,
     stored_content,
@@ -182,8 +183,4 @@ class FleetEvictor(EvictionLoop):
             # Stored by some replica after the walk passed it is not gone.
             if not await present(self._store, self._index, key):
                 await self._order.removed(key)
-        await self._order.matched(generation)
-        await self._store.remeasure()
-        if adopted:
-            log.warning("adopted %d cached blobs that had no usage record", adopted)
-        log.info("fleet cache order: %d entries, %d bytes", len(found), await self._order.total())
+        await matched(self._order, self._store, generation, adopted)

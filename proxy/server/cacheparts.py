@@ -33,7 +33,7 @@ from proxy.fleet.leases import Holder, Leases
 from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
 from proxy.routing import Router
-from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
+from proxy.store import BlobStore, Index
 from proxy.store.diskindex import DiskIndex
 from proxy.store.diskorder import DiskOrder
 from proxy.store.fsblobs import FsBlobStore
@@ -205,7 +205,8 @@ def _evictor(
             store, index, order, usage, pins, metrics, lock=lock, max_size=max_size,
             max_age=max_age,
         )  # fmt: skip
-    assert order is not None and isinstance(index, RedisIndex)
+    assert isinstance(order, RedisOrder)
+    assert isinstance(index, RedisIndex)
     publisher = None
     if isinstance(pins, PublishedPins):
         publisher = PinPublisher(pins, order, config.replica)

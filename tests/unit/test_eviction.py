@@ -126,13 +126,19 @@ async def test_max_age_evicts_what_was_not_served_for_that_long(tmp_path: Path) 
     await aged.close()
 
 
-async def test_the_order_survives_a_restart(tmp_path: Path) -> None:
+async def first_served_last(tmp_path: Path) -> tuple[Cache, Digest, Digest]:
+    """A cache holding two blobs, the first of them served last."""
     before = Cache(tmp_path, max_size=3000, max_age=None)
     await before.store.open()
     first = await before.add_blob(b"1" * 1000)
     second = await before.add_blob(b"2" * 1000)
     before.usage.served(Kind.BLOB, first, REF)
     await before.usage.flush()
+    return before, first, second
+
+
+async def test_the_order_survives_a_restart(tmp_path: Path) -> None:
+    before, first, second = await first_served_last(tmp_path)
     await before.close()
 
     after = Cache(tmp_path, max_size=1000, max_age=None)
@@ -147,12 +153,7 @@ async def test_the_order_survives_a_restart(tmp_path: Path) -> None:
 async def test_a_cache_without_an_order_is_walked_and_blobs_without_records_adopted(
     tmp_path: Path,
 ) -> None:
-    before = Cache(tmp_path, max_size=3000, max_age=None)
-    await before.store.open()
-    first = await before.add_blob(b"1" * 1000)
-    second = await before.add_blob(b"2" * 1000)
-    before.usage.served(Kind.BLOB, first, REF)
-    await before.usage.flush()
+    before, first, second = await first_served_last(tmp_path)
     await before.index.forget(Kind.BLOB, second)  # as if a crash lost the record
     await before.close()
     # As an older version, which kept the order in memory, would have left the directory.
