@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from bench.procfs import cpu_seconds
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.store.diskindex import DiskIndex
@@ -41,17 +42,18 @@ BATCH = 2_000
 # Run as the server's ``python -c``: the proxy's own entry point, with a SIGUSR1 that writes
 # the allocation sites that grew since the first SIGUSR1 (taken after start).
 _TRACED = """
-import runpy, signal, sys, tracemalloc
-tracemalloc.start(8)
+import os, runpy, signal, sys, tracemalloc
+tracemalloc.start(1)
 first, path = [], sys.argv[1]
 def dump(*_):
     snap = tracemalloc.take_snapshot()
     if not first:
         first.append(snap)
         return
-    with open(path, "w") as out:
-        for stat in snap.compare_to(first[0], "traceback")[:25]:
-            out.write(f"{stat}\\n" + "\\n".join(stat.traceback.format()[-6:]) + "\\n\\n")
+    with open(path + ".part", "w") as out:
+        for stat in snap.compare_to(first[0], "lineno")[:30]:
+            out.write(f"{stat}\\n")
+    os.replace(path + ".part", path)
 signal.signal(signal.SIGUSR1, dump)
 sys.argv = ["proxy"] + sys.argv[2:]
 runpy.run_module("proxy", run_name="__main__")
@@ -198,6 +200,8 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
         figures["first_hit_s"] = await first_answer(
             base, f"/v2/{repository(count - 1)}/manifests/v1", started, server
         )
+        # CPU time is steadier than the wall clock on a shared machine.
+        figures["first_hit_cpu_s"] = cpu_seconds([server.pid]) or 0.0
         await asyncio.sleep(2)  # let start-up work in the background settle
         figures["rss_start_mb"] = rss(server.pid) / 2**20
         for field in ("RssAnon", "RssFile"):
