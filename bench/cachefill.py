@@ -183,9 +183,10 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
     }
     if args.bounded:
         config["cache"] = {"max_size": 2**40}
-    (cache.parent / "regcache.yaml").write_text(yaml.safe_dump(config))
-    serve = ["serve", "--config", str(cache.parent / "regcache.yaml")]
-    trace = cache.parent / "tracemalloc.txt"
+    # Named by port, so that two versions may serve one cache directory side by side.
+    (cache.parent / f"regcache-{port}.yaml").write_text(yaml.safe_dump(config))
+    serve = ["serve", "--config", str(cache.parent / f"regcache-{port}.yaml")]
+    trace = cache.parent / f"tracemalloc-{port}.txt"
     trace.unlink(missing_ok=True)
     if args.tracemalloc:
         command = [sys.executable, "-c", _TRACED, str(trace), *serve]

@@ -89,7 +89,9 @@ async def open_cache(
     order = _order(config, index) if bounded else None
     usage = Usage(index, metrics, order)
     recorder = asyncio.create_task(usage.run())
-    pins = PublishedPins() if order is not None and evict else Pins()
+    # Published for the other replicas of a fleet; the processes on one cache directory pass
+    # over each other's (a file being sent stays readable after it is unlinked).
+    pins = PublishedPins() if isinstance(order, RedisOrder) and evict else Pins()
     evictor: EvictionLoop | None = None
     if bounded and evict:
         evictor = _evictor(config, store, index, order, usage, pins, leases, metrics)
