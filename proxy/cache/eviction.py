@@ -37,7 +37,7 @@ from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
 from proxy.store.diskorder import DiskOrder, member
-from proxy.store.redisorder import RedisOrder
+from proxy.store.redisorder import Ranked, RedisOrder
 
 log = logging.getLogger(__name__)
 
@@ -129,34 +129,42 @@ class Evictor(EvictionLoop):
             return await self._pass(time.time())
 
     async def _pass(self, now: float) -> int:
-        pinned = frozenset[Digest]().union(*(await self._index.pins()).values())
-        excess = await self._order.total() - self.max_size if self.max_size is not None else 0
-        oldest_allowed = now - self.max_age if self.max_age is not None else None
         freed = evicted = 0
-        skipped = 0
-        while page := await self._order.oldest(skipped, PAGE):
-            for ranked in page:
-                too_old = oldest_allowed is not None and ranked.last_used < oldest_allowed
-                if excess <= 0 and not too_old:
-                    page = []
-                    break
-                if ranked.key in self._pins or ranked.key[1] in pinned:
-                    skipped += 1
-                    continue
-                deleted = await delete_content(self._store, self._index, self._usage, ranked.key)
-                await self._order.removed(ranked.key)
-                excess -= ranked.size
-                if not deleted:
-                    continue  # gone already: another process freed those bytes, not this one
-                freed += ranked.size
-                evicted += 1
-                self._metrics.evictions.labels(ranked.key[0].value).inc()
-                self._metrics.evicted_bytes.inc(ranked.size)
-            if not page:
-                break
+        for ranked in await self._choose(now):
+            if ranked.key in self._pins:
+                continue  # in use since it was chosen
+            deleted = await delete_content(self._store, self._index, self._usage, ranked.key)
+            await self._order.removed(ranked.key)
+            if not deleted:
+                continue  # gone already: another process freed those bytes, not this one
+            freed += ranked.size
+            evicted += 1
+            self._metrics.evictions.labels(ranked.key[0].value).inc()
+            self._metrics.evicted_bytes.inc(ranked.size)
         if evicted:
             log.info("evicted %d items, %d bytes", evicted, freed)
         return freed
+
+    async def _choose(self, now: float) -> list[Ranked]:
+        """Victims, coldest first, passing over what is pinned. Chosen before any is deleted:
+        what a response is sending when the pass begins is passed over even if the response
+        ends during the deletions."""
+        pinned = frozenset[Digest]().union(*(await self._index.pins()).values())
+        excess = await self._order.total() - self.max_size if self.max_size is not None else 0
+        oldest_allowed = now - self.max_age if self.max_age is not None else None
+        victims: list[Ranked] = []
+        start = 0
+        while page := await self._order.oldest(start, PAGE):
+            start += len(page)
+            for ranked in page:
+                too_old = oldest_allowed is not None and ranked.last_used < oldest_allowed
+                if excess <= 0 and not too_old:
+                    return victims
+                if ranked.key in self._pins or ranked.key[1] in pinned:
+                    continue
+                victims.append(ranked)
+                excess -= ranked.size
+        return victims
 
     async def match(self, generation: int) -> None:
         """Make the order match the stores: adopt what it lacks, drop what is gone (freed by
