@@ -195,7 +195,9 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(args.code)} if args.code else None
-    server = subprocess.Popen(command, env=env)  # noqa: ASYNC220 (started once, not waited on)
+    # Out of this directory with --code: ``-m`` puts the working directory first on the path.
+    cwd = args.code if args.code else None
+    server = subprocess.Popen(command, env=env, cwd=cwd)  # noqa: ASYNC220 (started once)
     try:
         figures = {"v2_s": await first_answer(base, "/v2/", started, server)}
         figures["first_hit_s"] = await first_answer(
