@@ -20,7 +20,14 @@ import logging
 import time
 
 from proxy import tasks
-from proxy.cache.eviction import EvictionLoop, delete_content, present, stored_content
+from proxy.cache.eviction import (
+    EvictionLoop,
+    delete_content,
+    matched,
+    over_bounds,
+    present,
+    stored_content,
+)
 from proxy.cache.fleetpins import CLAIM_DELAY, PinPublisher
 from proxy.cache.lru import Key, Pins
 from proxy.cache.usage import Usage
@@ -83,7 +90,7 @@ class FleetEvictor(EvictionLoop):
         generation = await self._index.generation()
         await self._usage.flush()
         matched = await self._order.matched_generation() == generation
-        if matched and not await self._due(time.time()):
+        if matched and not await over_bounds(self, self._order, time.time()):
             return 0
         if self._leases is None:
             return await self._pass(generation, None)
@@ -92,14 +99,6 @@ class FleetEvictor(EvictionLoop):
             return 0  # another replica is evicting
         async with lease.kept():
             return await self._pass(generation, lease)
-
-    async def _due(self, now: float) -> bool:
-        if self.max_size is not None and await self._order.total() > self.max_size:
-            return True
-        if self.max_age is None:
-            return False
-        coldest = await self._order.coldest()
-        return coldest is not None and coldest < now - self.max_age
 
     async def _pass(self, generation: int, lease: Lease | None) -> int:
         # Again under the lease: the replica that held it before may have matched them.
@@ -184,8 +183,4 @@ class FleetEvictor(EvictionLoop):
             # Stored by some replica after the walk passed it is not gone.
             if not await present(self._store, self._index, key):
                 await self._order.removed(key)
-        await self._order.matched(generation)
-        await self._store.remeasure()
-        if adopted:
-            log.warning("adopted %d cached blobs that had no usage record", adopted)
-        log.info("fleet cache order: %d entries, %d bytes", len(found), await self._order.total())
+        await matched(self._order, self._store, generation, adopted)

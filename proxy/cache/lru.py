@@ -1,67 +1,18 @@
-"""The least-recently-served order of cached content, and what may not be evicted now.
+"""What may not be evicted now: content this process is serving or downloading.
 
-Kept in memory and rebuilt from the stores at start: the usage records are the truth, this
-is an index over them that makes each eviction O(1) instead of a scan of the cache.
+The order itself is kept beside the index (proxy.store.diskorder, proxy.store.redisorder).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from proxy.model import Kind
 from proxy.oci.digest import Digest
 
 Key = tuple[Kind, Digest]
-
-
-@dataclass(slots=True)
-class Entry:
-    size: int
-    last_served: float
-
-
-class Lru:
-    def __init__(self) -> None:
-        self._entries: OrderedDict[Key, Entry] = OrderedDict()
-        self.total = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def add(self, key: Key, size: int, when: float) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.total -= old.size
-        self._entries[key] = Entry(size, when)
-        self.total += size
-
-    def touch(self, key: Key, when: float) -> None:
-        """Mark as just served; content not (yet) in the cache is ignored."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            entry.last_served = max(entry.last_served, when)
-            self._entries.move_to_end(key)
-
-    def remove(self, key: Key) -> Entry | None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self.total -= entry.size
-        return entry
-
-    def oldest(self) -> Iterator[tuple[Key, Entry]]:
-        """Least recently served first, lazily. No await may happen while iterating."""
-        return iter(self._entries.items())
-
-    def sort(self) -> None:
-        """Order by last use; needed once after a rebuild added entries out of order."""
-        ordered = sorted(self._entries.items(), key=lambda item: item[1].last_served)
-        self._entries = OrderedDict(ordered)
 
 
 class Pins:

@@ -1,4 +1,7 @@
-"""Where serving and storing content is recorded: usage records, and the LRU order."""
+"""Where serving and storing content is recorded: usage records, and the eviction order.
+
+Both are written in batches to the index (and the order beside it); what is kept in memory
+is bounded, whatever the size of the cache."""
 
 from __future__ import annotations
 
@@ -6,16 +9,15 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from proxy.cache.besteffort import best_effort, failure_log
-from proxy.cache.lru import Key, Lru
+from proxy.cache.lru import Key
 from proxy.metrics import Metrics
 from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
 from proxy.oci.manifest import references
 from proxy.store import INDEX_FAILURES, Index
-from proxy.store.redisorder import RedisOrder
 
 log = logging.getLogger(__name__)
 _K = TypeVar("_K")
@@ -25,10 +27,25 @@ _K = TypeVar("_K")
 # makes eviction a little less exact.
 FLUSH_EVERY = 2.0
 # References checked or learned lately, kept in memory so that a warm request costs no index
-# lookup; past this many the least recently used are looked up in the index again.
-MAX_KNOWN = 200_000
+# lookup; past this many the least recently used are looked up in the index again (a few
+# tens of microseconds). A few thousand cover the images being pulled at any one time; each
+# costs about 400 bytes, so this bounds them to a few MB however large the cache.
+MAX_KNOWN = 8_000
+
+# Pulls are counted for the status page's top ten; past twice this many repositories the
+# least pulled are dropped, so that a cache of 100,000 repositories does not keep a count for
+# each (a repository dropped and pulled again starts over: the top is approximate).
+MAX_COUNTED = 2_000
 
 UseKey = tuple[Kind, Digest, RepoRef]
+
+
+class Order(Protocol):
+    """Where the eviction order is kept: proxy.store.diskorder, proxy.store.redisorder."""
+
+    async def stored(self, entries: dict[Key, tuple[int, float]]) -> None: ...
+
+    async def used(self, uses: dict[Key, float]) -> None: ...
 
 
 class Usage:
@@ -36,19 +53,16 @@ class Usage:
         self,
         index: Index,
         metrics: Metrics,
-        lru: Lru | None = None,
-        order: RedisOrder | None = None,
+        order: Order | None = None,
     ) -> None:
-        """``lru``: this process's order, for its evictor; ``order``: the fleet's, in Redis,
-        kept by every replica and command of a bounded fleet."""
+        """``order``: the eviction order of a bounded cache, kept by every process on it."""
         self._index = index
         self._metrics = metrics
-        self.lru = lru
         self._order = order
         # Set when the cache grew, so the evictor looks at it; unused without bounds.
         self.grew = asyncio.Event()
         self._pending: dict[UseKey, float] = {}
-        # For the fleet's order, written with the usage records.
+        # For the order, written with the usage records.
         self._stored: dict[Key, tuple[int, float]] = {}
         self._used: dict[Key, float] = {}
         self._known: OrderedDict[UseKey, None] = OrderedDict()
@@ -60,8 +74,6 @@ class Usage:
         key = (kind, digest, ref)
         self._pending[key] = now
         _remember(self._known, key)
-        if self.lru is not None:
-            self.lru.touch((kind, digest), now)
         if self._order is not None:
             self._used[(kind, digest)] = now
 
@@ -127,10 +139,10 @@ class Usage:
         finally:
             await best_effort(self.flush(), "record uses", self._metrics)
 
-    async def _flush_order(self, order: RedisOrder) -> None:
+    async def _flush_order(self, order: Order) -> None:
         """What was stored, then what was used: a use of content not yet in the order is
-        dropped there. What was stored is kept for the next flush when Redis is out, as
-        the fleet's total would otherwise never count it."""
+        dropped there. What was stored is kept for the next flush when the order's store is
+        out, as the total would otherwise never count it."""
         stored, self._stored = self._stored, {}
         try:
             await order.stored(stored)
@@ -141,12 +153,8 @@ class Usage:
         await order.used(used)
 
     def stored(self, kind: Kind, digest: Digest, size: int) -> None:
-        now = time.time()
-        if self.lru is not None:
-            self.lru.add((kind, digest), size, now)
         if self._order is not None:
-            self._stored[(kind, digest)] = (size, now)
-        if self.lru is not None or self._order is not None:
+            self._stored[(kind, digest)] = (size, time.time())
             self.grew.set()
 
 
@@ -169,6 +177,9 @@ class PullCounter:
 
     def pulled(self, ref: RepoRef) -> None:
         self._counts[ref] += 1
+        if len(self._counts) > 2 * MAX_COUNTED:
+            # Trimmed by half at once, so that the sort costs little per pull.
+            self._counts = Counter(dict(self._counts.most_common(MAX_COUNTED)))
 
     def top(self, n: int) -> list[tuple[RepoRef, int]]:
         return self._counts.most_common(n)

@@ -4,9 +4,9 @@ for the commands that work on a cache directory themselves (warm, import, ls...)
 Several processes may open the same directory at once: blobs are written to temporary files
 and renamed into place, and the index is SQLite (diskcache), so a command run beside a
 running server is seen by it at once. With ``index.backend: redis`` the index is in Redis
-instead, where every process pointed at it sees it just as soon. Only a bounded server's
-eviction keeps what the cache holds in memory, and with a Redis index not even that: the
-fleet's order is in Redis too (proxy.cache.fleeteviction). A command that stored or deleted
+instead, where every process pointed at it sees it just as soon. A bounded cache's eviction
+order is kept beside the index, by every process: in SQLite in the index directory
+(proxy.store.diskorder), or in Redis (proxy.cache.fleeteviction). A command that stored or deleted
 content bumps the index's change counter as it closes the cache, so that the next eviction
 pass looks at the stores again.
 """
@@ -26,7 +26,7 @@ from proxy.cache.eviction import EvictionLoop, Evictor
 from proxy.cache.fleeteviction import FleetEvictor
 from proxy.cache.fleetpins import PinPublisher, PublishedPins
 from proxy.cache.localdownloads import FileFlight
-from proxy.cache.lru import Lru, Pins
+from proxy.cache.lru import Pins
 from proxy.cache.manifests import ManifestCache
 from proxy.cache.usage import Usage
 from proxy.config import Config
@@ -34,8 +34,9 @@ from proxy.fleet.leases import Holder, Leases
 from proxy.fleet.peerclient import PeerClient
 from proxy.metrics import Metrics
 from proxy.routing import Router
-from proxy.store import BlobStore, Index, IndexUnavailable, StoreUnavailable
+from proxy.store import BlobStore, Index
 from proxy.store.diskindex import DiskIndex
+from proxy.store.diskorder import DiskOrder
 from proxy.store.fsblobs import FsBlobStore
 from proxy.store.redisindex import RedisIndex
 from proxy.store.redisorder import RedisOrder
@@ -67,6 +68,20 @@ class CacheParts:
     leases: Leases | None = None
 
 
+def _upstream_clients(
+    config: Config, metrics: Metrics
+) -> tuple[aiohttp.ClientSession, dict[str, UpstreamClient]]:
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, read_bufsize=UPSTREAM_READ_BUFFER
+    )
+    clients = {
+        up.name: UpstreamClient(up, session, metrics, offline=config.offline)
+        for up in config.upstreams
+    }
+    return session, clients
+
+
 @contextlib.asynccontextmanager
 async def open_cache(
     config: Config, metrics: Metrics | None = None, *, evict: bool = True
@@ -84,25 +99,20 @@ async def open_cache(
     clean = evict and not worker
     store = await exits.enter_async_context(_blob_store(config, metrics, clean=clean))
     index = _open_index(config)
-    connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
-    session = aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, read_bufsize=UPSTREAM_READ_BUFFER
-    )
-    clients = {
-        up.name: UpstreamClient(up, session, metrics, offline=config.offline)
-        for up in config.upstreams
-    }
+    session, clients = _upstream_clients(config, metrics)
     bounded = config.cache_max_size is not None or config.cache_max_age is not None
     leases = _leases(config, index, serving=evict)
-    # A bounded fleet's order is in Redis, kept by commands too; a lone server's in memory.
-    order = RedisOrder(index) if bounded and isinstance(index, RedisIndex) else None
-    usage = Usage(index, metrics, Lru() if bounded and evict and order is None else None, order)
+    # Kept by commands too, so that what they store is in the order at once.
+    order = _order(config, index) if bounded else None
+    usage = Usage(index, metrics, order)
     recorder = asyncio.create_task(usage.run())
-    pins = PublishedPins() if order is not None and evict else Pins()
+    # Published for the other replicas of a fleet; the processes on one cache directory pass
+    # over each other's (a file being sent stays readable after it is unlinked).
+    pins = PublishedPins() if isinstance(order, RedisOrder) and evict else Pins()
     evictor: EvictionLoop | None = None
     if bounded and evict:
         evictor = _evictor(config, store, index, order, usage, pins, leases, metrics)
-        await _start(evictor)
+        evictor.start()
     peers = _peers(config, session, metrics) if leases is not None else None
     redirect = config.storage_s3_redirect
     blobs = BlobCache(
@@ -127,6 +137,8 @@ async def open_cache(
         # and a command that changed a thousand blobs costs the server one rebuild, not many.
         if not evict and (store.changes or index.changes):
             await index.bump_generation()
+        if isinstance(order, DiskOrder):
+            await order.close()
         await index.close()
         await exits.aclose()
 
@@ -137,7 +149,10 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
     if config.storage_backend == "local":
         local = FsBlobStore(config.cache_dir)
         await local.open(clean=clean)
-        yield local
+        try:
+            yield local
+        finally:
+            await local.close()
         return
     assert config.storage_s3_bucket is not None, "the config loader requires a bucket"
     location = S3Location(
@@ -186,21 +201,33 @@ def _open_index(config: Config) -> DiskIndex | RedisIndex:
     return DiskIndex(config.cache_dir / "index")
 
 
+def _order(config: Config, index: Index) -> DiskOrder | RedisOrder:
+    if isinstance(index, RedisIndex):
+        return RedisOrder(index)
+    return DiskOrder(config.cache_dir / "index" / "order.sqlite3")
+
+
 def _evictor(
     config: Config,
     store: BlobStore,
     index: Index,
-    order: RedisOrder | None,
+    order: DiskOrder | RedisOrder | None,
     usage: Usage,
     pins: Pins,
     leases: Leases | None,
     metrics: Metrics,
 ) -> EvictionLoop:
-    """The evictor of a bounded cache: the fleet's with its order in Redis, this process's
-    else."""
+    """The evictor of a bounded cache: the fleet's with its order in Redis, the cache
+    directory's else."""
     max_size, max_age = config.cache_max_size, config.cache_max_age
-    if order is None or not isinstance(index, RedisIndex):
-        return Evictor(store, index, usage, pins, metrics, max_size=max_size, max_age=max_age)
+    if isinstance(order, DiskOrder):
+        lock = config.cache_dir / ".locks" / "evictor"
+        return Evictor(
+            store, index, order, usage, pins, metrics, lock=lock, max_size=max_size,
+            max_age=max_age,
+        )  # fmt: skip
+    assert isinstance(order, RedisOrder)
+    assert isinstance(index, RedisIndex)
     publisher = None
     if isinstance(pins, PublishedPins):
         publisher = PinPublisher(pins, order, config.replica)
@@ -216,11 +243,3 @@ def _evictor(
         max_size=max_size,
         max_age=max_age,
     )
-
-
-async def _start(evictor: EvictionLoop) -> None:
-    """Started with the cache already brought within its bounds."""
-    # A store out at start fails the first pass, which builds the order: a later one does.
-    with contextlib.suppress(StoreUnavailable, IndexUnavailable):
-        await evictor.evict()
-    evictor.start()

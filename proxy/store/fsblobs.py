@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from io import FileIO
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import aiofiles.os
 
+from proxy import tasks
 from proxy.model import FileSpan
 from proxy.oci.digest import Digest, Hasher, InvalidDigest
 from proxy.store import (
@@ -250,15 +251,22 @@ class FsBlobStore(BlobStore):
         self._blobs_name = str(self._blobs)
         self._tmp = root / "tmp"
         self._total = 0
+        self._measuring: asyncio.Task[None] | None = None
 
     async def open(self, clean: bool = True) -> None:
-        """Create the layout, size the cache, and with ``clean`` drop leftovers of interrupted
-        writes (not while another process may be writing there)."""
+        """Create the layout, with ``clean`` drop leftovers of interrupted writes (not while
+        another process may be writing there), and size the cache in the background: a walk
+        of a large cache takes seconds, which serving does not wait for (``total_size``
+        waits for it)."""
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         if clean:
             await asyncio.to_thread(self._clean)
-        await self.remeasure()
+        self._measuring = asyncio.create_task(self.remeasure())
+
+    async def close(self) -> None:
+        if self._measuring is not None:
+            await tasks.stop(self._measuring)
 
     def _clean(self) -> None:
         clear_directory(self._tmp)
@@ -276,14 +284,23 @@ class FsBlobStore(BlobStore):
                 total += path.stat().st_size
         return total
 
-    def _walk(self) -> list[tuple[Digest, Path]]:
+    def _walk(self) -> Iterator[tuple[Digest, Path]]:
+        """Blocking: every blob, a directory's at a time."""
+        for directory in self._directories():
+            yield from self._walk_directory(directory)
+
+    def _directories(self) -> list[Path]:
+        """The directories blobs are in, ``<algorithm>/<hh>``: walked one at a time, so that
+        a walk holds a few hundredth of the cache's names at once, never all of them."""
+        return [path for algorithm in self._blobs.iterdir() for path in algorithm.iterdir()]
+
+    def _walk_directory(self, directory: Path) -> list[tuple[Digest, Path]]:
         found = []
-        for algorithm_dir in self._blobs.iterdir():
-            for path in algorithm_dir.glob("*/*"):
-                try:
-                    found.append((Digest.parse(f"{algorithm_dir.name}:{path.name}"), path))
-                except InvalidDigest:
-                    log.warning("ignoring stray file in blob store: %s", path)
+        for path in directory.iterdir():
+            try:
+                found.append((Digest.parse(f"{directory.parent.name}:{path.name}"), path))
+            except InvalidDigest:
+                log.warning("ignoring stray file in blob store: %s", path)
         return found
 
     def path(self, digest: Digest) -> Path:
@@ -322,11 +339,15 @@ class FsBlobStore(BlobStore):
         return True
 
     async def total_size(self) -> int:
+        if self._measuring is not None and not self._measuring.done():
+            # Shielded: a request that gives up waiting must not stop the measure.
+            await asyncio.shield(self._measuring)
         return self._total
 
     async def digests(self) -> AsyncIterator[Digest]:
-        for digest, _ in await asyncio.to_thread(self._walk):
-            yield digest
+        for directory in await asyncio.to_thread(self._directories):
+            for digest, _ in await asyncio.to_thread(self._walk_directory, directory):
+                yield digest
 
     def added(self, size: int) -> None:
         self._total += size

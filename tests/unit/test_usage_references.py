@@ -8,7 +8,7 @@ import json
 import pytest
 
 import proxy.cache.usage
-from proxy.cache.usage import Usage
+from proxy.cache.usage import PullCounter, Usage
 from proxy.metrics import Metrics
 from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
@@ -52,3 +52,16 @@ async def test_a_manifest_served_to_a_repository_vouches_for_what_it_lists() -> 
     usage.learn_manifest(StoredManifest(Digest.of(body), "x", body), MINE)
     assert await usage.known(Kind.BLOB, LAYER, MINE)
     assert not await usage.known(Kind.BLOB, LAYER, OTHER)
+
+
+def test_pulls_are_counted_for_a_bounded_number_of_repositories(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy.cache.usage, "MAX_COUNTED", 3)
+    pulls = PullCounter()
+    for _ in range(5):
+        pulls.pulled(MINE)
+    for n in range(100):
+        pulls.pulled(RepoRef("docker.io", f"once/{n}"))
+    assert len(pulls._counts) <= 6
+    assert pulls.top(1) == [(MINE, 5)]
