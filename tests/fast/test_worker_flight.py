@@ -19,6 +19,7 @@ from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache
 
 SIZE = 2048 * KIB
+HELD = WRITE_BATCH + WRITE_BATCH // 2
 
 
 def held(digest: str, after: int, release: asyncio.Event) -> Fault:
@@ -89,8 +90,8 @@ async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(
 ) -> None:
     digest, layer, _ = big_layer(registry)
     # The owner writes its file a batch at a time: stalled half a batch past the first, its
-    # file holds one batch, and the follower resumes from there.
-    registry.faults.append(held(digest, WRITE_BATCH + WRITE_BATCH // 2, asyncio.Event()))
+    # file holds at least that batch, and the follower resumes from its end.
+    registry.faults.append(held(digest, HELD, asyncio.Event()))
     owner, follower = await two_workers(make_proxy, tmp_path)
     mine = asyncio.create_task(fetch(owner, digest))
     await asyncio.sleep(0.2)
@@ -103,7 +104,9 @@ async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(
     mine.cancel()  # its regcache is gone
     await asyncio.gather(mine, return_exceptions=True)
     assert registry.count("GET", blob_path(digest, "library/big")) == 2
-    assert registry.ranges() == [f"bytes={WRITE_BATCH}-"]
+    # From the end of the owner's last written batch: where depends on the chunks' sizes.
+    [resumed] = registry.ranges()
+    assert WRITE_BATCH <= int(resumed.removeprefix("bytes=").removesuffix("-")) <= HELD
     assert await follower.metric("regcache_lease_takeovers_total") == 1
     # Stored once, by the follower: a later request is a hit.
     again = await fetch(follower, digest)
