@@ -118,7 +118,7 @@ class Supervisor:
         tmp = self._config.cache_dir / "tmp"
         if tmp.is_dir():
             clear_directory(tmp)  # before any worker writes there
-        metrics_dir = Path(tempfile.mkdtemp(prefix="regcache-metrics-"))
+        metrics_dir = _metrics_dir(self._config.cache_dir)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             share_between_processes(metrics_dir)
@@ -250,3 +250,16 @@ class Supervisor:
             print(f"regcache: {exc}", file=sys.stderr)
             return CONFIG_ERROR
         return 0
+
+
+def _metrics_dir(cache_dir: Path) -> Path:
+    """A directory of this supervisor's own for the workers' metric files, in the cache
+    directory: the root filesystem may be read-only with no /tmp (the image's own test). A
+    supervisor killed outright leaves its directory; the next one removes it."""
+    parent = cache_dir / ".metrics"
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.iterdir():
+        pid = old.name.partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))

@@ -151,7 +151,7 @@ def test_signals_reach_every_worker_and_sigterm_stops_them_all(
     assert len(workers) == WORKERS
     # The supervisor's directory of the workers' metrics, whose files they map.
     maps = Path(f"/proc/{workers[0]}/maps").read_text()
-    metrics_dir = Path(re.findall(r"(/\S+/regcache-metrics-[^/\s]+)/", maps)[0])
+    metrics_dir = Path(re.findall(r"(/\S+/\.metrics/\d+-[^/\s]+)/", maps)[0])
     assert server.pid is not None
     os.kill(server.pid, signal.SIGHUP)
     wait_until(
