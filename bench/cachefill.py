@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench.procfs import cpu_seconds
+from bench.procfs import cpu_seconds, process_tree
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.store.diskindex import DiskIndex
@@ -122,12 +123,18 @@ async def fill(cache: Path, count: int) -> None:
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:
-    """VmRSS, or its parts: RssAnon (the heap) and RssFile (mapped files: libraries, and
-    SQLite's memory map of the index)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} for {pid}")
+    """VmRSS of the server and its workers, summed, or its parts: RssAnon (the heap) and
+    RssFile (mapped files: libraries, and SQLite's memory map of the index). Pages the
+    workers share with the supervisor since the fork count in each."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    total += int(line.split()[1]) * 1024
+    if not total:
+        raise RuntimeError(f"no {field} for {pid}")
+    return total
 
 
 async def pull(session: aiohttp.ClientSession, base: str, i: int) -> None:
@@ -204,7 +211,7 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
             base, f"/v2/{repository(count - 1)}/manifests/v1", started, server
         )
         # CPU time is steadier than the wall clock on a shared machine.
-        figures["first_hit_cpu_s"] = cpu_seconds([server.pid]) or 0.0
+        figures["first_hit_cpu_s"] = cpu_seconds(process_tree(server.pid)) or 0.0
         await asyncio.sleep(2)  # let start-up work in the background settle
         figures["rss_start_mb"] = rss(server.pid) / 2**20
         for field in ("RssAnon", "RssFile"):
