@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.relay import HOP_BY_HOP, relayed
+
 FAULT_SHARE = 0.5
 STATS_PATH = "/-/soak/stats"
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 _CHUNK = 64 * 1024
 
 
@@ -90,16 +91,11 @@ class FaultServer:
 
     async def _forward(self, request: web.Request, fault: str | None) -> web.StreamResponse:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with self._session.request(
             request.method, self.upstream + request.path_qs, headers=headers, allow_redirects=False
         ) as upstream:
-            response = web.StreamResponse(status=upstream.status)
-            for key, value in upstream.headers.items():
-                if key.lower() not in _HOP_BY_HOP:
-                    response.headers[key] = value
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
+            response = relayed(upstream)
             await response.prepare(request)
             if request.method == "HEAD":
                 return response

@@ -17,9 +17,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from bench.relay import relayed
+
 from .threadedapp import ThreadedApp
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 _BLOB = re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})")
 
 
@@ -119,15 +120,10 @@ class FaultyUpstream:
                 headers=accept,
                 allow_redirects=False,
             ) as upstream:
-                response = web.StreamResponse(status=upstream.status)
-                for key, value in upstream.headers.items():
-                    if key.lower() not in _HOP_BY_HOP:
-                        response.headers[key] = value
+                response = relayed(upstream)
                 response.headers.update(self.faults.response_headers)
                 if self.faults.wrong_manifest_digest and "/manifests/" in request.path:
                     response.headers["Docker-Content-Digest"] = "sha256:" + "0" * 64
-                if upstream.content_length is not None:
-                    response.content_length = upstream.content_length
                 await response.prepare(request)
                 if request.method == "HEAD":
                     return response

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from bench.relay import relayed
+
 from .threadedapp import ThreadedApp
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 _BLOB = re.compile(r"/v2/.+/blobs/(?P<digest>sha256:[0-9a-f]{64})")
 _FORWARDED = ("accept", "range", "authorization")
 CHUNK = 64 * 1024
@@ -78,12 +79,7 @@ class ThrottledUpstream:
                 headers=headers,
                 allow_redirects=False,
             ) as upstream:
-                response = web.StreamResponse(status=upstream.status)
-                for key, value in upstream.headers.items():
-                    if key.lower() not in _HOP_BY_HOP:
-                        response.headers[key] = value
-                if upstream.content_length is not None:
-                    response.content_length = upstream.content_length
+                response = relayed(upstream)
                 await response.prepare(request)
                 if request.method == "HEAD":
                     return response
