@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxy.fleet.leases import Holder, Leases
+from proxy.fleet.leases import Holder, Lease, Leases
 from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.store.redisindex import RedisIndex
@@ -207,8 +207,16 @@ async def test_one_replica_evicts_at_a_time_and_never_what_is_downloading(
     bound = 350 * KIB
     a, b = await fleet(cache_max_size=bound)
     elsewhere = Leases(index.redis, index.prefix, Holder("elsewhere", None), ttl=60)
-    lease = await elsewhere.acquire("evictor")
-    assert lease is not None
+    taken: list[Lease] = []
+
+    async def evictor_lease() -> bool:
+        # A replica's first pass runs at its start, under the lease: it is free once done.
+        found = await elsewhere.acquire("evictor")
+        taken.extend([found] if found is not None else [])
+        return found is not None
+
+    await until(evictor_lease, "the replicas' first passes to let go of the evictor lease")
+    lease = taken[0]
     digests = blobs(registry, 5)
     for i, digest in enumerate(digests):
         await pull((a, b)[i % 2], digest, BLOB)
