@@ -257,7 +257,11 @@ def _metrics_dir(cache_dir: Path) -> Path:
     directory: the root filesystem may be read-only with no /tmp (the image's own test). A
     supervisor killed outright leaves its directory; the next one removes it."""
     parent = cache_dir / ".metrics"
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        # An unusable cache directory is the workers' to report, as they open the cache.
+        return Path(tempfile.mkdtemp(prefix="regcache-metrics-"))
     for old in parent.iterdir():
         pid = old.name.partition("-")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
