@@ -10,14 +10,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.httpclient import http_request
-
 from . import environment, report, scale_report, synthetic
 from .__main__ import PEER_NAMES, _logger, _make_peers, _peer_list, _Runner, guarded, tear_down
 from .connections import raise_nofile
 from .peers import Upstream
 from .scale import PeerScale, ScaleSettings, run_peer
-from .scenarios import MANIFEST_ACCEPT
+from .scenarios import expect_manifest
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "scale.json"
 DEFAULT_SIZES = (2_000, 10_000)
@@ -115,13 +113,7 @@ def _check_upstream(upstream: Upstream, count: int) -> None:
     """The last image written is served, digest for digest, before any peer is measured."""
     image = synthetic.describe(count - 1)
     url = f"{upstream.url}/v2/{image.repository}/manifests/{image.tag}"
-    resp = http_request("GET", url, {"Accept": MANIFEST_ACCEPT}, timeout=30)
-    served = resp.headers.get("Docker-Content-Digest")
-    if resp.status != 200 or served != image.manifest_digest:
-        raise RuntimeError(
-            f"the upstream answered {resp.status} with {served} for {url}, "
-            f"not the synthetic image {image.manifest_digest}"
-        )
+    expect_manifest("GET", url, image.manifest_digest, "the upstream")
 
 
 def _positive(text: str) -> int:

@@ -363,11 +363,17 @@ def _check_pulled(out_root: Path, image: ImageInfo, clients: int) -> int:
 def check_tag(peer: Peer, image: ImageInfo) -> TagCheck:
     """One HEAD before the load: the tag must resolve, to the pushed manifest."""
     url = f"{peer.url}/v2/{REPOSITORY}/manifests/{TAG}"
-    resp = http_request("HEAD", url, {"Accept": MANIFEST_ACCEPT}, timeout=30)
+    digest = expect_manifest("HEAD", url, image.manifest_digest, peer.name)
+    return TagCheck(200, digest)
+
+
+def expect_manifest(method: str, url: str, expected: str, who: str) -> str:
+    """``method url`` must answer 200 with the ``expected`` manifest digest; that digest."""
+    resp = http_request(method, url, {"Accept": MANIFEST_ACCEPT}, timeout=30)
     digest = resp.headers.get("Docker-Content-Digest")
-    if resp.status != 200 or digest != image.manifest_digest:
+    if resp.status != 200 or digest != expected:
         raise RuntimeError(
-            f"{peer.name}: HEAD {url} answered {resp.status} with digest {digest}, "
-            f"expected 200 with {image.manifest_digest}"
+            f"{who}: {method} {url} answered {resp.status} with digest {digest}, "
+            f"expected 200 with {expected}"
         )
-    return TagCheck(resp.status, digest)
+    return expected
