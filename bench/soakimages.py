@@ -2,13 +2,8 @@
 
 Hundreds of small images (config + one small layer, ``soak/sNNNN:v1``) so that cold pulls go
 on for the whole soak, and a few with layers of tens of MB (``soak/large-N:v1``) for Range
-requests and long transfers. Pushing each with skopeo would take minutes; the files a push
-leaves are few (Distribution 2.x, under ``docker/registry/v2``):
-
-* ``blobs/sha256/<2 hex>/<hex>/data``: every blob, the manifest included;
-* ``repositories/<repo>/_layers/sha256/<hex>/link``: the repository may serve the blob;
-* ``repositories/<repo>/_manifests/revisions/sha256/<hex>/link`` and
-  ``.../tags/<tag>/{current,index/sha256/<hex>}/link``: the manifest and its tag.
+requests and long transfers. Pushing each with skopeo would take minutes: the files a push
+leaves are written as the scale part writes its own (``synthetic.store_image``).
 
 Layer bytes are random (the registry never unpacks them), so every digest is distinct. The
 client checks what it receives against the blob files themselves.
@@ -23,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.images import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+
+from .synthetic import blob_path, store_image
 
 TAG = "v1"
 MB = 1_000_000
@@ -68,8 +65,8 @@ def write_images(
 def _write_image(
     root: Path, repository: str, layer_sizes: tuple[int, ...], rng: random.Random
 ) -> SoakImage:
-    repo = root / "repositories" / repository
-    layers = [_write_blob(root, repo, rng.randbytes(size)) for size in layer_sizes]
+    layer_data = [rng.randbytes(size) for size in layer_sizes]
+    layers = [_blob(root, data) for data in layer_data]
     config_bytes = json.dumps(
         {
             "architecture": "amd64",
@@ -79,7 +76,7 @@ def _write_image(
         },
         separators=(",", ":"),
     ).encode()
-    config = _write_blob(root, repo, config_bytes)
+    config = _blob(root, config_bytes)
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -89,37 +86,14 @@ def _write_image(
         },
         separators=(",", ":"),
     ).encode()
-    digest = _store(root, manifest)
-    hexdigest = digest.split(":", 1)[1]
-    manifests = repo / "_manifests"
-    _link(manifests / "revisions" / "sha256" / hexdigest, digest)
-    _link(manifests / "tags" / TAG / "current", digest)
-    _link(manifests / "tags" / TAG / "index" / "sha256" / hexdigest, digest)
-    return SoakImage(repository, TAG, manifest, digest, (config, *layers))
+    hexdigest = store_image(root, repository, TAG, manifest, [*layer_data, config_bytes], set())
+    return SoakImage(repository, TAG, manifest, f"sha256:{hexdigest}", (config, *layers))
 
 
-def _write_blob(root: Path, repo: Path, data: bytes) -> Blob:
-    digest = _store(root, data)
-    _link(repo / "_layers" / "sha256" / digest.split(":", 1)[1], digest)
-    return Blob(digest, len(data), _data_path(root, digest))
-
-
-def _store(root: Path, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    path = _data_path(root, digest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return digest
-
-
-def _data_path(root: Path, digest: str) -> Path:
-    hexdigest = digest.split(":", 1)[1]
-    return root / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
-
-
-def _link(directory: Path, digest: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "link").write_text(digest)
+def _blob(root: Path, data: bytes) -> Blob:
+    """What the soak knows of a blob ``store_image`` writes: its digest, size and file."""
+    hexdigest = hashlib.sha256(data).hexdigest()
+    return Blob(f"sha256:{hexdigest}", len(data), blob_path(root, hexdigest))
 
 
 def _descriptor(media_type: str, blob: Blob) -> dict[str, object]:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,22 +104,36 @@ def _write_range(root_text: str, start: int, stop: int) -> None:
     for index in range(start, stop):
         manifest, config, layer = image_blobs(index)
         repository, tag = image_name(index)
-        repo = root / "repositories" / repository
-        for blob in (config, layer):
-            hexdigest = _write_blob(root, blob, made)
-            _write_link(repo / "_layers" / "sha256" / hexdigest, made)
-        hexdigest = _write_blob(root, manifest, made)
-        manifests = repo / "_manifests"
-        _write_link(manifests / "revisions" / "sha256" / hexdigest, made)
-        _write_link(manifests / "tags" / tag / "current", made, hexdigest)
-        _write_link(manifests / "tags" / tag / "index" / "sha256" / hexdigest, made)
+        store_image(root, repository, tag, manifest, (config, layer), made)
+
+
+def store_image(
+    root: Path, repository: str, tag: str, manifest: bytes, blobs: Iterable[bytes], made: set[Path]
+) -> str:
+    """One image into the registry storage at ``root``: its ``blobs``, linked into the
+    repository, and its manifest, tagged; the manifest's hex digest. ``made``: the
+    directories this process has made so far."""
+    repo = root / "repositories" / repository
+    for blob in blobs:
+        hexdigest = _write_blob(root, blob, made)
+        _write_link(repo / "_layers" / "sha256" / hexdigest, made)
+    hexdigest = _write_blob(root, manifest, made)
+    manifests = repo / "_manifests"
+    _write_link(manifests / "revisions" / "sha256" / hexdigest, made)
+    _write_link(manifests / "tags" / tag / "current", made, hexdigest)
+    _write_link(manifests / "tags" / tag / "index" / "sha256" / hexdigest, made)
+    return hexdigest
+
+
+def blob_path(root: Path, hexdigest: str) -> Path:
+    return root / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
 
 
 def _write_blob(root: Path, blob: bytes, made: set[Path]) -> str:
     hexdigest = hashlib.sha256(blob).hexdigest()
-    directory = root / "blobs" / "sha256" / hexdigest[:2] / hexdigest
-    _mkdir(directory, made)
-    (directory / "data").write_bytes(blob)
+    path = blob_path(root, hexdigest)
+    _mkdir(path.parent, made)
+    path.write_bytes(blob)
     return hexdigest
 
 
