@@ -113,7 +113,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         sizes = ", ".join(f"{s / MB:g} MB" for s in settings.layer_sizes)
         log(f"building bench/app:v1 (layers {sizes}) and pushing it to {upstream.url}")
         image = prepare_image(work / "layout", upstream, settings)
-        peers = _make_peers(args.peers, upstream, work, args.regcache_event_loop)
+        peers = _make_peers(
+            args.peers, upstream, work, args.regcache_event_loop, args.regcache_workers
+        )
         if args.replicas:
             peers.append(Fleet(upstream, work / "fleet", args.replicas))
         for peer in peers:
@@ -172,12 +174,25 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         tear_down(peers, upstream, runner, work, args.keep)
 
 
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--regcache-workers",
+        type=int,
+        metavar="N",
+        help="run regcache with this many workers (default: its own default, one per CPU)",
+    )
+
+
 def _make_peers(
-    names: Sequence[str], upstream: Upstream, work: Path, regcache_loop: str | None
+    names: Sequence[str],
+    upstream: Upstream,
+    work: Path,
+    regcache_loop: str | None,
+    regcache_workers: int | None,
 ) -> list[Peer]:
     made: dict[str, Callable[[], Peer]] = {
         "direct": lambda: Direct(upstream),
-        "regcache": lambda: Regcache(upstream, work / "regcache", regcache_loop),
+        "regcache": lambda: Regcache(upstream, work / "regcache", regcache_loop, regcache_workers),
         "distribution": lambda: DistributionProxy(upstream, work / "distribution"),
         "nginx": lambda: Nginx(upstream, work / "nginx"),
     }
@@ -325,6 +340,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="sample regcache with py-spy during each of its scenarios; raw stacks go to DIR",
     )
+    add_workers_option(parser)
     parser.add_argument(
         "--regcache-event-loop",
         choices=("auto", "asyncio", "uvloop"),

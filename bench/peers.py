@@ -115,7 +115,14 @@ class Regcache(Peer):
     name = "regcache"
     description = "python -m proxy serve (this checkout), default settings"
 
-    def __init__(self, upstream: Upstream, work_dir: Path, event_loop: str | None = None) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        work_dir: Path,
+        event_loop: str | None = None,
+        workers: int | None = None,
+    ) -> None:
+        """``workers``: None runs the server's default, one worker per CPU."""
         config: dict[str, Any] = {
             "upstreams": [{"name": REGCACHE_UPSTREAM, "url": upstream.url}],
             "default_upstream": REGCACHE_UPSTREAM,
@@ -123,7 +130,12 @@ class Regcache(Peer):
         if event_loop is not None:
             config["event_loop"] = event_loop
             self.description += f", event_loop: {event_loop}"
-        self.process = RegcacheProcess(config, work_dir=work_dir, cache_dir=work_dir / "cache")
+        if workers is not None:
+            config["workers"] = workers
+            self.description += f", workers: {workers}"
+        self.process = RegcacheProcess(
+            config, work_dir=work_dir, cache_dir=work_dir / "cache", default_workers=True
+        )
 
     @property
     def host(self) -> str:

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import environment, report, scale_report, synthetic
-from .__main__ import PEER_NAMES, _logger, _make_peers, _peer_list, _Runner, guarded, tear_down
+from .__main__ import (
+    PEER_NAMES,
+    _logger,
+    _make_peers,
+    _peer_list,
+    _Runner,
+    add_workers_option,
+    guarded,
+    tear_down,
+)
 from .connections import raise_nofile
 from .peers import Upstream
 from .scale import PeerScale, ScaleSettings, run_peer
@@ -45,7 +54,7 @@ def _run(args: argparse.Namespace, settings: ScaleSettings) -> int:
     work = Path(tempfile.mkdtemp(prefix="regcache-scale-", dir=args.work_dir))
     upstream = Upstream(work / "upstream")
     runner = _Runner()
-    peers = _make_peers(args.peers, upstream, work, None)
+    peers = _make_peers(args.peers, upstream, work, None, args.regcache_workers)
     results: dict[str, PeerScale] = {}
     load_before = environment.load_average()
     try:
@@ -141,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help=f"comma-separated subset of {','.join(PEER_NAMES)} (default: all)",
     )
+    add_workers_option(parser)
     parser.add_argument("--concurrency", type=_positive, default=64)
     parser.add_argument("--client-processes", type=_positive, default=2)
     parser.add_argument("--head-seconds", type=float, default=10.0)

@@ -114,7 +114,7 @@ async def soak(settings: SoakSettings, work: Path, log: Log) -> tuple[dict[str, 
             "read_timeout": settings.read_timeout,
         }
         config = {"upstreams": [entry], "default_upstream": REGCACHE_UPSTREAM}
-        regcache = RegcacheProcess(config, work_dir=work / "regcache")
+        regcache = RegcacheProcess(config, work_dir=work / "regcache", default_workers=True)
         regcache.start()
         assert regcache.pid is not None
         log(

@@ -75,13 +75,18 @@ class RegcacheProcess(ServerProcess):
         startup_timeout: float = 20.0,
         command: Sequence[str] | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        default_workers: bool = False,
     ) -> None:
         """``command`` replaces ``python -m proxy`` (the harness's own tests use a stand-in).
+
+        ``default_workers``: without ``workers`` in the config, run the server's own default
+        (one worker per CPU) rather than the tests' one process; the benchmarks measure that.
 
         ``client_ssl``: the proxy serves HTTPS (its config has ``tls:``), and the driver's own
         requests trust this context and show its client certificate, if any.
         """
         self.client_ssl = client_ssl
+        self.default_workers = default_workers
         super().__init__(
             work_dir=work_dir, port=port, startup_timeout=startup_timeout, log_name="regcache.log"
         )
@@ -121,7 +126,7 @@ class RegcacheProcess(ServerProcess):
             del env[key]
         # One process unless the config says ``workers``: the tests count upstream requests, and
         # workers racing on a cold manifest may each ask for it (README, Operations).
-        if "workers" not in self.config:
+        if "workers" not in self.config and not self.default_workers:
             env["REGCACHE_WORKERS"] = "1"
         env.update(self.extra_env)
         return env
