@@ -8,7 +8,7 @@ import pytest
 
 from proxy.config import Config, render
 from proxy.config.prefetch import PrefetchRule
-from tests.unit.test_config import load, load_error, write
+from tests.support.configfiles import load, load_error, write
 
 GOOD = """
 prefetch:
