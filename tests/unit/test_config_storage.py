@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from proxy.config import CliOverrides, Config, ConfigError, load_config, render
+from proxy.config import Config, ConfigError, render
+from tests.support import configfiles
+from tests.support.configfiles import write
 
 
 def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
-    path = tmp_path / "regcache.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return load_config(path, env or {}, CliOverrides())
+    return configfiles.load(write(tmp_path, text), env)
 
 
 def load_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text, env)
-    return info.value
+    return configfiles.load_error(write(tmp_path, text), env)
 
 
 def test_local_by_default() -> None:

@@ -5,13 +5,12 @@ in the Redis URL never shown by ``regcache config show``."""
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from proxy.cli import main
-from proxy.config import CliOverrides, Config, ConfigError, load_config
+from tests.support.configfiles import load, load_error, write
 
 SECRET = "hunter2-Sup3r-secret"
 
@@ -23,20 +22,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(var)
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "regcache.yaml"
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def load(path: Path | None, env: dict[str, str] | None = None) -> Config:
-    return load_config(path, env or {}, CliOverrides())
-
-
 def error(path: Path | None, env: dict[str, str] | None = None) -> str:
-    with pytest.raises(ConfigError) as caught:
-        load(path, env)
-    return str(caught.value)
+    return str(load_error(path, env))
 
 
 def test_defaults_are_the_local_index() -> None:
