@@ -38,8 +38,8 @@ class TextFormatter(logging.Formatter):
     """TEXT_FORMAT, with the time's seconds formatted once a second rather than once a
     record: under load, strftime was a good part of what an access line costs."""
 
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
+    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
+        super().__init__(fmt)
         self._second = -1
         self._second_text = ""
 
@@ -72,4 +72,4 @@ def mark_worker(index: int) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(marked)
         if not isinstance(handler.formatter, JsonFormatter):
-            handler.setFormatter(logging.Formatter(WORKER_TEXT_FORMAT))
+            handler.setFormatter(TextFormatter(WORKER_TEXT_FORMAT))
