@@ -20,7 +20,8 @@ def test_an_access_record_has_what_logging_would_give_it() -> None:
     assert made.threadName == threading.current_thread().name
     assert before <= made.created <= after
     assert made.msecs == int((made.created - int(made.created)) * 1000)
-    assert abs(made.relativeCreated - (made.created - real.created) * 1000 - real.relativeCreated) < 1
+    since_real = (made.created - real.created) * 1000
+    assert abs(made.relativeCreated - since_real - real.relativeCreated) < 1
 
 
 def test_each_record_is_its_own() -> None:
