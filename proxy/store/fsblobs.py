@@ -98,21 +98,39 @@ class SmallStoredBlob(StoredBlob):
 
 
 def open_stored(path: str | Path) -> StoredBlob | None:
-    """Open and size in one go; a small blob is read then too."""
+    """Open and size in one go; a small blob is read then too, in one read of its size (a
+    file object's readall reads once more to find the end)."""
     try:
-        # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
-        file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    small = False
     try:
-        size = os.fstat(file.fileno()).st_size
-        if size <= SMALL_BLOB:
-            with file:
-                return SmallStoredBlob(file.readall())
+        size = os.fstat(fd).st_size
+        small = size <= SMALL_BLOB
+        if small:
+            return SmallStoredBlob(_read_all(fd, size))
+        # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
+        file = FileIO(fd, "rb")
+        file.name = str(path)  # as open(path) names it, for whoever asks which file it is
         return FsStoredBlob(file, size)
     except BaseException:
-        file.close()
+        small = True  # not handed over: closed here
         raise
+    finally:
+        if small:
+            os.close(fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = os.read(fd, size)
+    if len(data) == size:
+        return data
+    # A read may return less than asked (a signal); the blob is whole on disk.
+    parts = [data]
+    while chunk := os.read(fd, size):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class Spool:
