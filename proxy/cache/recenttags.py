@@ -19,8 +19,8 @@ from proxy.cache.besteffort import failure_log
 from proxy.model import TagEntry, TagKey
 from proxy.store import INDEX_FAILURES, Index
 
-# Bounded whatever the size of the cache: each answer costs about half a KiB (the Accept
-# list is shared, see handlers.py), so at most about 2 MB, for the tags pulled lately.
+# Bounded whatever the size of the cache: each answer costs about 600 bytes (the Accept
+# list is shared, see handlers.py), so at most about 2.5 MB, for the tags pulled lately.
 MAX_RECENT_TAGS = 4096
 # How often the index's generation is read to notice commands' changes.
 GENERATION_EVERY = 1.0
