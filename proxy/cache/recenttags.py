@@ -3,11 +3,12 @@
 A warm tag lookup read the index every time: the SQLite read and its key's encoding were a
 tenth of what a tag HEAD cost. An answer is the index's own (read from it, or written to it
 by this process), served no longer than the index's copy would be: until ``checked_at`` is
-``tag_ttl`` old. Another worker or replica that revalidates the tag does so only once its
-copy is that old too, so they agree; a prefetch refresh in another worker may change a tag
-sooner, and that answer is served here once the copy here expires, which is the staleness
-``tag_ttl`` allows anyway. A command that changes the cache (``regcache rm``, ``warm``,
-``import``...) bumps the index's generation: the copies here are dropped within a second.
+``tag_ttl`` old. Another worker (``serve --workers``) that revalidates the tag does so only
+once its copy is that old too, so they agree; a prefetch refresh in another worker may change
+a tag sooner, and that answer is served here once the copy here expires, which is the
+staleness ``tag_ttl`` allows anyway. A command that changes the cache (``regcache rm``,
+``warm``, ``import``...) bumps the index's generation: the copies here are dropped within a
+second. A fleet's replicas keep none (manifests.py).
 """
 
 from __future__ import annotations

@@ -142,9 +142,9 @@ class DiskIndex(Index):
             self._cache.set(key, uses)
 
     async def record_uses(self, uses: dict[tuple[Kind, Digest, RepoRef], float]) -> None:
-        # A few hundred to a transaction: a transaction per record was most of what a flush
-        # of warm requests' uses cost, and a short one keeps other processes' writes waiting
-        # for a few milliseconds at most.
+        # A few hundred to a transaction: a transaction per record was more than half of
+        # what a flush of warm requests' uses cost, and a short one keeps other processes'
+        # writes waiting for a few milliseconds at most.
         batch = list(uses.items())
         for start in range(0, len(batch), USES_PER_TRANSACTION):
             with self._cache.transact():
