@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -13,11 +14,32 @@ WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(worker)s]: %(
 LOG_FORMATS = ("text", "json")
 
 
+class _Seconds:
+    """A record's time to the second, formatted once a second rather than once a record:
+    under load, strftime was a good part of what an access line costs."""
+
+    def __init__(self, pattern: str, converter: Callable[[float | None], time.struct_time]) -> None:
+        self._pattern = pattern
+        self._converter = converter
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self._pattern, self._converter(second))
+            self._second = second
+        return self._text
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._seconds(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -35,20 +57,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """TEXT_FORMAT, with the time's seconds formatted once a second rather than once a
-    record: under load, strftime was a good part of what an access line costs."""
+    """TEXT_FORMAT, or another, with the time formatted as logging's default does."""
 
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
-        self._second = -1
-        self._second_text = ""
+    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
+        super().__init__(fmt)
+        self._seconds = _Seconds(self.default_time_format, self.converter)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second_text = time.strftime(self.default_time_format, self.converter(second))
-            self._second = second
-        return f"{self._second_text},{int(record.msecs):03d}"  # as logging's default
+        return f"{self._seconds(record.created)},{int(record.msecs):03d}"  # as logging's default
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
@@ -72,4 +88,4 @@ def mark_worker(index: int) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(marked)
         if not isinstance(handler.formatter, JsonFormatter):
-            handler.setFormatter(logging.Formatter(WORKER_TEXT_FORMAT))
+            handler.setFormatter(TextFormatter(WORKER_TEXT_FORMAT))

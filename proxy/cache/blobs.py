@@ -7,7 +7,6 @@ served as it arrives, uncached, rather than answered with an error.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from proxy.cache.downloads import Downloads
@@ -64,20 +63,14 @@ class BlobCache:
             fleet = FleetDownloads(leases, peers, store, clients, metrics, self._references)
         self.downloads = Downloads(store, clients, metrics, usage, fleet)
 
-    @contextlib.asynccontextmanager
-    async def open(self, target: Target, digest: Digest) -> AsyncIterator[OpenBlob]:
-        """The blob for one response, cached or downloading. Raises the upstream's error.
+    def open(self, target: Target, digest: Digest) -> Opening:
+        """The blob for one response, cached or downloading, as ``async with``'s target.
+        Raises the upstream's error.
 
         Pinned from before the lookup until the block ends, however it ends: eviction
         passes it over while its bytes are being sent.
         """
-        with self._pins.hold((Kind.BLOB, digest)):
-            blob = await self._open(target, digest)
-            self._usage.served(Kind.BLOB, digest, target.ref)
-            try:
-                yield blob
-            finally:
-                await blob.close()
+        return Opening(self, target, digest)
 
     async def _open(self, target: Target, digest: Digest) -> OpenBlob:
         """The stored blob or the download to follow, once ``target`` is known to reference
@@ -157,3 +150,32 @@ class BlobCache:
             return BlobHead(download.size, cached=False)
         upstream = await self._references.confirm(target, Kind.BLOB, digest)
         return BlobHead(size if size is not None else upstream.size, cached=size is not None)
+
+
+class Opening:
+    """``BlobCache.open``'s block. A class rather than a generator: this is on every blob
+    request, where a generator's context manager costs more than the lookup of a cached blob."""
+
+    def __init__(self, cache: BlobCache, target: Target, digest: Digest) -> None:
+        self._cache = cache
+        self._target = target
+        self._key = (Kind.BLOB, digest)
+        self._blob: OpenBlob | None = None
+
+    async def __aenter__(self) -> OpenBlob:
+        cache, digest = self._cache, self._key[1]
+        cache._pins.acquire(self._key)
+        try:
+            self._blob = await cache._open(self._target, digest)
+        except BaseException:
+            cache._pins.release(self._key)
+            raise
+        cache._usage.served(Kind.BLOB, digest, self._target.ref)
+        return self._blob
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            if self._blob is not None:
+                await self._blob.close()
+        finally:
+            self._cache._pins.release(self._key)

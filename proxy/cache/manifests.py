@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from proxy.cache.besteffort import best_effort, or_miss
+from proxy.cache.recenttags import RecentTags
 from proxy.cache.references import References
 from proxy.cache.singleflight import SingleFlight
 from proxy.cache.upstreams import client_for
@@ -85,6 +86,9 @@ class ManifestCache:
         self._fetches: SingleFlight[StoredManifest] = SingleFlight()
         self._heads: SingleFlight[TagEntry | None] = SingleFlight()
         self._references = References(clients, usage)
+        # Not in a fleet, whose replicas answer for each other through the shared index: what
+        # one learns, from the upstream or of an outage, the others are to find there.
+        self._recent = RecentTags(index) if leases is None else None
 
     async def get(
         self, target: Target, reference: Reference, accept: tuple[str, ...], head: bool
@@ -126,11 +130,18 @@ class ManifestCache:
     ) -> ManifestAnswer:
         key = TagKey(target.upstream.name, target.repository, tag, accept)
         now = time.time()
+        ttl = target.upstream.tag_ttl
+        recent = self._recent
+        entry = None if recent is None else await recent.get(key, ttl, now)
+        if entry is not None:
+            return await self._serve(target, entry, accept, head, "hit")
         entry = await self._get_tag(key)
-        if entry is not None and now - entry.checked_at < target.upstream.tag_ttl:
+        if entry is not None and now - entry.checked_at < ttl:
+            if recent is not None:
+                recent.put(key, entry)
             return await self._serve(target, entry, accept, head, "hit")
         try:
-            ask = TagAsk(key, now - target.upstream.tag_ttl)
+            ask = TagAsk(key, now - ttl)
             return await self._resolve(target, ask, accept, head, previous=entry)
         except (UpstreamError, TooManyRequests) as error:
             fallback = entry or await self._any_acceptable(key, accept)
@@ -152,6 +163,8 @@ class ManifestCache:
         return await or_miss(self._index.get_manifest(digest), "read a manifest")
 
     async def _forget_tag(self, key: TagKey) -> None:
+        if self._recent is not None:
+            self._recent.forget(key)
         await self._index.delete_tag(key)
         # Else an outage would serve the deleted tag to any client from this copy.
         await self._index.delete_tag(replace(key, accept=ANY_ACCEPT))
@@ -161,6 +174,8 @@ class ManifestCache:
 
     async def _put_tag(self, key: TagKey, entry: TagEntry) -> None:
         await self._index.put_tag(key, entry)
+        if self._recent is not None:
+            self._recent.put(key, entry)
         # The latest answer whatever the client accepted, for clients with other Accept
         # lists when the upstream is down.
         await self._index.put_tag(replace(key, accept=ANY_ACCEPT), entry)

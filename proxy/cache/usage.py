@@ -127,8 +127,7 @@ class Usage:
         if self._order is not None:
             await self._flush_order(self._order)
         pending, self._pending = self._pending, {}
-        for (kind, digest, ref), when in pending.items():
-            await self._index.record_use(kind, digest, ref, when)
+        await self._index.record_uses(pending)
 
     async def run(self) -> None:
         """Flush in the background until cancelled, then once more."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,11 +66,35 @@ class AccessLogger(AbstractAccessLogger):
             )
             if record.cache:
                 message += f" {record.kind}:{record.cache}"
-        # Made here rather than through logger.info, which looks up the calling source line
-        # on every record: a stack walk per request, for a location no access line shows.
-        entry = logging.LogRecord(self.logger.name, logging.INFO, "", 0, message, None, None)
+        entry = _record(self.logger.name, message)
         entry.fields = fields
         self.logger.handle(entry)
+
+
+# Per thread (the event loop's, in practice): the fields of a record that are the same for
+# every access record it logs. Emptied in a forked child, whose process id is another.
+_TEMPLATES: dict[tuple[int, str], dict[str, Any]] = {}
+os.register_at_fork(after_in_child=_TEMPLATES.clear)
+
+
+def _record(name: str, message: str) -> logging.LogRecord:
+    """The LogRecord logger.info would make, made here rather than there: logger.info looks up
+    the calling source line (a stack walk per request, for a location no access line shows),
+    and LogRecord() asks for the thread, the process and their names again each time."""
+    key = (threading.get_ident(), name)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        made = logging.LogRecord(name, logging.INFO, "", 0, "", None, None)
+        template = _TEMPLATES[key] = dict(made.__dict__)
+    entry = logging.LogRecord.__new__(logging.LogRecord)
+    entry.__dict__.update(template)
+    entry.msg = message
+    # As LogRecord.__init__ sets them.
+    created = time.time()
+    entry.created = created
+    entry.msecs = int((created - int(created)) * 1000) + 0.0
+    entry.relativeCreated = template["relativeCreated"] + (created - template["created"]) * 1000
+    return entry
 
 
 def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:

@@ -154,7 +154,7 @@ class V2Handlers:
         self, request: web.Request, target: Target, path: V2Path
     ) -> web.StreamResponse:
         reference = _reference(path.reference)
-        accept = accepted_types(request.headers.getall("Accept", ()))
+        accept = _accepted(tuple(request.headers.getall("Accept", ())))
         head = request.method == "HEAD"
         answer = await self._s.manifests.get(target, reference, accept, head)
         if reference.tag is not None:
@@ -300,6 +300,13 @@ def _reference(text: str) -> Reference:
         raise DigestInvalid(str(exc)) from None
     except InvalidTag as exc:
         raise ManifestUnknown(f"invalid reference: {exc}") from None
+
+
+# Clients send a few Accept lists, the same on every request: one tuple for each, shared by
+# every tag answer kept in memory (recenttags.py) rather than one per answer.
+@functools.lru_cache(maxsize=64)
+def _accepted(header_lines: tuple[str, ...]) -> tuple[str, ...]:
+    return accepted_types(header_lines)
 
 
 @functools.lru_cache(maxsize=PARSED_PATHS)

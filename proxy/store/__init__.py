@@ -261,6 +261,11 @@ class UsageRecords(ABC):
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         """Remember that ``ref`` references the content and served it at ``when``."""
 
+    async def record_uses(self, uses: dict[tuple[Kind, Digest, RepoRef], float]) -> None:
+        """``record_use`` for each; a backend that can write a batch at once does."""
+        for (kind, digest, ref), when in uses.items():
+            await self.record_use(kind, digest, ref, when)
+
     @abstractmethod
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
         """Every (upstream, repository) that referenced the content, with its last use."""

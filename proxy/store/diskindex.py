@@ -42,6 +42,7 @@ _PINS = "pins"
 SQLITE_CACHE_PAGES = 1024  # of 4 KiB
 SQLITE_MMAP_BYTES = 8 * 2**20
 _GENERATION = "generation"
+USES_PER_TRANSACTION = 200
 
 
 class DiskIndex(Index):
@@ -129,6 +130,9 @@ class DiskIndex(Index):
         return {name: frozenset(Digest.parse(d) for d in digests) for name, digests in pins.items()}
 
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
+        self._record_use(kind, digest, ref, when)
+
+    def _record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         key = _use_key(kind, digest)
         # A transaction, because other processes (replicas, tools) may share this index.
         with self._cache.transact():
@@ -136,6 +140,18 @@ class DiskIndex(Index):
             pair = (ref.upstream, ref.repository)
             uses[pair] = max(when, uses.get(pair, when))
             self._cache.set(key, uses)
+
+    async def record_uses(self, uses: dict[tuple[Kind, Digest, RepoRef], float]) -> None:
+        # A few hundred to a transaction: a transaction per record was more than half of
+        # what a flush of warm requests' uses cost, and a short one keeps other processes'
+        # writes waiting for a few milliseconds at most.
+        batch = list(uses.items())
+        for start in range(0, len(batch), USES_PER_TRANSACTION):
+            with self._cache.transact():
+                # Nested in this one, each record's own transaction is no transaction of its
+                # own; nothing here gives the event loop a chance to start another.
+                for (kind, digest, ref), when in batch[start : start + USES_PER_TRANSACTION]:
+                    self._record_use(kind, digest, ref, when)
 
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
         uses: dict[tuple[str, str], float] = self._cache.get(_use_key(kind, digest)) or {}
