@@ -225,6 +225,8 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
         figures["first_hit_cpu_s"] = cpu_seconds(process_tree(server.pid)) or 0.0
         await asyncio.sleep(2)  # let start-up work in the background settle
         figures.update(memory(server.pid, "start"))
+        if args.start_only:
+            return figures
         if args.tracemalloc:
             server.send_signal(signal.SIGUSR1)
         began = time.monotonic()
@@ -252,6 +254,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bounded", action="store_true", help="with cache.max_size set")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--start-only", action="store_true", help="start-up and memory at start; no pulls"
+    )
     parser.add_argument("--keep", action="store_true", help="reuse a filled directory")
     parser.add_argument("--code", type=Path, help="PYTHONPATH of the server: another version")
     args = parser.parse_args()
@@ -262,7 +267,7 @@ def main() -> None:
         asyncio.run(fill(cache, args.count))
         print(f"filled {args.count} images in {time.monotonic() - began:.1f} s", file=sys.stderr)
     figures = asyncio.run(measure(cache, args.count, args))
-    for name in ("rss", "pss"):
+    for name in () if args.start_only else ("rss", "pss"):
         grown = figures[f"{name}_warm_mb"] - figures[f"{name}_start_mb"]
         figures[f"{name}_growth_mb_per_1000"] = grown / args.count * 1000
     print(json.dumps({"images": args.count, "bounded": args.bounded, **figures}, indent=1))
