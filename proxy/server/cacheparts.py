@@ -150,8 +150,8 @@ async def _blob_store(config: Config, metrics: Metrics, *, clean: bool) -> Async
         finally:
             await local.close()
         return
-    # Imported only for a bucket: aiobotocore and botocore take half a second to import and
-    # tens of megabytes per worker, which a server on the local store never needs.
+    # Imported only for a bucket: aiobotocore and botocore take a third of a second of CPU to
+    # import and about 10 MB in every process, which a server on the local store never needs.
     from proxy.store.s3blobs import S3BlobStore
     from proxy.store.s3calls import S3Location
     from proxy.store.tier import LocalTier

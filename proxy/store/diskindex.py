@@ -41,9 +41,9 @@ _TAG_PREFIX = '["tag", '
 _PINS = "pins"
 # 2 MB of SQLite page cache per process, and no memory map. Measured over 20,000 random
 # images' lookups (tag, manifest, two blobs' references) of a 2,000- and a 100,000-image
-# index: 4 MB of cache, or an 8 MB map, took no less CPU per lookup than this (about 15 us,
-# within the noise), and a smaller cache took about a fifth more. Both count in RSS as they
-# fill, the map's pages once per process that touched them.
+# index: 4 MB of cache, or an 8 MB map, took no less CPU per lookup than this (15-20 us,
+# within the noise), and 1 MB took about a quarter more at 2,000 images. Both count in RSS
+# as they fill, the map's pages once per process that touched them.
 SQLITE_CACHE_PAGES = 512  # of 4 KiB
 SQLITE_MMAP_BYTES = 0
 _GENERATION = "generation"
