@@ -4,8 +4,10 @@ Fills a cache directory with N small images (manifest + config + one layer, each
 repository and tag) by writing the stores, the index and the eviction order directly,
 in-process, the way the server would have left them; then starts ``python -m proxy serve
 --offline`` on it and reports the time to the first ``/v2/`` answer and to the first cache
-hit, and the resident memory (VmRSS from /proc) after start and after every image was pulled
-once (manifest by tag, then its blobs).
+hit, and the resident memory after start and after every image was pulled once (manifest by
+tag, then its blobs): RSS summed over the supervisor and its workers, which counts the pages
+they share since the fork in each, and PSS, which counts them once (bench/procfs.py), with
+each process's own.
 
 With ``--bounded`` the cache has a ``max_size`` (far above what it holds), which is what
 turns eviction, and its bookkeeping, on. ``--tracemalloc`` starts the server under
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench.procfs import cpu_seconds, process_tree
+from bench.procfs import cpu_seconds, process_tree, pss, rss, status_bytes
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.store.diskindex import DiskIndex
@@ -122,19 +123,29 @@ async def fill(cache: Path, count: int) -> None:
     await index.close()
 
 
-def rss(pid: int, field: str = "VmRSS") -> int:
-    """VmRSS of the server and its workers, summed, or its parts: RssAnon (the heap) and
-    RssFile (mapped files: libraries, and SQLite's memory map of the index). Pages the
-    workers share with the supervisor since the fork count in each."""
-    total = 0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith(f"{field}:"):
-                    total += int(line.split()[1]) * 1024
-    if not total:
-        raise RuntimeError(f"no {field} for {pid}")
-    return total
+def memory(pid: int, when: str) -> dict[str, float]:
+    """MB held by the server ``pid`` and its workers, named ``<figure>_<when>_mb``: VmRSS
+    and PSS summed over them, RssAnon (the heap) and RssFile (mapped files: libraries, and
+    SQLite's memory map of the index) summed, and each process's RSS and PSS (``_0`` the
+    server or supervisor, then the workers)."""
+    members = sorted(process_tree(pid))
+    members.remove(pid)
+    members.insert(0, pid)
+    figures: dict[str, float] = {}
+    for name, measure in (
+        ("rss", rss),
+        ("pss", pss),
+        ("RssAnon", lambda p: status_bytes(p, "RssAnon")),
+        ("RssFile", lambda p: status_bytes(p, "RssFile")),
+    ):
+        each = [measure(member) or 0 for member in members]
+        if not any(each):
+            raise RuntimeError(f"no {name} for {pid}")
+        figures[f"{name}_{when}_mb"] = sum(each) / 2**20
+        if name in ("rss", "pss"):
+            for i, value in enumerate(each):
+                figures[f"{name}_{when}_{i}_mb"] = value / 2**20
+    return figures
 
 
 async def pull(session: aiohttp.ClientSession, base: str, i: int) -> None:
@@ -213,18 +224,16 @@ async def measure(cache: Path, count: int, args: argparse.Namespace) -> dict[str
         # CPU time is steadier than the wall clock on a shared machine.
         figures["first_hit_cpu_s"] = cpu_seconds(process_tree(server.pid)) or 0.0
         await asyncio.sleep(2)  # let start-up work in the background settle
-        figures["rss_start_mb"] = rss(server.pid) / 2**20
-        for field in ("RssAnon", "RssFile"):
-            figures[f"{field}_start_mb"] = rss(server.pid, field) / 2**20
+        figures.update(memory(server.pid, "start"))
+        if args.start_only:
+            return figures
         if args.tracemalloc:
             server.send_signal(signal.SIGUSR1)
         began = time.monotonic()
         await pull_all(base, count, args.concurrency)
         figures["pull_s"] = time.monotonic() - began
         await asyncio.sleep(3)  # usage flushes
-        figures["rss_warm_mb"] = rss(server.pid) / 2**20
-        for field in ("RssAnon", "RssFile"):
-            figures[f"{field}_warm_mb"] = rss(server.pid, field) / 2**20
+        figures.update(memory(server.pid, "warm"))
         if args.tracemalloc:
             server.send_signal(signal.SIGUSR1)
             while not trace.exists():  # noqa: ASYNC110 (another process writes it)
@@ -245,6 +254,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bounded", action="store_true", help="with cache.max_size set")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--start-only", action="store_true", help="start-up and memory at start; no pulls"
+    )
     parser.add_argument("--keep", action="store_true", help="reuse a filled directory")
     parser.add_argument("--code", type=Path, help="PYTHONPATH of the server: another version")
     args = parser.parse_args()
@@ -255,8 +267,9 @@ def main() -> None:
         asyncio.run(fill(cache, args.count))
         print(f"filled {args.count} images in {time.monotonic() - began:.1f} s", file=sys.stderr)
     figures = asyncio.run(measure(cache, args.count, args))
-    per_1000 = (figures["rss_warm_mb"] - figures["rss_start_mb"]) / args.count * 1000
-    figures["growth_mb_per_1000"] = per_1000
+    for name in () if args.start_only else ("rss", "pss"):
+        grown = figures[f"{name}_warm_mb"] - figures[f"{name}_start_mb"]
+        figures[f"{name}_growth_mb_per_1000"] = grown / args.count * 1000
     print(json.dumps({"images": args.count, "bounded": args.bounded, **figures}, indent=1))
     os.sync()
 

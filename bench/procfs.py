@@ -1,9 +1,15 @@
-"""Per-process figures from /proc: resident memory (peak and now), CPU time, open files."""
+"""Per-process figures from /proc: resident memory (peak and now), CPU time, open files.
+
+Resident memory comes two ways. RSS (``VmRSS``) counts every page a process maps, so summed
+over a supervisor and the workers it forked it counts the pages they still share (the
+interpreter, the imported modules, the page cache of a mapped index) once per process. PSS
+(``Pss`` in ``smaps_rollup``) divides each page among the processes mapping it, so the sum
+over a group is what the group really holds. Both are reported, side by side."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -19,16 +25,43 @@ def rss(pid: int) -> int | None:
 
 def total_rss(pids: Iterable[int]) -> int | None:
     """Sum of the processes' VmRSS now, in bytes."""
-    known = [r for r in (rss(pid) for pid in pids) if r is not None]
+    return _total(rss, pids)
+
+
+def status_bytes(pid: int, field: str) -> int | None:
+    """A size from ``/proc/<pid>/status`` in bytes: ``VmRSS``, ``RssAnon`` (heap),
+    ``RssFile`` (mapped files: libraries, SQLite's memory map)."""
+    return _status_bytes(pid, f"{field}:")
+
+
+def pss(pid: int) -> int | None:
+    """``pid``'s proportional share of resident memory now, in bytes: each page it shares
+    with N processes counts 1/N. None where the kernel has no ``smaps_rollup`` (before 4.14)
+    or refuses it."""
+    return _kb_field(Path(f"/proc/{pid}/smaps_rollup"), "Pss:")
+
+
+def total_pss(pids: Iterable[int]) -> int | None:
+    """Sum of the processes' PSS now, in bytes: what the group holds, shared pages once."""
+    return _total(pss, pids)
+
+
+def _total(measure: Callable[[int], int | None], pids: Iterable[int]) -> int | None:
+    known = [m for m in (measure(pid) for pid in pids) if m is not None]
     return sum(known) if known else None
 
 
 def _status_bytes(pid: int, field: str) -> int | None:
+    return _kb_field(Path(f"/proc/{pid}/status"), field)
+
+
+def _kb_field(path: Path, field: str) -> int | None:
+    """The line of ``path`` starting ``field``, its "N kB" in bytes."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        text = path.read_text()
     except OSError:
         return None
-    for line in status.splitlines():
+    for line in text.splitlines():
         if line.startswith(field):
             return int(line.split()[1]) * 1024
     return None

@@ -23,7 +23,7 @@ from tests.support.process import ServerProcess
 
 from . import connections, scaleclient
 from .peers import Direct, DistributionProxy, Nginx, Peer, Regcache, Upstream
-from .procfs import cpu_seconds, total_rss
+from .procfs import cpu_seconds, total_pss, total_rss
 from .scenarios import MANIFEST_ACCEPT, upstream_requests
 from .synthetic import SyntheticImage, describe
 
@@ -71,6 +71,9 @@ class ScaleRun:
     heads: Phase | None = None
     rss_fresh: int | None = None  # just started, cache empty
     rss_warm: int | None = None  # after the warm pulls and the HEADs
+    # The same, as PSS: pages the processes share counted once (bench/procfs.py).
+    pss_fresh: int | None = None
+    pss_warm: int | None = None
     disk_bytes: int | None = None
     restart: Restart | None = None
 
@@ -104,7 +107,10 @@ async def run_peer(peer: Peer, upstream: Upstream, settings: ScaleSettings, log:
     caching = not isinstance(peer, Direct)
     for n in settings.sizes:
         peer.start_cold()
-        run = out.runs[n] = ScaleRun(peer.name, n, rss_fresh=total_rss(peer.memory_pids()))
+        pids = peer.memory_pids()
+        run = out.runs[n] = ScaleRun(
+            peer.name, n, rss_fresh=total_rss(pids), pss_fresh=total_pss(pids)
+        )
         phases = ["cold", "warm"] if caching else ["cold"]
         for name in phases:
             log(f"{peer.name}: {name} pulls of {n:,} images, concurrency {settings.concurrency}")
@@ -120,12 +126,14 @@ async def run_peer(peer: Peer, upstream: Upstream, settings: ScaleSettings, log:
         log(f"{peer.name}: {run.heads.result.images_per_s:,.0f} HEADs/s")
         if not caching:
             continue
-        run.rss_warm = total_rss(peer.memory_pids())
+        pids = peer.memory_pids()
+        run.rss_warm, run.pss_warm = total_rss(pids), total_pss(pids)
         cache = _cache_dir(peer)
         run.disk_bytes = None if cache is None else disk_usage(cache)
         run.restart = restart(peer, upstream, describe(n - 1))
         log(
-            f"{peer.name}: RSS {_mb(run.rss_warm)} MB, disk {_mb(run.disk_bytes)} MB, "
+            f"{peer.name}: RSS {_mb(run.rss_warm)} MB, PSS {_mb(run.pss_warm)} MB, "
+            f"disk {_mb(run.disk_bytes)} MB, "
             f"restart: /v2/ {run.restart.v2_s:.2f} s, first hit {run.restart.first_hit_s:.2f} s"
         )
     out.connections = await _connections(peer, host, port, settings, log)

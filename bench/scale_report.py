@@ -74,10 +74,14 @@ def build_rows(results: Mapping[str, PeerScale], settings: ScaleSettings) -> lis
                 each(head_cpu)),
             Row(f"head_up_{n}", f"{s}: upstream requests per tag HEAD", "", "lower", 3,
                 each(upstream("heads"))),
-            Row(f"rss_{n}", f"{s}: RSS after warming (all processes)", "MB", "lower", 1,
-                each(lambda r: _div(r.rss_warm, MB))),
+            Row(f"rss_{n}", f"{s}: RSS after warming (all processes, shared pages in each)",
+                "MB", "lower", 1, each(lambda r: _div(r.rss_warm, MB))),
+            Row(f"pss_{n}", f"{s}: PSS after warming (all processes, shared pages once)",
+                "MB", "lower", 1, each(lambda r: _div(r.pss_warm, MB))),
             Row(f"rss_growth_{n}", f"{s}: RSS growth per 1,000 images since start", "MB",
                 "lower", 2, each(_growth_per_1000)),
+            Row(f"pss_growth_{n}", f"{s}: PSS growth per 1,000 images since start", "MB",
+                "lower", 2, each(lambda r: _growth_per_1000(r, "pss"))),
             Row(f"disk_{n}", f"{s}: disk used by the cache", "MB", "lower", 1,
                 each(lambda r: _div(r.disk_bytes, MB))),
             Row(f"restart_v2_{n}", f"{s}: restart, until /v2/ answers", "s", "lower", 2,
@@ -112,20 +116,23 @@ def _div(value: float | None, by: float) -> float | None:
     return None if value is None else value / by
 
 
-def _growth_per_1000(run: ScaleRun) -> float | None:
-    if run.rss_warm is None or run.rss_fresh is None:
+def _growth_per_1000(run: ScaleRun, measure: str = "rss") -> float | None:
+    """``measure``: "rss" or "pss" (ScaleRun's fields)."""
+    warm, fresh = getattr(run, f"{measure}_warm"), getattr(run, f"{measure}_fresh")
+    if warm is None or fresh is None:
         return None
-    return (run.rss_warm - run.rss_fresh) / MB / run.images * 1000
+    return float(warm - fresh) / MB / run.images * 1000
 
 
-def rss_slope(result: PeerScale) -> float | None:
-    """MB of RSS per 1,000 more images, between the smallest and largest N measured."""
-    sizes = sorted(n for n, r in result.runs.items() if r.rss_warm is not None)
-    if len(sizes) < 2:
+def rss_slope(result: PeerScale, measure: str = "rss") -> float | None:
+    """MB of RSS (or PSS) per 1,000 more images, between the smallest and largest N
+    measured."""
+    runs = [r for r in result.runs.values() if getattr(r, f"{measure}_warm") is not None]
+    if len(runs) < 2:
         return None
-    low, high = result.runs[sizes[0]], result.runs[sizes[-1]]
-    grown = (high.rss_warm or 0) - (low.rss_warm or 0)
-    return grown / MB / (high.images - low.images) * 1000
+    low, high = min(runs, key=lambda r: r.images), max(runs, key=lambda r: r.images)
+    grown = getattr(high, f"{measure}_warm") - getattr(low, f"{measure}_warm")
+    return float(grown) / MB / (high.images - low.images) * 1000
 
 
 def judge(
@@ -181,21 +188,29 @@ def judge(
     growth = _growth_per_1000(run) if run else None
     per_1000 = slope if slope is not None else growth
     how = "between the sizes" if slope is not None else f"growth since start at {largest:,}"
+    # PSS beside it: the summed RSS of a supervisor and its workers counts shared pages twice.
+    pss_slope = rss_slope(mine, "pss") if mine else None
+    pss_growth = _growth_per_1000(run, "pss") if run else None
+    pss_1000 = pss_slope if slope is not None else pss_growth
     targets.append(
         Target(
             "RSS per 1,000 cached images",
             "<= 1.0 MB",
-            f"{_num(per_1000, 2)} MB ({how}); {_num(per_1000, 2)}x the target",
+            f"{_num(per_1000, 2)} MB ({how}); {_num(per_1000, 2)}x the target; "
+            f"PSS {_num(pss_1000, 2)} MB",
             None if per_1000 is None else per_1000 <= 1.0,
         )
     )
     big = mine.runs.get(100_000) if mine else None
     rss_big = None if big is None or big.rss_warm is None else big.rss_warm / MB
+    pss_big = None if big is None or big.pss_warm is None else big.pss_warm / MB
     targets.append(
         Target(
             "RSS with 100,000 images cached",
             "< 150 MB",
-            "not measured (use --full)" if big is None else f"{_num(rss_big, 1)} MB",
+            "not measured (use --full)"
+            if big is None
+            else f"{_num(rss_big, 1)} MB (PSS {_num(pss_big, 1)} MB)",
             None if rss_big is None else rss_big < 150,
         )
     )
@@ -230,5 +245,6 @@ def to_json(results: Mapping[str, PeerScale]) -> dict[str, Any]:
         if result.connections is not None:
             raw["connections"]["mb_per_1000"] = result.connections.mb_per_1000()
         raw["rss_mb_per_1000_images_between_sizes"] = rss_slope(result)
+        raw["pss_mb_per_1000_images_between_sizes"] = rss_slope(result, "pss")
         out[name] = raw
     return out

@@ -8,11 +8,10 @@ hash of user and password (never the password itself).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
-
-import bcrypt
 
 from proxy.config.authfiles import Htpasswd, parse_htpasswd
 from proxy.config.parsers import Invalid
@@ -21,8 +20,16 @@ log = logging.getLogger(__name__)
 
 REMEMBER_SECONDS = 60.0
 MAX_REMEMBERED = 10_000
-# Checked for unknown users, so a wrong user name costs as long as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"regcache", bcrypt.gensalt(rounds=10))
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    """Checked for unknown users, so a wrong user name costs as long as a wrong password.
+    Made at the first login rather than at import: making it costs a bcrypt round, which
+    every server and command paid at start, logins or not."""
+    import bcrypt
+
+    return bcrypt.hashpw(b"regcache", bcrypt.gensalt(rounds=10))
 
 
 class PasswordChecker:
@@ -52,7 +59,7 @@ class PasswordChecker:
         until = self._remembered.get(key)
         if until is not None and until > now and user in self._hashes:
             return True
-        hashed = self._hashes.get(user, _DUMMY_HASH)
+        hashed = self._hashes.get(user)
         ok = await asyncio.to_thread(_checkpw, password, hashed) and user in self._hashes
         if ok:
             if len(self._remembered) >= MAX_REMEMBERED:
@@ -71,7 +78,13 @@ class PasswordChecker:
             self._remembered.clear()  # a flood of distinct valid logins; bcrypt again
 
 
-def _checkpw(password: str, hashed: bytes) -> bool:
+def _checkpw(password: str, hashed: bytes | None) -> bool:
+    """``hashed`` None: an unknown user, checked against the dummy hash (in this thread: the
+    first check makes it)."""
+    import bcrypt
+
+    if hashed is None:
+        hashed = _dummy_hash()
     try:
         return bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed)
     except ValueError:

@@ -18,13 +18,16 @@ import logging
 import math
 import secrets
 import time
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING
 
 from proxy.auth.ratelimit import FailureLimiter, Limiter
 from proxy.store import Index
 from proxy.store.redisindex import RedisIndex
+
+if TYPE_CHECKING:
+    # redis is imported where it is used: only a server on a Redis index loads it.
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class SharedFailureLimiter:
     async def retry_after(self, address: str) -> int | None:
         if self._skip():
             return await self._local.retry_after(address)
+        from redis.exceptions import RedisError
+
         now = time.time()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -70,6 +75,8 @@ class SharedFailureLimiter:
         await self._local.failed(address)
         if self._skip():
             return
+        from redis.exceptions import RedisError
+
         now = time.time()
         # Unique, so that two failures in the same instant are two.
         member = f"{now!r}:{secrets.token_hex(4)}"

@@ -22,11 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+# PyJWT and cryptography are imported in the methods: a server without logins never loads
+# them (a tenth of a second at start, megabytes per worker), and the handlers import this
+# module all the same. Once loaded, such an import is a dictionary lookup.
 from proxy.auth.rules import Principal
 from proxy.config.authfiles import ANONYMOUS, TokenKey
 from proxy.model import Credentials
@@ -69,12 +67,18 @@ class TokenAuthority:
         self._key = key.secret if key is not None else secrets.token_bytes(32)
         self._ttl = max(1, int(ttl))
         self._remembered: dict[str, tuple[Principal, float]] = {}
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         # A key of its own, so neither use of the signing key can weaken the other.
         derived = HKDF(hashes.SHA256(), 32, None, b"regcache passthrough credentials")
         self._sealer = Fernet(base64.urlsafe_b64encode(derived.derive(self._key)))
 
     def issue(self, principal: Principal, repositories: Iterable[str]) -> IssuedToken:
         """A token for ``principal``, with who vouched for it and its credentials, if any."""
+        import jwt
+
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -114,6 +118,8 @@ class TokenAuthority:
         return principal
 
     def _decode(self, token: str) -> tuple[Principal, float]:
+        import jwt
+
         try:
             # One algorithm only: "none", or RS/ES with the key taken as a public key, never.
             claims = jwt.decode(
@@ -153,6 +159,8 @@ class TokenAuthority:
     def _unsealed(self, sealed: object) -> Credentials | None:
         if sealed is None:
             return None
+        from cryptography.fernet import InvalidToken
+
         try:
             pair = json.loads(self._sealer.decrypt(str(sealed).encode("ascii")))
         except (InvalidToken, ValueError, UnicodeError):

@@ -7,20 +7,13 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, TextIO
 
 from proxy.config.parsers import human_size
+
+if TYPE_CHECKING:
+    # rich is imported when a reporter is made (see proxy.commands.output).
+    from rich.progress import Progress, TaskID
 
 
 class Item:
@@ -57,6 +50,8 @@ class Reporter:
     """``with Reporter("warm") as progress: item = progress.item(name, total)``."""
 
     def __init__(self, verb: str, stream: TextIO | None = None, live: bool | None = None) -> None:
+        from rich.console import Console
+
         self.verb = verb
         self._console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
         self._live = self._console.is_terminal if live is None else live
@@ -67,6 +62,15 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if self._live:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),

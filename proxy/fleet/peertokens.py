@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-import jwt
-
 from proxy.oci.digest import Digest
+
+# PyJWT is imported where a token is made or read: only replicas of a fleet do either, and a
+# lone server, which imports this module all the same, is spared loading it.
 
 AUDIENCE = "regcache-peer"
 ALGORITHM = "HS256"
@@ -23,6 +24,8 @@ MAX_TOKEN_LENGTH = 2048
 
 def peer_token(key: bytes, replica: str, digest: Digest) -> str:
     """A token that lets its bearer read ``digest`` from a peer for a little while."""
+    import jwt
+
     now = int(time.time())
     claims = {
         "iss": replica,
@@ -43,6 +46,8 @@ def peer_token_valid(key: bytes | None, authorization: str | None, digest: str) 
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         return False
+    import jwt
+
     try:
         # One algorithm only: never "none", never a key read as some other kind of key.
         claims = jwt.decode(

@@ -129,7 +129,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[HISTORY] = History()
         sampler = asyncio.create_task(app[HISTORY].run(metrics))
         app[PREFETCHER] = _prefetcher(config, parts)
-        # Not its size: a large cache is still being measured, which serving does not wait for.
+        # Not its size: a large cache is measured when first asked, which start-up does not
+        # wait for.
         log.info("cache at %s", config.cache_dir)
         try:
             yield

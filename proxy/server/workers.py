@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import math
 import os
@@ -216,6 +217,11 @@ class Supervisor:
     def _start(self, index: int, old_mask: set[int | signal.Signals]) -> None:
         self._started[index] = time.monotonic()
         supervisor = os.getpid()
+        # The server's modules were imported before the fork, so that the workers share
+        # their pages rather than each importing its own copy; a worker's garbage collector
+        # would write to the header of every object it inherited, copying those pages one by
+        # one. Frozen objects are never collected, so their pages stay shared.
+        gc.freeze()
         pid = os.fork()
         if pid:
             self._pids[pid] = index

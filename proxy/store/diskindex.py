@@ -39,8 +39,13 @@ def _manifest_key(digest: Digest) -> str:
 _MANIFEST_PREFIX = "manifest "
 _TAG_PREFIX = '["tag", '
 _PINS = "pins"
-SQLITE_CACHE_PAGES = 1024  # of 4 KiB
-SQLITE_MMAP_BYTES = 8 * 2**20
+# 2 MB of SQLite page cache per process, and no memory map. Measured over 20,000 random
+# images' lookups (tag, manifest, two blobs' references) of a 2,000- and a 100,000-image
+# index: 4 MB of cache, or an 8 MB map, took no less CPU per lookup than this (15-20 us,
+# within the noise), and 1 MB took about a quarter more at 2,000 images. Both count in RSS
+# as they fill, the map's pages once per process that touched them.
+SQLITE_CACHE_PAGES = 512  # of 4 KiB
+SQLITE_MMAP_BYTES = 0
 _GENERATION = "generation"
 USES_PER_TRANSACTION = 200
 
@@ -50,7 +55,7 @@ class DiskIndex(Index):
         # diskcache culls entries past 1 GB by default; losing a manifest or a usage record
         # silently is not acceptable, and eviction is regcache's own decision. Its SQLite
         # page cache (32 MB) and memory map (64 MB) by default fill up as a large index is
-        # read, and count in the server's resident memory: a few MB serve the hot entries.
+        # read, and count in the server's resident memory: 2 MB serve the hot entries.
         self._cache = diskcache.Cache(
             str(directory),
             eviction_policy="none",

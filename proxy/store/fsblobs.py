@@ -271,15 +271,16 @@ class FsBlobStore(BlobStore):
         self._measuring: asyncio.Task[None] | None = None
 
     async def open(self, clean: bool = True) -> None:
-        """Create the layout, with ``clean`` drop leftovers of interrupted writes (not while
-        another process may be writing there), and size the cache in the background: a walk
-        of a large cache takes seconds, which serving does not wait for (``total_size``
-        waits for it)."""
+        """Create the layout, and with ``clean`` drop leftovers of interrupted writes (not
+        while another process may be writing there). The cache is sized when first asked
+        (``total_size``), not here: the walk of a large cache takes seconds of CPU (1.3 s for
+        200,000 blobs), which at start would compete with the first requests in every
+        worker, and which a bounded cache's eviction does not need (its order keeps the
+        total)."""
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         if clean:
             await asyncio.to_thread(self._clean)
-        self._measuring = asyncio.create_task(self.remeasure())
 
     async def close(self) -> None:
         if self._measuring is not None:
@@ -301,7 +302,7 @@ class FsBlobStore(BlobStore):
                 total += path.stat().st_size
         return total
 
-    def _walk(self) -> Iterator[tuple[Digest, Path]]:
+    def _walk(self) -> Iterator[tuple[Digest, os.DirEntry[str]]]:
         """Blocking: every blob, a directory's at a time."""
         for directory in self._directories():
             yield from self._walk_directory(directory)
@@ -311,13 +312,17 @@ class FsBlobStore(BlobStore):
         a walk holds a few hundredth of the cache's names at once, never all of them."""
         return [path for algorithm in self._blobs.iterdir() for path in algorithm.iterdir()]
 
-    def _walk_directory(self, directory: Path) -> list[tuple[Digest, Path]]:
+    def _walk_directory(self, directory: Path) -> list[tuple[Digest, os.DirEntry[str]]]:
+        # Directory entries rather than a Path each: building the Paths was a third of the CPU
+        # of sizing a large cache (200,000 blobs: 2.1 s, 1.3 s without them).
         found = []
-        for path in directory.iterdir():
-            try:
-                found.append((Digest.parse(f"{directory.parent.name}:{path.name}"), path))
-            except InvalidDigest:
-                log.warning("ignoring stray file in blob store: %s", path)
+        algorithm = directory.parent.name
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    found.append((Digest.parse(f"{algorithm}:{entry.name}"), entry))
+                except InvalidDigest:
+                    log.warning("ignoring stray file in blob store: %s", entry.path)
         return found
 
     def path(self, digest: Digest) -> Path:
@@ -357,7 +362,9 @@ class FsBlobStore(BlobStore):
         return True
 
     async def total_size(self) -> int:
-        if self._measuring is not None and not self._measuring.done():
+        if self._measuring is None:
+            self._measuring = asyncio.create_task(self.remeasure())
+        if not self._measuring.done():
             # Shielded: a request that gives up waiting must not stop the measure.
             await asyncio.shield(self._measuring)
         return self._total

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from proxy.model import Kind
 from proxy.oci.digest import Digest
 from proxy.store.redisindex import RedisIndex, RedisReach, reaching, reaching_each
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 Key = tuple[Kind, Digest]
 

@@ -10,16 +10,21 @@ requests of a few seconds, not a restart.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
-
 from proxy.config.parsers import SENTINEL_SCHEME, parse_sentinel_url
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 def open_redis(url: str, *, connect_timeout: float, command_timeout: float) -> Redis:
     """A client of the Redis ``url`` names; bytes in and out."""
+    # Here, not at the top: only a server or command configured with Redis loads redis.
+    from redis.asyncio import Redis
+    from redis.asyncio.sentinel import Sentinel
+
     if urlsplit(url).scheme.lower() != SENTINEL_SCHEME:
         return Redis.from_url(
             url,

@@ -25,6 +25,9 @@ def peer(name: str, cold_s: float, warm_s: float, rss: dict[int, int]) -> PeerSc
             warm=pulls(n, warm_s * n / 1000),
             rss_fresh=40 * MB,
             rss_warm=rss[n],
+            # Half of it shared between the processes.
+            pss_fresh=20 * MB,
+            pss_warm=rss[n] // 2,
             restart=Restart(v2_s=0.5, first_hit_s=2.5, upstream_requests=0),
         )
     result.connections = ConnectionRun(
@@ -55,6 +58,11 @@ def test_goals_are_judged_from_the_ratios_and_the_growth_between_sizes() -> None
     # 4 MB more for 8,000 more images: 0.5 MB per 1,000.
     rss = goals["RSS per 1,000 cached images"]
     assert (rss.met, rss.measured.split()[0]) == (True, "0.50")
+    # PSS beside it: 2 MB more for 8,000 more images.
+    assert "PSS 0.25 MB" in rss.measured
+    by_key = {row.key: row for row in rows}
+    assert by_key["pss_10000"].values["regcache"] == 32
+    assert by_key["pss_growth_2000"].values["regcache"] == 5  # (30 - 20) MB / 2,000 images
     assert goals["RSS with 100,000 images cached"].met is None
     assert goals["start-up with 10,000 images cached: /v2/ answers"].met is True
     assert goals["start-up with 10,000 images cached: first cache hit served"].met is False

@@ -8,7 +8,6 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-import proxy.auth.passwords
 import proxy.auth.ratelimit
 from proxy.auth.passwords import PasswordChecker
 from proxy.auth.ratelimit import FailureLimiter
@@ -69,7 +68,7 @@ async def test_a_success_is_remembered_and_failures_are_not(
         calls.append(password)
         return real(password, hashed)
 
-    monkeypatch.setattr(proxy.auth.passwords.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
     assert await checker.check("alice", "pw")
     assert await checker.check("alice", "pw")
     assert len(calls) == 1
@@ -78,6 +77,13 @@ async def test_a_success_is_remembered_and_failures_are_not(
     assert not await checker.check("mallory", "pw")  # costs a check too: no user oracle
     assert len(calls) == 4
     assert checker.remembered == 1
+
+
+async def test_an_unknown_user_is_refused_even_with_the_dummy_hash_password(
+    tmp_path: Path,
+) -> None:
+    checker = PasswordChecker(Htpasswd(tmp_path / "h", {}))
+    assert not await checker.check("mallory", "regcache")
 
 
 async def test_a_malformed_bcrypt_hash_matches_nothing(tmp_path: Path) -> None:
