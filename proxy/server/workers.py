@@ -141,7 +141,6 @@ class Supervisor:
                 sock.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        mark_worker(index)
         return self._status
 
     def _supervise(self, old_mask: set[int | signal.Signals]) -> None:
