@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from proxy.oci.digest import Digest
 from proxy.store import LocalFile
 from proxy.store.fsblobs import SMALL_BLOB, FsBlobStore
-from tests.store.test_blobstore_conformance import CONFIG, LAYER, files_under, put
+from tests.store.blobstores import CONFIG, LAYER, files_under, put
 
 LARGE = os.urandom(SMALL_BLOB + 4096)  # read as spans of its file, not whole
 

@@ -10,100 +10,32 @@ an index per directory under a key prefix naming it, in the session's one redis-
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import diskcache
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
 from proxy.oci.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from proxy.store import DigestMismatch, Index
 from proxy.store.diskindex import DiskIndex
-from proxy.store.memory import MemoryIndex
-from proxy.store.redisindex import RedisIndex
-from tests.support.redisserver import RedisServer
+from tests.store import indexes
+from tests.store.indexes import (
+    APP,
+    IMPLEMENTATIONS,
+    INDEX_BODY,
+    NGINX,
+    Backend,
+    Implementation,
+    manifest,
+    tag_entry,
+    tag_key,
+)
 
-Opener = Callable[[Path], Awaitable[Index]]
-
-
-@dataclass(frozen=True)
-class Implementation:
-    open: Opener
-    persistent: bool
-
-
-@dataclass(frozen=True)
-class Backend:
-    """An implementation before a test asks for it: one that needs a server gets it from
-    the test's fixtures (``opener``, given the test's request)."""
-
-    opener: Callable[[pytest.FixtureRequest], Opener]
-    persistent: bool
-
-    def implementation(self, request: pytest.FixtureRequest) -> Implementation:
-        return Implementation(self.opener(request), self.persistent)
-
-
-async def open_memory(directory: Path) -> Index:
-    return MemoryIndex()
-
-
-async def open_disk(directory: Path) -> Index:
-    return DiskIndex(directory / "index")
-
-
-def redis_opener(request: pytest.FixtureRequest) -> Opener:
-    server: RedisServer = request.getfixturevalue("redis_server")
-
-    async def open_redis(directory: Path) -> Index:
-        return RedisIndex(server.url, prefix=f"regcache-test:{directory}:")
-
-    return open_redis
-
-
-IMPLEMENTATIONS = [
-    pytest.param(Backend(lambda _: open_memory, persistent=False), id="memory"),
-    pytest.param(Backend(lambda _: open_disk, persistent=True), id="disk"),
-    pytest.param(Backend(redis_opener, persistent=True), id="redis"),
-]
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-def implementation(request: pytest.FixtureRequest) -> Implementation:
-    backend: Backend = request.param
-    return backend.implementation(request)
-
-
-@pytest.fixture
-async def index(implementation: Implementation, tmp_path: Path) -> AsyncIterator[Index]:
-    opened = await implementation.open(tmp_path)
-    yield opened
-    await opened.close()
-
-
-def manifest(
-    body: bytes, media_type: str = OCI_MANIFEST, algorithm: str = "sha256"
-) -> StoredManifest:
-    return StoredManifest(Digest.of(body, algorithm), media_type, body)
-
-
-def tag_key(tag: str = "latest", accept: tuple[str, ...] = (OCI_INDEX, OCI_MANIFEST)) -> TagKey:
-    return TagKey("docker.io", "library/nginx", tag, accept)
-
-
-def tag_entry(body: bytes = b"{}", checked_at: float = 1_700_000_000.25) -> TagEntry:
-    return TagEntry(Digest.of(body), OCI_INDEX, len(body), checked_at)
-
-
-INDEX_BODY = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}'
-NGINX = RepoRef("docker.io", "library/nginx")
-APP = RepoRef("ghcr.io", "org/app")
+# The suite's fixtures, by name in this module, where pytest looks for them.
+implementation = indexes.implementation
+index = indexes.index
 
 
 # --- manifests ------------------------------------------------------------------------
@@ -447,94 +379,3 @@ async def test_disk_index_never_evicts(tmp_path: Path) -> None:
     await index.close()
     with diskcache.Cache(str(tmp_path / "index")) as cache:
         assert cache.eviction_policy == "none"
-
-
-# --- against a model ------------------------------------------------------------------
-
-DIGEST_POOL = [Digest.of(bytes([i])) for i in range(3)]
-MANIFEST_POOL = [
-    manifest(bytes([i]), media) for i in range(3) for media in (OCI_INDEX, OCI_MANIFEST)
-]
-_times = st.floats(0, 2e9, allow_nan=False)
-_digests = st.sampled_from(DIGEST_POOL)
-_tag_keys = st.builds(
-    TagKey,
-    st.sampled_from(["docker.io", "ghcr.io"]),
-    st.sampled_from(["library/nginx", "org/app"]),
-    st.sampled_from(["latest", "v1"]),
-    st.sampled_from([(), (OCI_INDEX,), (OCI_INDEX, OCI_MANIFEST), (DOCKER_MANIFEST,)]),
-)
-_tag_entries = st.builds(
-    TagEntry, _digests, st.sampled_from([OCI_INDEX, DOCKER_MANIFEST]), st.integers(0, 10**9), _times
-)
-_refs = st.builds(RepoRef, st.sampled_from(["docker.io", "ghcr.io"]), st.sampled_from(["a", "a/b"]))
-_kinds = st.sampled_from(Kind)
-operations = st.lists(
-    st.one_of(
-        st.tuples(st.just("put_manifest"), st.sampled_from(MANIFEST_POOL)),
-        st.tuples(st.just("delete_manifest"), _digests),
-        st.tuples(st.just("put_tag"), _tag_keys, _tag_entries),
-        st.tuples(st.just("delete_tag"), _tag_keys),
-        st.tuples(st.just("record_use"), _kinds, _digests, _refs, _times),
-        st.tuples(st.just("forget"), _kinds, _digests),
-    ),
-    max_size=25,
-)
-
-
-async def check_against_model(index: Index, ops: list[tuple[Any, ...]]) -> None:
-    """Apply ``ops`` to ``index`` and to plain dicts; every answer must agree."""
-    manifests: dict[Digest, StoredManifest] = {}
-    tags: dict[TagKey, TagEntry | None] = {}
-    uses: dict[tuple[Kind, Digest], dict[RepoRef, float]] = {}
-    for op, *args in ops:
-        if op == "put_manifest":
-            await index.put_manifest(args[0])
-            manifests[args[0].digest] = args[0]
-        elif op == "delete_manifest":
-            existed = manifests.pop(args[0], None) is not None
-            assert await index.delete_manifest(args[0]) == existed
-        elif op == "put_tag":
-            await index.put_tag(args[0], args[1])
-            tags[args[0]] = args[1]
-        elif op == "delete_tag":
-            await index.delete_tag(args[0])
-            tags[args[0]] = None
-        elif op == "record_use":
-            kind, digest, ref, when = args
-            await index.record_use(kind, digest, ref, when)
-            pairs = uses.setdefault((kind, digest), {})
-            pairs[ref] = max(when, pairs.get(ref, when))
-        else:
-            kind, digest = args
-            await index.forget(kind, digest)
-            uses.pop((kind, digest), None)
-    for digest in DIGEST_POOL + [m.digest for m in MANIFEST_POOL]:
-        assert await index.get_manifest(digest) == manifests.get(digest)
-    for key, entry in tags.items():
-        assert await index.get_tag(key) == entry
-    for kind in Kind:
-        for digest in DIGEST_POOL:
-            assert await index.references(kind, digest) == uses.get((kind, digest), {})
-
-
-@settings(
-    max_examples=25,
-    deadline=None,
-    # The fixture only picks the implementation, which is immutable.
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(ops=operations)
-def test_behaves_like_the_model(
-    implementation: Implementation,
-    tmp_path_factory: pytest.TempPathFactory,
-    ops: list[tuple[Any, ...]],
-) -> None:
-    async def scenario() -> None:
-        index = await implementation.open(tmp_path_factory.mktemp("model"))
-        try:
-            await check_against_model(index, ops)
-        finally:
-            await index.close()
-
-    asyncio.run(scenario())

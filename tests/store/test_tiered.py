@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -136,6 +136,7 @@ async def test_a_whole_read_given_up_half_way_fills_nothing(
     blob = await opened(store, digest)
     chunks = blob.read(0, len(LARGE))
     await anext(chunks)
+    assert isinstance(chunks, AsyncGenerator)
     await chunks.aclose()  # the client went away
     await blob.close()
     assert not store.tier.path(digest).exists()

@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import botocore.session
 
@@ -209,7 +210,8 @@ class CephCluster(Started):
         """Blocking; a bucket that exists already is fine."""
         if name in self._buckets:
             return
-        client = botocore.session.get_session().create_client(
+        # Any: botocore builds its clients' methods and exceptions at run time.
+        client: Any = botocore.session.get_session().create_client(
             "s3",
             endpoint_url=self.endpoint.url,
             region_name=self.endpoint.region,

@@ -38,12 +38,11 @@ class Fault:
     wrong_body: bool = False  # flip the body's first byte, keep its length and digest
     wrong_digest: bool = False  # claim another Docker-Content-Digest
     chunked: bool = False  # send no Content-Length
-    delay: float = 0.0  # wait this long before answering at all (no headers meanwhile)
+    delay: float = 0.0  # wait this long before answering at all, any method (a slow upstream)
     # bodies, with stall: silent until this is set (or for stall's seconds, whichever is first)
     release: asyncio.Event | None = None
     redirect: bool = False  # blobs: 307 to the same bytes on another origin (localhost)
     location: str | None = None  # blobs: 307 to this URL; {port} is the registry's port
-    delay: float = 0.0  # answer after this many seconds (a slow upstream), any method
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.times <= 0:
