@@ -59,7 +59,7 @@ python3 -m tests.support.helm install >/dev/null || echo "test.sh: no helm: the 
 
 ruff check .
 ruff format --check .
-mypy --strict proxy
+mypy --strict proxy bench tests
 
 for arg in "$@"; do
     if [[ $arg != -* && -e ${arg%%::*} ]]; then

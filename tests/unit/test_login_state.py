@@ -27,7 +27,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(proxy.auth.ratelimit.time, "monotonic", fake)
+    monkeypatch.setattr("proxy.auth.ratelimit.time.monotonic", fake)
     return fake
 
 
