@@ -22,6 +22,7 @@ from tests.support.registry import Registry
 
 from .nginx import HEALTH_PATH, render_config
 from .prereqs import which
+from .procfs import children_by_parent, command_line
 
 # The upstream name regcache gives to the single upstream; repositories with two or more
 # components ("bench/app") go to it without a "library/" prefix.
@@ -275,31 +276,15 @@ class Nginx(Peer):
 
 
 def _children(parent: int) -> dict[int, str]:
-    """Direct children of ``parent`` with their command lines, from /proc."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        # The command name in field 2 may contain spaces; the fields after ")" do not.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent:
-            found[int(entry.name)] = cmdline
-    return found
+    """Direct children of ``parent`` with their command lines."""
+    found = {pid: command_line(pid) for pid in children_by_parent().get(parent, [])}
+    return {pid: line for pid, line in found.items() if line is not None}
 
 
 def _kill_leftovers(processes: dict[int, str]) -> None:
     """Workers outlive a master that died hard; none may keep serving after the benchmark."""
     for pid, cmdline in processes.items():
-        try:
-            current = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue  # gone, as it should be
-        # The pid may have been reused by the time we look: only ours is killed.
-        if current.strip() == cmdline:
+        # Gone, as it should be; or the pid was reused by the time we look: only ours is killed.
+        if command_line(pid) == cmdline:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -106,8 +106,8 @@ def cpu_seconds(pids: Iterable[int]) -> float | None:
     return total if seen else None
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (a server's worker processes), from /proc."""
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, by parent, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -119,12 +119,26 @@ def process_tree(root: int) -> list[int]:
         # The command name in field 2 may contain spaces; the fields after ")" do not.
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (a server's worker processes), from /proc."""
+    children = children_by_parent()
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
         tree.append(pid)
         todo += children.get(pid, [])
     return tree
+
+
+def command_line(pid: int) -> str | None:
+    """The process's command line, its arguments joined by spaces; None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return None
 
 
 def open_fds(pid: int) -> int | None:
