@@ -134,6 +134,10 @@ def build_rows(results: Mapping[str, PeerResult], settings: Settings) -> list[Ro
             each(lambda r: r.tags.p99_ms if r.tags else None)),
         Row("tag_upstream", "warm tag HEAD: upstream requests per 1,000 HEADs", "", "lower", 1,
             each(tag_upstream_share)),
+        # Steadier than the wall time on a shared machine; the fsync that follows a large
+        # layer's response may fall outside it.
+        Row("cpu_cold_layer", f"server CPU time, cold fetch of the {blob_mb:.0f} MB layer alone",
+            "s", "lower", 2, each(lambda r: r.cold_layer_cpu_s)),
         Row(f"cpu_cold{n}", f"server CPU time, cold pull {n} clients", "s", "lower", 1,
             cold(n, lambda c: c.cpu_s)),
         Row("cpu_warm", "server CPU per GB of warm blob served", "s/GB", "lower", 2,

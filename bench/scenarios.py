@@ -162,6 +162,7 @@ class PeerResult:
     warm_sequential_new: loadgen.FetchResult | None = None  # Connection: close on each fetch
     warm_parallel_new: loadgen.FetchResult | None = None
     cold_layer_s: float | None = None  # the largest layer alone, one client, cache empty
+    cold_layer_cpu_s: float | None = None  # the serving side's CPU time for it
     warm_upstream: UpstreamRequests | None = None
     warm_peak_rss: int | None = None
     warm_cpu_s: float | None = None
@@ -200,9 +201,11 @@ async def run_peer(
     digest, size = largest_blob(image)
     blob_url = f"{peer.url}/v2/{REPOSITORY}/blobs/{digest}"
     log(f"{peer.name}: cold fetch of the {size / MB:.0f} MB layer alone, 1 client")
+    cpu_before = cpu_seconds(peer.cpu_pids())
     async with profiled("cold-layer"):
         layer = await loadgen.fetch_sequential(blob_url, 1, size)
     result.cold_layer_s = layer.transfers[0].seconds
+    result.cold_layer_cpu_s = _spent(cpu_before, cpu_seconds(peer.cpu_pids()))
     for clients in (1, settings.cold_clients):
         peer.start_cold()
         log(f"{peer.name}: cold pull, {clients} client(s)")
