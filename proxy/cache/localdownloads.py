@@ -36,7 +36,8 @@ from proxy.metrics import Metrics
 from proxy.model import FileSpan
 from proxy.oci.digest import Digest, Hasher
 from proxy.routing import Target
-from proxy.store import BlobReader, BlobStore, BlobWriter, LocalFile
+from proxy.store import BlobReader, BlobWriter, LocalFile
+from proxy.store.fsblobs import FsBlobStore
 from proxy.upstream.blobstream import CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
@@ -170,6 +171,7 @@ class Publishing:
         self._download = download
         self._lock = lock
         self._followed = followed
+        self._unopened: Path | None = None  # the writer's file, for the followed files
 
     def started(self, size: int | None, writer: BlobWriter) -> None:
         path: Path | None = getattr(writer, "path", None)
@@ -177,8 +179,9 @@ class Publishing:
             self._lock.publish(path, size)
         if self._followed is None:
             self._download.started(size, writer)
-        elif path is not None:
-            self._followed.add(open(path, "rb", buffering=0), path)  # noqa: SIM115
+        else:
+            # The file store's writer creates its file with the first write.
+            self._unopened = path
 
     def arrived(self, chunk: bytes) -> None:
         # After a takeover the download's window does not start where these bytes do: its
@@ -187,6 +190,9 @@ class Publishing:
             self._download.arrived(chunk)
 
     def progress(self, written: int) -> None:
+        if self._unopened is not None and self._followed is not None:
+            self._followed.add(open(self._unopened, "rb", buffering=0), self._unopened)  # noqa: SIM115
+            self._unopened = None
         if written > self._download.written:
             self._download.progress(written)
 
@@ -206,11 +212,11 @@ class FileFlight:
     def __init__(
         self,
         cache_dir: Path,
-        store: BlobStore,
+        store: FsBlobStore,
         clients: dict[str, UpstreamClient],
         metrics: Metrics,
     ) -> None:
-        """``store``: a store of files in ``cache_dir``, which its blob's followers read."""
+        """``store``: the store of files in ``cache_dir``, which its blob's followers read."""
         self._dir = cache_dir / LOCK_DIR
         self._spools = cache_dir / "tmp"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -232,12 +238,12 @@ class FileFlight:
                 else:
                     self._advance(download, lock, followed)
                 await asyncio.sleep(POLL_SECONDS)
-            size = await self._store.size(digest)
-            if size is not None:
+            info = self._store.stat_now(digest)
+            if info is not None:
                 # The owner stored it (before its file could be followed, maybe): verified.
                 if followed is None:
-                    download.started(size, self._writer(digest, None))
-                download.progress(size)
+                    download.started(info.size, self._writer(digest, None))
+                download.progress(info.size)
                 stored = True
                 return False
             if followed is not None and lock.invalid():
@@ -287,6 +293,8 @@ class FileFlight:
     def _discard_leftover(self, lock: LockFile) -> None:
         """As the new owner: remove a dead owner's temporary file and its publication (a
         follower may still have the file open, which keeps it readable)."""
+        if lock.empty:
+            return  # the usual case: nobody owned it before
         found = self._published(lock)
         if found is not None:
             with contextlib.suppress(FileNotFoundError):

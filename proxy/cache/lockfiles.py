@@ -25,6 +25,7 @@ class LockFile:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.owned = False
+        self.empty = False  # known once owned: nothing was ever published in it
 
     def try_own(self) -> bool:
         """Take the lock if free. A lock file removed by an owner that stored the blob may be
@@ -37,11 +38,13 @@ class LockFile:
             current = os.stat(self.path).st_ino
         except FileNotFoundError:
             current = None
-        if current != os.fstat(self.fd).st_ino:
+        opened = os.fstat(self.fd)
+        if current != opened.st_ino:
             os.close(self.fd)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             return self.try_own()
         self.owned = True
+        self.empty = opened.st_size == 0
         return True
 
     def published(self) -> Published | None:

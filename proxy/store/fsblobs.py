@@ -3,12 +3,17 @@
 Paths are built only from parsed digests, so no request can name a file outside the
 cache directory. Bytes land in ``<cache_dir>/tmp`` first and are renamed into place only
 after their digest checks out, so a visible blob is always a verified one.
+
+A blob up to ``SMALL_BLOB`` is not made durable before it is put in place: its fsync cost
+more CPU than the rest of its write, and it is read whole, and hashed, whenever it is opened.
+What a crash left torn is found then, removed, and fetched again; never served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -42,7 +47,8 @@ READ_CHUNK = 256 * 1024
 # threads), and many at once let the filesystem share one journal commit between them.
 _COMMITS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="regcache-commit")
 # Up to this size a stored blob is read when opened: a sendfile call and a close cost more
-# than copying a few pages.
+# than copying a few pages. Hashing it then costs a few microseconds per KiB, which is what
+# lets its write skip the fsync.
 SMALL_BLOB = 64 * 1024
 # Closes not waited for; held here so that they are not collected half-way.
 _closing: set[asyncio.Future[None]] = set()
@@ -99,7 +105,7 @@ class SmallStoredBlob(StoredBlob):
 
 def open_stored(path: str | Path) -> StoredBlob | None:
     """Open and size in one go, so that serving a cached blob costs one trip to a thread;
-    a small one is read then too."""
+    a small one is read, and checked against the digest its path names, then too."""
     try:
         # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
         file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader)
@@ -109,11 +115,25 @@ def open_stored(path: str | Path) -> StoredBlob | None:
         size = os.fstat(file.fileno()).st_size
         if size <= SMALL_BLOB:
             with file:
-                return SmallStoredBlob(file.readall())
+                data = file.readall()
+            return SmallStoredBlob(data) if _intact(str(path), data) else None
         return FsStoredBlob(file, size)
     except BaseException:
         file.close()
         raise
+
+
+def _intact(path: str, data: bytes) -> bool:
+    """Blocking. Whether a small blob's bytes match the digest its path names (``<algorithm>/
+    <hh>/<hex>``); a torn one, written without an fsync before a crash, is removed."""
+    hex_name = os.path.basename(path)
+    algorithm = os.path.basename(os.path.dirname(os.path.dirname(path)))
+    if hashlib.new(algorithm, data).hexdigest() == hex_name:
+        return True
+    log.warning("removing %s: its bytes do not match its digest (torn by a crash?)", path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return False
 
 
 class Spool:
@@ -127,7 +147,15 @@ class Spool:
         self._file: FileIO | None = None
 
     async def open(self) -> None:
-        self._file = await asyncio.to_thread(FileIO, self.path, "wb")
+        await asyncio.to_thread(self.open_now)
+
+    def open_now(self) -> None:
+        """Blocking: run it in a thread."""
+        self._file = FileIO(self.path, "wb")
+
+    @property
+    def opened(self) -> bool:
+        return self._file is not None
 
     async def write(self, chunk: bytes) -> None:
         await asyncio.to_thread(self.write_now, chunk)
@@ -139,11 +167,12 @@ class Spool:
         while view:
             view = view[self._file.write(view) :]
 
-    def sync_and_close_now(self) -> None:
+    def sync_and_close_now(self, sync: bool = True) -> None:
         """Blocking: run it in a thread."""
         assert self._file is not None, "spool not open"
         try:
-            os.fsync(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
         finally:
             self._file.close()
 
@@ -166,6 +195,12 @@ class Spool:
             await aiofiles.os.remove(self.path)
 
 
+def _info(digest: Digest, found: os.stat_result) -> BlobInfo | None:
+    if found.st_size == 0 and not digest.matches(b""):
+        return None  # torn by a crash (small blobs are not synced); opening removes it
+    return BlobInfo(found.st_size, found.st_mtime)
+
+
 def clear_directory(directory: Path) -> None:
     """Blocking: remove what interrupted writes left in a spool directory."""
     for leftover in directory.iterdir():
@@ -185,7 +220,8 @@ class FsBlobWriter(BlobWriter):
         self.written = 0
 
     async def open(self) -> None:
-        await self._spool.open()
+        """Nothing yet: the file is created with the first write, in the same trip to a
+        thread. Until then its readers have the bytes from the download's window."""
 
     async def write(self, chunk: bytes) -> None:
         # One trip to a thread for both: hashlib lets go of the GIL for large chunks, so the
@@ -196,6 +232,8 @@ class FsBlobWriter(BlobWriter):
     def _hash_and_write(self, chunk: bytes) -> None:
         # Hashed first: after a failed write (a full disk) the hash still covers the chunk.
         self._hasher.update(chunk)
+        if not self._spool.opened:
+            self._spool.open_now()
         self._spool.write_now(chunk)
 
     async def verify(self) -> bool:
@@ -214,8 +252,11 @@ class FsBlobWriter(BlobWriter):
 
     def _put_in_place(self) -> bool:
         """Blocking: make the blob durable, then visible (after a crash a blob in place is a
-        whole blob), in one trip to a thread. True when this writer's link made it visible."""
-        self._spool.sync_and_close_now()
+        whole blob, or a small one its readers check), in one trip to a thread. True when
+        this writer's link made it visible."""
+        if not self._spool.opened:
+            self._spool.open_now()  # an empty blob: nothing was written
+        self._spool.sync_and_close_now(sync=self.written > SMALL_BLOB)
         final = self._store.path(self._digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -315,7 +356,15 @@ class FsBlobStore(BlobStore):
             found = await aiofiles.os.stat(self.path(digest))
         except FileNotFoundError:
             return None
-        return BlobInfo(found.st_size, found.st_mtime)
+        return _info(digest, found)
+
+    def stat_now(self, digest: Digest) -> BlobInfo | None:
+        """``stat`` on the event loop: one system call on a name just looked up (a miss
+        checked the store) costs less than a trip to a thread."""
+        try:
+            return _info(digest, os.stat(self.path_name(digest)))
+        except FileNotFoundError:
+            return None
 
     async def reader(self, digest: Digest) -> StoredBlob | None:
         return await asyncio.get_running_loop().run_in_executor(
