@@ -160,10 +160,9 @@ class ManifestCache:
         await best_effort(self._put_tag(key, entry), "remember a tag", self._metrics)
 
     async def _put_tag(self, key: TagKey, entry: TagEntry) -> None:
-        await self._index.put_tag(key, entry)
-        # The latest answer whatever the client accepted, for clients with other Accept
+        # With the latest answer whatever the client accepted, for clients with other Accept
         # lists when the upstream is down.
-        await self._index.put_tag(replace(key, accept=ANY_ACCEPT), entry)
+        await self._index.put_tags([(key, entry), (replace(key, accept=ANY_ACCEPT), entry)])
 
     async def _any_acceptable(self, key: TagKey, accept: tuple[str, ...]) -> TagEntry | None:
         entry = await self._get_tag(replace(key, accept=ANY_ACCEPT))

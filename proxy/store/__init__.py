@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from proxy.model import FileSpan, Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest, Hasher
+
+# A usage record's key: the content, and the repository that referenced it.
+UseKey = tuple[Kind, Digest, RepoRef]
 
 
 class DigestMismatch(Exception):
@@ -234,6 +237,11 @@ class TagIndex(ABC):
     @abstractmethod
     async def put_tag(self, key: TagKey, entry: TagEntry) -> None: ...
 
+    async def put_tags(self, entries: Sequence[tuple[TagKey, TagEntry]]) -> None:
+        """``put_tag`` of each; a backend may write them at once."""
+        for key, entry in entries:
+            await self.put_tag(key, entry)
+
     @abstractmethod
     async def delete_tag(self, key: TagKey) -> None: ...
 
@@ -260,6 +268,11 @@ class UsageRecords(ABC):
     @abstractmethod
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         """Remember that ``ref`` references the content and served it at ``when``."""
+
+    async def record_uses(self, uses: Mapping[UseKey, float]) -> None:
+        """``record_use`` of each; a backend may write them at once."""
+        for (kind, digest, ref), when in uses.items():
+            await self.record_use(kind, digest, ref, when)
 
     @abstractmethod
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:

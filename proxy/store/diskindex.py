@@ -8,7 +8,7 @@ keeps large values in files of its own.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import diskcache
 
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
-from proxy.store import Index
+from proxy.store import Index, UseKey
 from proxy.store.memory import check_manifest
 
 # Keys are strings: diskcache stores them as they are, where a tuple key is pickled (and
@@ -42,6 +42,7 @@ _PINS = "pins"
 SQLITE_CACHE_PAGES = 1024  # of 4 KiB
 SQLITE_MMAP_BYTES = 8 * 2**20
 _GENERATION = "generation"
+USES_PER_TRANSACTION = 256
 
 
 class DiskIndex(Index):
@@ -97,6 +98,11 @@ class DiskIndex(Index):
         value = (str(entry.digest), entry.media_type, entry.size, entry.checked_at)
         self._cache.set(_tag_key(key), value)
 
+    async def put_tags(self, entries: Sequence[tuple[TagKey, TagEntry]]) -> None:
+        with self._cache.transact():  # one commit
+            for key, entry in entries:
+                await self.put_tag(key, entry)
+
     async def delete_tag(self, key: TagKey) -> None:
         self._cache.delete(_tag_key(key))
 
@@ -129,13 +135,21 @@ class DiskIndex(Index):
         return {name: frozenset(Digest.parse(d) for d in digests) for name, digests in pins.items()}
 
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
-        key = _use_key(kind, digest)
-        # A transaction, because other processes (replicas, tools) may share this index.
-        with self._cache.transact():
-            uses: dict[tuple[str, str], float] = self._cache.get(key) or {}
-            pair = (ref.upstream, ref.repository)
-            uses[pair] = max(when, uses.get(pair, when))
-            self._cache.set(key, uses)
+        await self.record_uses({(kind, digest, ref): when})
+
+    async def record_uses(self, uses: Mapping[UseKey, float]) -> None:
+        # Transactions, because other processes (replicas, tools) may share this index; a
+        # few hundred records each, as a commit apiece was most of a cold pull's index time,
+        # while a transaction holds the other processes' writes back.
+        records = list(uses.items())
+        for start in range(0, len(records), USES_PER_TRANSACTION):
+            with self._cache.transact():
+                for (kind, digest, ref), when in records[start : start + USES_PER_TRANSACTION]:
+                    key = _use_key(kind, digest)
+                    known: dict[tuple[str, str], float] = self._cache.get(key) or {}
+                    pair = (ref.upstream, ref.repository)
+                    known[pair] = max(when, known.get(pair, when))
+                    self._cache.set(key, known)
 
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
         uses: dict[tuple[str, str], float] = self._cache.get(_use_key(kind, digest)) or {}

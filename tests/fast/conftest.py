@@ -167,13 +167,13 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """
 
     def arm(limit: int) -> None:
-        original = Spool.open
+        original = Spool.open_now
 
-        async def open_on_full_disk(self: Spool) -> None:
-            await original(self)
+        def open_on_full_disk(self: Spool) -> None:
+            original(self)
             self._file = cast(io.FileIO, _FullDisk(self._file, limit))
 
-        monkeypatch.setattr(Spool, "open", open_on_full_disk)
+        monkeypatch.setattr(Spool, "open_now", open_on_full_disk)
 
     return arm
 

@@ -1,0 +1,38 @@
+"""Batched writes of the index (usage records a flush at a time, a tag's two keys at once),
+for every implementation of the conformance suite: the same records as one write apiece."""
+
+from __future__ import annotations
+
+from proxy.model import Kind
+from proxy.oci.digest import Digest
+from proxy.store import Index
+from proxy.store.diskindex import USES_PER_TRANSACTION
+from tests.store.test_index_conformance import (  # noqa: F401 (fixtures)
+    APP,
+    NGINX,
+    implementation,
+    index,
+    tag_entry,
+    tag_key,
+)
+
+
+async def test_record_uses_is_record_use_of_each(index: Index) -> None:  # noqa: F811
+    digests = [Digest.of(str(n).encode()) for n in range(USES_PER_TRANSACTION + 3)]
+    await index.record_use(Kind.BLOB, digests[0], NGINX, 500.0)
+    uses = {(Kind.BLOB, digest, NGINX): 100.0 + n for n, digest in enumerate(digests)}
+    uses[(Kind.BLOB, digests[1], APP)] = 7.5
+    uses[(Kind.MANIFEST, digests[1], APP)] = 8.5
+    await index.record_uses(uses)
+    assert await index.references(Kind.BLOB, digests[0]) == {NGINX: 500.0}  # the latest kept
+    assert await index.references(Kind.BLOB, digests[1]) == {NGINX: 101.0, APP: 7.5}
+    assert await index.references(Kind.MANIFEST, digests[1]) == {APP: 8.5}
+    last = len(digests) - 1
+    assert await index.references(Kind.BLOB, digests[last]) == {NGINX: 100.0 + last}
+
+
+async def test_put_tags_puts_each(index: Index) -> None:  # noqa: F811
+    one, other = tag_key("one"), tag_key("other", ("*",))
+    await index.put_tags([(one, tag_entry(b"1")), (other, tag_entry(b"2"))])
+    assert await index.get_tag(one) == tag_entry(b"1")
+    assert await index.get_tag(other) == tag_entry(b"2")
