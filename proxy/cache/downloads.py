@@ -57,6 +57,10 @@ MAX_SPAN = 8 * 1024 * 1024
 # window holds the bytes not yet written on top (up to transfer.WRITE_BATCH and a chunk).
 # Per download, so small: a reader that lags by more reads the file, from the page cache.
 MAX_WINDOW_BYTES = 2 * 1024 * 1024
+# Up to this size a blob goes out in one piece once stored, rather than all but its last byte
+# as it arrives and that byte once the digest checked: its readers would gain no time, and
+# the second write costs a system call and a wakeup of the client per blob.
+SEND_WHOLE_BYTES = 64 * 1024
 # How much of an uncacheable blob is kept in memory for readers that lag behind.
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
@@ -188,6 +192,8 @@ class Download:
             limit = self._available()
             if self.size is None:
                 limit = 0  # without a length we cannot hold back the last byte: wait for the end
+            elif self.size <= SEND_WHOLE_BYTES:
+                limit = 0  # see SEND_WHOLE_BYTES
             elif end >= self.size:
                 limit = min(limit, self.size - 1)
             if limit > offset:
