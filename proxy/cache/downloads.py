@@ -20,7 +20,7 @@ the pace, and the download is no longer joinable (a later request starts its own
 In a fleet (``fleet``), one replica downloads each blob: the one that gets its lease. The
 others' downloads follow the owner's (fleetdownloads.py), and are followed here the same.
 Among the worker processes of one server (``flight``), one worker downloads each blob: the
-one that gets its lock file (localdownloads.py).
+one that gets its lock (localdownloads.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """One upstream download per blob across the worker processes of one server (``--workers``).
 
-Workers share the cache directory, and an exclusive ``flock`` on a lock file per digest
-(``<cache>/.locks/downloads/<algorithm>-<hex>``) makes one of them the owner: it downloads
-the blob as a lone process does, and writes the path of its temporary file and the blob's
-size into the lock file once the upstream answered. A worker that finds the lock held
-follows that file as it grows, as readers in one process follow a download, and once the
+Workers share the cache directory, and a digest's lock (lockfiles.py: a byte of
+``<cache>/.locks/downloads.lock``, locked through an open of its own) makes one of them the
+owner: it downloads the blob as a lone process does, and publishes the path of its temporary
+file and the blob's size beside the lock once the upstream answered. A worker that finds the
+lock held follows that file as it grows, as readers in one process follow a download, and once the
 lock is free finds the blob stored: the owner verified it, linked it into place (the same
 inode the followers have open) and only then let go.
 
@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from proxy.cache.lockfiles import LockFile, Published
+from proxy.cache.lockfiles import LOCK_FILE, LockFile, Published
 from proxy.cache.transfer import BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
 from proxy.errors import UpstreamInvalid
@@ -43,7 +43,6 @@ from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-LOCK_DIR = Path(".locks") / "downloads"
 # How often a follower looks at the owner's file and lock: the lag of its readers behind the
 # owner's, and the time it takes to notice that the owner died.
 POLL_SECONDS = 0.02
@@ -217,9 +216,9 @@ class FileFlight:
         metrics: Metrics,
     ) -> None:
         """``store``: the store of files in ``cache_dir``, which its blob's followers read."""
-        self._dir = cache_dir / LOCK_DIR
+        self._lock_file = cache_dir / LOCK_FILE
         self._spools = cache_dir / "tmp"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file.parent.mkdir(parents=True, exist_ok=True)
         self._store = store
         self._clients = clients
         self._metrics = metrics
@@ -228,7 +227,7 @@ class FileFlight:
         """Fill ``download``: from the upstream through ``upstream`` as the owner, or by
         following the owner. True when this worker took the download over and stored it."""
         digest = download.digest
-        lock = LockFile(self._dir / f"{digest.algorithm}-{digest.hex}")
+        lock = LockFile(self._lock_file, digest)
         followed: Followed | None = None
         stored = False
         try:
@@ -303,7 +302,7 @@ class FileFlight:
 
     def _published(self, lock: LockFile) -> Published | None:
         """The owner's file, if it is one of the cache's temporary files: only those are
-        ever followed, whatever a lock file says."""
+        ever followed, whatever a publication says."""
         found = lock.published()
         if found is None or found.path.parent != self._spools:
             return None

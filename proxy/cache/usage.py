@@ -37,6 +37,7 @@ MAX_KNOWN = 8_000
 # each (a repository dropped and pulled again starts over: the top is approximate).
 MAX_COUNTED = 2_000
 
+
 class Order(Protocol):
     """Where the eviction order is kept: proxy.store.diskorder, proxy.store.redisorder."""
 
