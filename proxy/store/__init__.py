@@ -297,6 +297,13 @@ class Index(ManifestStore, TagIndex, UsageRecords, PinRecords, ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def put_manifest_tagged(
+        self, manifest: StoredManifest, tags: Sequence[tuple[TagKey, TagEntry]]
+    ) -> None:
+        """``put_manifest``, then ``put_tags``; a backend may write them at once."""
+        await self.put_manifest(manifest)
+        await self.put_tags(tags)
+
     async def check(self) -> None:
         """Raise IndexUnavailable when a shared index is out of reach (for ``/readyz``); a
         local one has no server to lose."""

@@ -73,6 +73,14 @@ class DiskIndex(Index):
         self._cache.set(_manifest_key(manifest.digest), (manifest.media_type, manifest.body))
         self.changes += 1
 
+    async def put_manifest_tagged(
+        self, manifest: StoredManifest, tags: Sequence[tuple[TagKey, TagEntry]]
+    ) -> None:
+        # One commit: a cold pull's manifest and its tag's two keys were three.
+        with self._cache.transact():
+            await self.put_manifest(manifest)
+            await self.put_tags(tags)
+
     async def delete_manifest(self, digest: Digest) -> bool:
         deleted = bool(self._cache.delete(_manifest_key(digest)))
         self.changes += deleted

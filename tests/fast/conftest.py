@@ -188,7 +188,7 @@ def index_full(monkeypatch: pytest.MonkeyPatch) -> None:
     async def fail(*args: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
-    for method in ("put_manifest", "put_tag", "record_use"):
+    for method in ("put_manifest", "put_tag", "record_use", "record_uses"):
         monkeypatch.setattr(DiskIndex, method, fail)
 
 

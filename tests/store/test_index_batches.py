@@ -3,7 +3,7 @@ for every implementation of the conformance suite: the same records as one write
 
 from __future__ import annotations
 
-from proxy.model import Kind
+from proxy.model import Kind, TagEntry
 from proxy.oci.digest import Digest
 from proxy.store import Index
 from proxy.store.diskindex import USES_PER_TRANSACTION
@@ -12,6 +12,7 @@ from tests.store.test_index_conformance import (  # noqa: F401 (fixtures)
     NGINX,
     implementation,
     index,
+    manifest,
     tag_entry,
     tag_key,
 )
@@ -36,3 +37,15 @@ async def test_put_tags_puts_each(index: Index) -> None:  # noqa: F811
     await index.put_tags([(one, tag_entry(b"1")), (other, tag_entry(b"2"))])
     assert await index.get_tag(one) == tag_entry(b"1")
     assert await index.get_tag(other) == tag_entry(b"2")
+
+
+async def test_put_manifest_tagged_puts_the_manifest_and_each_tag(index: Index) -> None:  # noqa: F811
+    stored = manifest(b'{"tagged":1}')
+    key = tag_key("tagged")
+    entry = TagEntry(stored.digest, stored.media_type, len(stored.body), 5.0)
+    await index.put_manifest_tagged(stored, [(key, entry)])
+    assert await index.get_manifest(stored.digest) == stored
+    assert await index.get_tag(key) == entry
+    untagged = manifest(b'{"untagged":1}')
+    await index.put_manifest_tagged(untagged, [])
+    assert await index.get_manifest(untagged.digest) == untagged
