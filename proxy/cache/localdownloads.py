@@ -230,8 +230,10 @@ class FileFlight:
         lock = LockFile(self._lock_file, digest)
         followed: Followed | None = None
         stored = False
+        waited = False  # on another owner, whose file may not have existed yet to follow
         try:
             while not lock.try_own():
+                waited = True
                 if followed is None:
                     followed = self._follow(download, lock)
                 else:
@@ -245,7 +247,7 @@ class FileFlight:
                 download.progress(info.size)
                 stored = True
                 return False
-            if followed is not None and lock.invalid():
+            if waited and lock.invalid():
                 raise UpstreamInvalid("the blob's upstream bytes did not match its digest")
             self._discard_leftover(lock)
             try:
