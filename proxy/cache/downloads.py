@@ -35,7 +35,7 @@ from typing import Any
 from proxy import tasks
 from proxy.cache.fleetdownloads import FleetDownloads
 from proxy.cache.localdownloads import FileFlight
-from proxy.cache.transfer import BlobTransfer, TransferSink
+from proxy.cache.transfer import WHOLE_BYTES, BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.cache.window import Window
@@ -57,10 +57,6 @@ MAX_SPAN = 8 * 1024 * 1024
 # window holds the bytes not yet written on top (up to transfer.WRITE_BATCH and a chunk).
 # Per download, so small: a reader that lags by more reads the file, from the page cache.
 MAX_WINDOW_BYTES = 2 * 1024 * 1024
-# Up to this size a blob goes out in one piece once stored, rather than all but its last byte
-# as it arrives and that byte once the digest checked: its readers would gain no time, and
-# the second write costs a system call and a wakeup of the client per blob.
-SEND_WHOLE_BYTES = 64 * 1024
 # How much of an uncacheable blob is kept in memory for readers that lag behind.
 MAX_TAIL_BYTES = 16 * 1024 * 1024
 # A reader that stays this far behind for this long is given up on, not waited for.
@@ -192,8 +188,8 @@ class Download:
             limit = self._available()
             if self.size is None:
                 limit = 0  # without a length we cannot hold back the last byte: wait for the end
-            elif self.size <= SEND_WHOLE_BYTES:
-                limit = 0  # see SEND_WHOLE_BYTES
+            elif self.size <= WHOLE_BYTES:
+                limit = 0  # sent whole once stored: see WHOLE_BYTES
             elif end >= self.size:
                 limit = min(limit, self.size - 1)
             if limit > offset:

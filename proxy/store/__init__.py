@@ -139,6 +139,12 @@ class BlobWriter(ABC):
     async def commit(self) -> None:
         """Raises DigestMismatch, after discarding the bytes."""
 
+    async def write_whole(self, data: bytes) -> None:
+        """``write`` the rest of the blob, then ``commit``: in one go where the store can. A
+        write that fails leaves ``written`` as it was."""
+        await self.write(data)
+        await self.commit()
+
     @abstractmethod
     async def abort(self) -> None: ...
 

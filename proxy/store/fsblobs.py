@@ -250,6 +250,23 @@ class FsBlobWriter(BlobWriter):
         if await loop.run_in_executor(_COMMITS, self._put_in_place):
             self._store.added(self.written)
 
+    async def write_whole(self, data: bytes) -> None:
+        # A small blob's whole time in the store, from its file's creation to its link into
+        # place, in one trip to a thread: hashed here first, as hashlib keeps the GIL for it.
+        self._hasher.update(data)
+        await self.verify()
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(_COMMITS, self._write_and_put, data):
+            self._store.added(self.written)
+
+    def _write_and_put(self, data: bytes) -> bool:
+        """Blocking: ``_put_in_place`` after writing ``data``."""
+        if not self._spool.opened:
+            self._spool.open_now()
+        self._spool.write_now(data)
+        self.written += len(data)
+        return self._put_in_place()
+
     def _put_in_place(self) -> bool:
         """Blocking: make the blob durable, then visible (after a crash a blob in place is a
         whole blob, or a small one its readers check), in one trip to a thread. True when
