@@ -30,7 +30,7 @@ from proxy.commands.importbundle import import_bundle
 from proxy.commands.inventory import inventory
 from proxy.config.authfiles import TokenKey
 from proxy.store.diskindex import DiskIndex
-from proxy.store.fsblobs import Spool
+from proxy.store.spool import Spool
 from tests.support.bundlefiles import IMAGE, Run
 from tests.support.ceph import CephCluster
 from tests.support.fakefaults import Fault
