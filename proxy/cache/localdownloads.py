@@ -190,7 +190,11 @@ class Publishing:
 
     def progress(self, written: int) -> None:
         if self._unopened is not None and self._followed is not None:
-            self._followed.add(open(self._unopened, "rb", buffering=0), self._unopened)  # noqa: SIM115
+            # Gone when the blob was written and stored in one go (transfer.WHOLE_BYTES): its
+            # readers read the stored blob, once the download is over.
+            with contextlib.suppress(FileNotFoundError):
+                file = open(self._unopened, "rb", buffering=0)  # noqa: SIM115
+                self._followed.add(file, self._unopened)
             self._unopened = None
         if written > self._download.written:
             self._download.progress(written)

@@ -2,14 +2,14 @@
 owner's growing file is (localdownloads.py).
 
 All digests share one file, never removed: a lock file per digest cost the creation and the
-removal of an inode per cold blob, which on a full filesystem was a tenth of a cold pull's
-CPU. A digest's lock is an open file description lock (``F_OFD_SETLK``) on one byte of it, at
-an offset taken from the digest, so that no two digests' locks meet. What its owner publishes
-goes in a slot of the file, also chosen by the digest; slots are fewer, and two downloads whose
-slots meet overwrite each other's publication: a publication names its digest, and one naming
-another is as none, so that the other's followers wait for the blob to be stored instead of
-following its file. Followers of one digest, and a dead owner's successor, find a
-publication as they did a lock file's, which a clear removes.
+removal of an inode per cold blob, which on a well-filled filesystem was about a twentieth of
+a cold pull's CPU. A digest's lock is an open file description lock (``F_OFD_SETLK``) on one
+byte of it, at an offset taken from the digest, so that no two digests' locks meet. What its
+owner publishes goes in a slot of the file, also chosen by the digest; slots are fewer, and
+two downloads whose slots meet overwrite each other's publication: a publication names its
+digest, and one naming another is as none, so that the other's followers wait for the blob
+to be stored instead of following its file. Followers of one digest, and a dead owner's
+successor, find a publication as they did a lock file's, which a clear removes.
 """
 
 from __future__ import annotations
