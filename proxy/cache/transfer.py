@@ -104,9 +104,12 @@ class BlobTransfer:
     ) -> bool:
         """Copy ``chunks`` (the whole blob, from wherever it comes) through ``writer``, as
         ``run`` copies the upstream's; the writer is aborted on failure."""
+        whole = size is not None and size <= WHOLE_BYTES
+        if not whole:
+            await writer.begin()
         sink.started(size, writer)
         try:
-            if size is not None and size <= WHOLE_BYTES:
+            if whole:
                 stored = await self._whole(chunks, writer, sink)
                 if self._hasher is None:
                     return stored

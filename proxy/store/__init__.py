@@ -139,6 +139,11 @@ class BlobWriter(ABC):
     async def commit(self) -> None:
         """Raises DigestMismatch, after discarding the bytes."""
 
+    async def begin(self) -> None:
+        """Make what is written followable from the first byte on (the file store creates
+        its file here); a blob given whole (``write_whole``) needs no beginning."""
+        return None
+
     async def write_whole(self, data: bytes) -> None:
         """``write`` the rest of the blob, then ``commit``: in one go where the store can. A
         write that fails leaves ``written`` as it was."""

@@ -118,8 +118,12 @@ class FsBlobWriter(BlobWriter):
         self.written = 0
 
     async def open(self) -> None:
-        """Nothing yet: the file is created with the first write, in the same trip to a
-        thread. Until then its readers have the bytes from the download's window."""
+        """Nothing yet: the file is created by ``begin``, or by ``write_whole`` in its one
+        trip to a thread. Until then its readers have the bytes from the download's window."""
+
+    async def begin(self) -> None:
+        if not self._spool.opened:
+            await self._spool.open()
 
     async def write(self, chunk: bytes) -> None:
         # One trip to a thread for both: hashlib lets go of the GIL for large chunks, so the

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache.transfer import WRITE_BATCH
 from proxy.oci.layout import CONTAINERD_NAME, REF_NAME
 from tests.fast.conftest import KIB, ProxyFactory, stall_once
 from tests.support.bundlefiles import IMAGE, Run, blob_files, entries, read, tags_of
@@ -171,10 +170,8 @@ async def test_an_import_leaves_a_running_servers_downloads_alone(
     assert await cli("export", *argv, cache=tmp_path / "a") == 0
     far = tmp_path / "far"
     server = await make_proxy(cache_dir=far)
-    # Large enough that its spool is written before the stall (the first write creates it).
-    big = registry.push_image("library/app", "big", layer_sizes=(2 * WRITE_BATCH,))
-    layer = big.layer_digests[0]
-    registry.faults.append(stall_once(layer, after=WRITE_BATCH + 256 * KIB, seconds=1.0))
+    layer = image.layer_digests[1]
+    registry.faults.append(stall_once(layer, seconds=1.0))
     pull = asyncio.create_task(server.get(f"/v2/library/app/blobs/{layer}"))
 
     def under_way() -> bool:
@@ -185,5 +182,5 @@ async def test_an_import_leaves_a_running_servers_downloads_alone(
     assert await cli("import", str(other), cache=far) == 0
     answer = await pull
     assert answer.status == 200
-    assert answer.body == big.layers[0]
+    assert answer.body == image.layers[1]
     assert layer[7:] in blob_files(far)
