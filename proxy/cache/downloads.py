@@ -20,7 +20,7 @@ the pace, and the download is no longer joinable (a later request starts its own
 In a fleet (``fleet``), one replica downloads each blob: the one that gets its lease. The
 others' downloads follow the owner's (fleetdownloads.py), and are followed here the same.
 Among the worker processes of one server (``flight``), one worker downloads each blob: the
-one that gets its lock file (localdownloads.py).
+one that gets its lock (localdownloads.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 from proxy import tasks
 from proxy.cache.fleetdownloads import FleetDownloads
 from proxy.cache.localdownloads import FileFlight
-from proxy.cache.transfer import BlobTransfer, TransferSink
+from proxy.cache.transfer import WHOLE_BYTES, BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
 from proxy.cache.usage import Usage
 from proxy.cache.window import Window
@@ -188,6 +188,8 @@ class Download:
             limit = self._available()
             if self.size is None:
                 limit = 0  # without a length we cannot hold back the last byte: wait for the end
+            elif self.size <= WHOLE_BYTES:
+                limit = 0  # sent whole once stored: see WHOLE_BYTES
             elif end >= self.size:
                 limit = min(limit, self.size - 1)
             if limit > offset:

@@ -1,10 +1,10 @@
 """One upstream download per blob across the worker processes of one server (``--workers``).
 
-Workers share the cache directory, and an exclusive ``flock`` on a lock file per digest
-(``<cache>/.locks/downloads/<algorithm>-<hex>``) makes one of them the owner: it downloads
-the blob as a lone process does, and writes the path of its temporary file and the blob's
-size into the lock file once the upstream answered. A worker that finds the lock held
-follows that file as it grows, as readers in one process follow a download, and once the
+Workers share the cache directory, and a digest's lock (lockfiles.py: a byte of
+``<cache>/.locks/downloads.lock``, locked through an open of its own) makes one of them the
+owner: it downloads the blob as a lone process does, and publishes the path of its temporary
+file and the blob's size beside the lock once the upstream answered. A worker that finds the
+lock held follows that file as it grows, as readers in one process follow a download, and once the
 lock is free finds the blob stored: the owner verified it, linked it into place (the same
 inode the followers have open) and only then let go.
 
@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from proxy.cache.lockfiles import LockFile, Published
+from proxy.cache.lockfiles import LOCK_FILE, LockFile, Published
 from proxy.cache.transfer import BlobTransfer, TransferSink
 from proxy.cache.upstreams import client_for
 from proxy.errors import UpstreamInvalid
@@ -36,13 +36,13 @@ from proxy.metrics import Metrics
 from proxy.model import FileSpan
 from proxy.oci.digest import Digest, Hasher
 from proxy.routing import Target
-from proxy.store import BlobReader, BlobStore, BlobWriter, LocalFile
+from proxy.store import BlobReader, BlobWriter, LocalFile
+from proxy.store.fsblobs import FsBlobStore
 from proxy.upstream.blobstream import CHUNK_SIZE
 from proxy.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-LOCK_DIR = Path(".locks") / "downloads"
 # How often a follower looks at the owner's file and lock: the lag of its readers behind the
 # owner's, and the time it takes to notice that the owner died.
 POLL_SECONDS = 0.02
@@ -170,6 +170,7 @@ class Publishing:
         self._download = download
         self._lock = lock
         self._followed = followed
+        self._unopened: Path | None = None  # the writer's file, for the followed files
 
     def started(self, size: int | None, writer: BlobWriter) -> None:
         path: Path | None = getattr(writer, "path", None)
@@ -177,8 +178,9 @@ class Publishing:
             self._lock.publish(path, size)
         if self._followed is None:
             self._download.started(size, writer)
-        elif path is not None:
-            self._followed.add(open(path, "rb", buffering=0), path)  # noqa: SIM115
+        else:
+            # The file store's writer creates its file with the first write.
+            self._unopened = path
 
     def arrived(self, chunk: bytes) -> None:
         # After a takeover the download's window does not start where these bytes do: its
@@ -187,6 +189,13 @@ class Publishing:
             self._download.arrived(chunk)
 
     def progress(self, written: int) -> None:
+        if self._unopened is not None and self._followed is not None:
+            # Gone when the blob was written and stored in one go (transfer.WHOLE_BYTES): its
+            # readers read the stored blob, once the download is over.
+            with contextlib.suppress(FileNotFoundError):
+                file = open(self._unopened, "rb", buffering=0)  # noqa: SIM115
+                self._followed.add(file, self._unopened)
+            self._unopened = None
         if written > self._download.written:
             self._download.progress(written)
 
@@ -206,14 +215,14 @@ class FileFlight:
     def __init__(
         self,
         cache_dir: Path,
-        store: BlobStore,
+        store: FsBlobStore,
         clients: dict[str, UpstreamClient],
         metrics: Metrics,
     ) -> None:
-        """``store``: a store of files in ``cache_dir``, which its blob's followers read."""
-        self._dir = cache_dir / LOCK_DIR
+        """``store``: the store of files in ``cache_dir``, which its blob's followers read."""
+        self._lock_file = cache_dir / LOCK_FILE
         self._spools = cache_dir / "tmp"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file.parent.mkdir(parents=True, exist_ok=True)
         self._store = store
         self._clients = clients
         self._metrics = metrics
@@ -222,25 +231,27 @@ class FileFlight:
         """Fill ``download``: from the upstream through ``upstream`` as the owner, or by
         following the owner. True when this worker took the download over and stored it."""
         digest = download.digest
-        lock = LockFile(self._dir / f"{digest.algorithm}-{digest.hex}")
+        lock = LockFile(self._lock_file, digest)
         followed: Followed | None = None
         stored = False
+        waited = False  # on another owner, whose file may not have existed yet to follow
         try:
             while not lock.try_own():
+                waited = True
                 if followed is None:
                     followed = self._follow(download, lock)
                 else:
                     self._advance(download, lock, followed)
                 await asyncio.sleep(POLL_SECONDS)
-            size = await self._store.size(digest)
-            if size is not None:
+            info = self._store.stat_now(digest)
+            if info is not None:
                 # The owner stored it (before its file could be followed, maybe): verified.
                 if followed is None:
-                    download.started(size, self._writer(digest, None))
-                download.progress(size)
+                    download.started(info.size, self._writer(digest, None))
+                download.progress(info.size)
                 stored = True
                 return False
-            if followed is not None and lock.invalid():
+            if waited and lock.invalid():
                 raise UpstreamInvalid("the blob's upstream bytes did not match its digest")
             self._discard_leftover(lock)
             try:
@@ -287,6 +298,8 @@ class FileFlight:
     def _discard_leftover(self, lock: LockFile) -> None:
         """As the new owner: remove a dead owner's temporary file and its publication (a
         follower may still have the file open, which keeps it readable)."""
+        if lock.empty:
+            return  # the usual case: nobody owned it before
         found = self._published(lock)
         if found is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -295,7 +308,7 @@ class FileFlight:
 
     def _published(self, lock: LockFile) -> Published | None:
         """The owner's file, if it is one of the cache's temporary files: only those are
-        ever followed, whatever a lock file says."""
+        ever followed, whatever a publication says."""
         found = lock.published()
         if found is None or found.path.parent != self._spools:
             return None

@@ -173,12 +173,9 @@ class ManifestCache:
         await best_effort(self._put_tag(key, entry), "remember a tag", self._metrics)
 
     async def _put_tag(self, key: TagKey, entry: TagEntry) -> None:
-        await self._index.put_tag(key, entry)
+        await self._index.put_tags(_tag_keys(key, entry))
         if self._recent is not None:
             self._recent.put(key, entry)
-        # The latest answer whatever the client accepted, for clients with other Accept
-        # lists when the upstream is down.
-        await self._index.put_tag(replace(key, accept=ANY_ACCEPT), entry)
 
     async def _any_acceptable(self, key: TagKey, accept: tuple[str, ...]) -> TagEntry | None:
         entry = await self._get_tag(replace(key, accept=ANY_ACCEPT))
@@ -294,12 +291,11 @@ class ManifestCache:
         async def call() -> StoredManifest:
             client = client_for(self._clients, target)
             stored = await client.get_manifest(target.repository, ref, accept, expected)
+            tags = [] if remember is None else _tag_keys(remember.key, _entry(stored, time.time()))
             if await best_effort(
-                self._index.put_manifest(stored), "store a manifest", self._metrics
+                self._index.put_manifest_tagged(stored, tags), "store a manifest", self._metrics
             ):
                 self._usage.stored(Kind.MANIFEST, stored.digest, len(stored.body))
-            if remember is not None:
-                await self._remember(remember.key, _entry(stored, time.time()))
             return stored
 
         async def found() -> StoredManifest | None:
@@ -354,6 +350,12 @@ def _lease_name(target: Target, ref: str, accept: tuple[str, ...]) -> str:
         return name
     listed = hashlib.sha256(json.dumps(accept).encode()).hexdigest()[:16]
     return f"{name}:{listed}"
+
+
+def _tag_keys(key: TagKey, entry: TagEntry) -> list[tuple[TagKey, TagEntry]]:
+    """What remembering a tag's answer writes: with the latest answer whatever the client
+    accepted, for clients with other Accept lists when the upstream is down."""
+    return [(key, entry), (replace(key, accept=ANY_ACCEPT), entry)]
 
 
 def _entry(stored: StoredManifest, now: float) -> TagEntry:

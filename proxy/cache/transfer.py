@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable
 from typing import Protocol
 
 from proxy.errors import UpstreamInvalid
@@ -38,6 +38,11 @@ _disk_full_logged = False
 EARLY_RELEASE_BYTES = 8 * 1024 * 1024
 # Bytes handed to the writer at once (the upstream's chunks are up to 256 KiB).
 WRITE_BATCH = 1024 * 1024
+# Up to this size a blob is gathered whole, then written and stored in one go (one trip to
+# a thread rather than two), and its readers are sent it in one piece once stored: all but
+# its last byte as it arrives, then that byte, would gain them no time and cost a second
+# write and a wakeup of the client.
+WHOLE_BYTES = 64 * 1024
 
 
 class TransferSink(Protocol):
@@ -99,13 +104,21 @@ class BlobTransfer:
     ) -> bool:
         """Copy ``chunks`` (the whole blob, from wherever it comes) through ``writer``, as
         ``run`` copies the upstream's; the writer is aborted on failure."""
+        whole = size is not None and size <= WHOLE_BYTES
+        if not whole:
+            await writer.begin()
         sink.started(size, writer)
         try:
-            await self._drain(chunks, writer, sink)
-            if self._hasher is None:
-                if (size or 0) >= EARLY_RELEASE_BYTES and await writer.verify():
-                    sink.verified()
-                return await self._commit(writer)
+            if whole:
+                stored = await self._whole(chunks, writer, sink)
+                if self._hasher is None:
+                    return stored
+            else:
+                await self._drain(chunks, writer, sink)
+                if self._hasher is None:
+                    if size is not None and size >= EARLY_RELEASE_BYTES and await writer.verify():
+                        sink.verified()
+                    return await self._commit(writer, writer.commit())
             actual = self._hasher.hexdigest()
             if actual != self._digest.hex:
                 raise DigestMismatch(self._digest, f"{self._digest.algorithm}:{actual}", size or 0)
@@ -121,9 +134,9 @@ class BlobTransfer:
             await writer.abort()
             raise
 
-    async def _commit(self, writer: BlobWriter) -> bool:
+    async def _commit(self, writer: BlobWriter, commit: Awaitable[None]) -> bool:
         try:
-            await writer.commit()
+            await commit
         except StoreUnavailable:
             # The store logs its outage once; here it only costs caching this blob.
             self._metrics.cache_write_failures.labels("store").inc()
@@ -154,18 +167,43 @@ class BlobTransfer:
         if batch:
             await self._write(b"".join(batch), writer, sink)
 
+    async def _whole(
+        self, chunks: AsyncIterable[bytes], writer: BlobWriter, sink: TransferSink
+    ) -> bool:
+        """A small blob (WHOLE_BYTES): gathered, then written and committed at once."""
+        received = []
+        async for chunk in chunks:
+            sink.arrived(chunk)
+            received.append(chunk)
+        data = b"".join(received)
+        try:
+            stored = await self._commit(writer, writer.write_whole(data))
+        except OSError as exc:
+            if exc.errno not in DISK_FULL or writer.written:
+                raise  # not the write's: the commit's
+            await self._spill(exc, data, writer, sink)
+            return False
+        sink.progress(writer.written)
+        return stored
+
     async def _write(self, data: bytes, writer: BlobWriter, sink: TransferSink) -> None:
         try:
             await writer.write(data)
         except OSError as exc:
             if exc.errno not in DISK_FULL:
                 raise
-            self._hasher = await writer.detach()
-            self._disk_full(exc)
-            sink.spilled(writer.written)
-            await sink.relay(data)
+            await self._spill(exc, data, writer, sink)
         else:
             sink.progress(writer.written)
+
+    async def _spill(
+        self, exc: OSError, data: bytes, writer: BlobWriter, sink: TransferSink
+    ) -> None:
+        """The disk is full: ``data`` and what follows reach the readers only."""
+        self._hasher = await writer.detach()
+        self._disk_full(exc)
+        sink.spilled(writer.written)
+        await sink.relay(data)
 
     def _disk_full(self, exc: OSError) -> None:
         global _disk_full_logged

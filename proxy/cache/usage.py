@@ -17,7 +17,7 @@ from proxy.metrics import Metrics
 from proxy.model import Kind, RepoRef, StoredManifest
 from proxy.oci.digest import Digest
 from proxy.oci.manifest import references
-from proxy.store import INDEX_FAILURES, Index
+from proxy.store import INDEX_FAILURES, Index, UseKey
 
 log = logging.getLogger(__name__)
 _K = TypeVar("_K")
@@ -36,8 +36,6 @@ MAX_KNOWN = 8_000
 # least pulled are dropped, so that a cache of 100,000 repositories does not keep a count for
 # each (a repository dropped and pulled again starts over: the top is approximate).
 MAX_COUNTED = 2_000
-
-UseKey = tuple[Kind, Digest, RepoRef]
 
 
 class Order(Protocol):
@@ -127,7 +125,8 @@ class Usage:
         if self._order is not None:
             await self._flush_order(self._order)
         pending, self._pending = self._pending, {}
-        await self._index.record_uses(pending)
+        if pending:
+            await self._index.record_uses(pending)
 
     async def run(self) -> None:
         """Flush in the background until cancelled, then once more."""

@@ -33,7 +33,7 @@ from pathlib import Path
 from proxy.config import Config
 from proxy.logs import mark_worker
 from proxy.metrics import forget_process, share_between_processes
-from proxy.store.fsblobs import clear_directory
+from proxy.store.spool import clear_directory
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from proxy.model import FileSpan, Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest, Hasher
+
+# A usage record's key: the content, and the repository that referenced it.
+UseKey = tuple[Kind, Digest, RepoRef]
 
 
 class DigestMismatch(Exception):
@@ -136,6 +139,17 @@ class BlobWriter(ABC):
     async def commit(self) -> None:
         """Raises DigestMismatch, after discarding the bytes."""
 
+    async def begin(self) -> None:
+        """Make what is written followable from the first byte on (the file store creates
+        its file here); a blob given whole (``write_whole``) needs no beginning."""
+        return None
+
+    async def write_whole(self, data: bytes) -> None:
+        """``write`` the rest of the blob, then ``commit``: in one go where the store can. A
+        write that fails leaves ``written`` as it was."""
+        await self.write(data)
+        await self.commit()
+
     @abstractmethod
     async def abort(self) -> None: ...
 
@@ -234,6 +248,11 @@ class TagIndex(ABC):
     @abstractmethod
     async def put_tag(self, key: TagKey, entry: TagEntry) -> None: ...
 
+    async def put_tags(self, entries: Sequence[tuple[TagKey, TagEntry]]) -> None:
+        """``put_tag`` of each; a backend may write them at once."""
+        for key, entry in entries:
+            await self.put_tag(key, entry)
+
     @abstractmethod
     async def delete_tag(self, key: TagKey) -> None: ...
 
@@ -261,8 +280,8 @@ class UsageRecords(ABC):
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
         """Remember that ``ref`` references the content and served it at ``when``."""
 
-    async def record_uses(self, uses: dict[tuple[Kind, Digest, RepoRef], float]) -> None:
-        """``record_use`` for each; a backend that can write a batch at once does."""
+    async def record_uses(self, uses: Mapping[UseKey, float]) -> None:
+        """``record_use`` of each; a backend may write them at once."""
         for (kind, digest, ref), when in uses.items():
             await self.record_use(kind, digest, ref, when)
 
@@ -288,6 +307,13 @@ class Index(ManifestStore, TagIndex, UsageRecords, PinRecords, ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def put_manifest_tagged(
+        self, manifest: StoredManifest, tags: Sequence[tuple[TagKey, TagEntry]]
+    ) -> None:
+        """``put_manifest``, then ``put_tags``; a backend may write them at once."""
+        await self.put_manifest(manifest)
+        await self.put_tags(tags)
 
     async def check(self) -> None:
         """Raise IndexUnavailable when a shared index is out of reach (for ``/readyz``); a

@@ -8,7 +8,7 @@ keeps large values in files of its own.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import diskcache
 
 from proxy.model import Kind, RepoRef, StoredManifest, TagEntry, TagKey
 from proxy.oci.digest import Digest
-from proxy.store import Index
+from proxy.store import Index, UseKey
 from proxy.store.memory import check_manifest
 
 # Keys are strings: diskcache stores them as they are, where a tuple key is pickled (and
@@ -47,7 +47,7 @@ _PINS = "pins"
 SQLITE_CACHE_PAGES = 512  # of 4 KiB
 SQLITE_MMAP_BYTES = 0
 _GENERATION = "generation"
-USES_PER_TRANSACTION = 200
+USES_PER_TRANSACTION = 256
 
 
 class DiskIndex(Index):
@@ -78,6 +78,14 @@ class DiskIndex(Index):
         self._cache.set(_manifest_key(manifest.digest), (manifest.media_type, manifest.body))
         self.changes += 1
 
+    async def put_manifest_tagged(
+        self, manifest: StoredManifest, tags: Sequence[tuple[TagKey, TagEntry]]
+    ) -> None:
+        # One commit: a cold pull's manifest and its tag's two keys were three.
+        with self._cache.transact():
+            await self.put_manifest(manifest)
+            await self.put_tags(tags)
+
     async def delete_manifest(self, digest: Digest) -> bool:
         deleted = bool(self._cache.delete(_manifest_key(digest)))
         self.changes += deleted
@@ -102,6 +110,11 @@ class DiskIndex(Index):
     async def put_tag(self, key: TagKey, entry: TagEntry) -> None:
         value = (str(entry.digest), entry.media_type, entry.size, entry.checked_at)
         self._cache.set(_tag_key(key), value)
+
+    async def put_tags(self, entries: Sequence[tuple[TagKey, TagEntry]]) -> None:
+        with self._cache.transact():  # one commit
+            for key, entry in entries:
+                await self.put_tag(key, entry)
 
     async def delete_tag(self, key: TagKey) -> None:
         self._cache.delete(_tag_key(key))
@@ -135,28 +148,21 @@ class DiskIndex(Index):
         return {name: frozenset(Digest.parse(d) for d in digests) for name, digests in pins.items()}
 
     async def record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
-        self._record_use(kind, digest, ref, when)
+        await self.record_uses({(kind, digest, ref): when})
 
-    def _record_use(self, kind: Kind, digest: Digest, ref: RepoRef, when: float) -> None:
-        key = _use_key(kind, digest)
-        # A transaction, because other processes (replicas, tools) may share this index.
-        with self._cache.transact():
-            uses: dict[tuple[str, str], float] = self._cache.get(key) or {}
-            pair = (ref.upstream, ref.repository)
-            uses[pair] = max(when, uses.get(pair, when))
-            self._cache.set(key, uses)
-
-    async def record_uses(self, uses: dict[tuple[Kind, Digest, RepoRef], float]) -> None:
-        # A few hundred to a transaction: a transaction per record was more than half of
-        # what a flush of warm requests' uses cost, and a short one keeps other processes'
-        # writes waiting for a few milliseconds at most.
-        batch = list(uses.items())
-        for start in range(0, len(batch), USES_PER_TRANSACTION):
+    async def record_uses(self, uses: Mapping[UseKey, float]) -> None:
+        # Transactions, because other processes (replicas, tools) may share this index; a
+        # few hundred records each, as a commit apiece was most of a cold pull's index time,
+        # while a transaction holds the other processes' writes back.
+        records = list(uses.items())
+        for start in range(0, len(records), USES_PER_TRANSACTION):
             with self._cache.transact():
-                # Nested in this one, each record's own transaction is no transaction of its
-                # own; nothing here gives the event loop a chance to start another.
-                for (kind, digest, ref), when in batch[start : start + USES_PER_TRANSACTION]:
-                    self._record_use(kind, digest, ref, when)
+                for (kind, digest, ref), when in records[start : start + USES_PER_TRANSACTION]:
+                    key = _use_key(kind, digest)
+                    known: dict[tuple[str, str], float] = self._cache.get(key) or {}
+                    pair = (ref.upstream, ref.repository)
+                    known[pair] = max(when, known.get(pair, when))
+                    self._cache.set(key, known)
 
     async def references(self, kind: Kind, digest: Digest) -> dict[RepoRef, float]:
         uses: dict[tuple[str, str], float] = self._cache.get(_use_key(kind, digest)) or {}

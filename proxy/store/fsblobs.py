@@ -3,15 +3,19 @@
 Paths are built only from parsed digests, so no request can name a file outside the
 cache directory. Bytes land in ``<cache_dir>/tmp`` first and are renamed into place only
 after their digest checks out, so a visible blob is always a verified one.
+
+A blob up to ``SMALL_BLOB`` is not made durable before it is put in place: its fsync cost
+more CPU than the rest of its write, and it is read whole, and hashed, whenever it is opened.
+What a crash left torn is found then, removed, and fetched again; never served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +26,6 @@ from typing import BinaryIO
 import aiofiles.os
 
 from proxy import tasks
-from proxy.model import FileSpan
 from proxy.oci.digest import Digest, Hasher, InvalidDigest
 from proxy.store import (
     BlobInfo,
@@ -30,50 +33,20 @@ from proxy.store import (
     BlobStore,
     BlobWriter,
     DigestMismatch,
-    LocalFile,
     StoredBlob,
 )
+from proxy.store.spool import FsFileReader, Spool, clear_directory
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 256 * 1024
 # Commits wait on fsync, milliseconds each even for a small blob. In a pool of their own
 # they do not hold up the opens and reads of cached blobs in asyncio's default one (a few
 # threads), and many at once let the filesystem share one journal commit between them.
 _COMMITS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="regcache-commit")
 # Up to this size a stored blob is read when opened: a sendfile call and a close cost more
-# than copying a few pages.
+# than copying a few pages. Hashing it then costs a few microseconds per KiB, which is what
+# lets its write skip the fsync.
 SMALL_BLOB = 64 * 1024
-# Closes not waited for; held here so that they are not collected half-way.
-_closing: set[asyncio.Future[None]] = set()
-
-
-class FsFileReader(BlobReader, LocalFile):
-    """An open file of the store: spans of it for sendfile, or its bytes."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self._file = file
-
-    def span(self, offset: int, count: int) -> FileSpan:
-        return FileSpan(self._file, offset, count)
-
-    async def read(self, offset: int, end: int) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        fd = self._file.fileno()
-        while offset < end:
-            size = min(READ_CHUNK, end - offset)
-            chunk = await loop.run_in_executor(None, os.pread, fd, size, offset)
-            if not chunk:
-                raise EOFError(f"blob file ends at byte {offset}, before {end}")
-            offset += len(chunk)
-            yield chunk
-
-    async def close(self) -> None:
-        # The last close of an evicted blob frees its blocks, which takes a while for a
-        # large one; the response is done by then and need not wait for it.
-        closing = asyncio.get_running_loop().run_in_executor(None, self._file.close)
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
 
 
 class FsStoredBlob(FsFileReader, StoredBlob):
@@ -99,7 +72,8 @@ class SmallStoredBlob(StoredBlob):
 
 def open_stored(path: str | Path) -> StoredBlob | None:
     """Open and size in one go; a small blob is read then too, in one read of its size (a
-    file object's readall reads once more to find the end)."""
+    file object's readall reads once more to find the end), and checked against the digest
+    its path names."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -109,7 +83,8 @@ def open_stored(path: str | Path) -> StoredBlob | None:
         size = os.fstat(fd).st_size
         small = size <= SMALL_BLOB
         if small:
-            return SmallStoredBlob(_read_all(fd, size))
+            data = _read_all(fd, size)
+            return SmallStoredBlob(data) if _intact(str(path), data) else None
         # Unbuffered: the bytes go out with sendfile or pread, never through a buffer.
         file = FileIO(fd, "rb")
         file.name = str(path)  # as open(path) names it, for whoever asks which file it is
@@ -133,63 +108,23 @@ def _read_all(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-class Spool:
-    """A file written chunk by chunk that readers follow while it grows: the file store's
-    blob before it is renamed into place, the object store's copy for followers while
-    parts go up."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # Unbuffered: a chunk written is in the file for its readers, with no flush to wait for.
-        self._file: FileIO | None = None
-
-    async def open(self) -> None:
-        self._file = await asyncio.to_thread(FileIO, self.path, "wb")
-
-    async def write(self, chunk: bytes) -> None:
-        await asyncio.to_thread(self.write_now, chunk)
-
-    def write_now(self, chunk: bytes) -> None:
-        """Blocking: run it in a thread."""
-        assert self._file is not None, "spool not open"
-        view = memoryview(chunk)
-        while view:
-            view = view[self._file.write(view) :]
-
-    def sync_and_close_now(self) -> None:
-        """Blocking: run it in a thread."""
-        assert self._file is not None, "spool not open"
-        try:
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-
-    async def close(self) -> None:
-        """Stop writing; what was written stays readable until ``discard``."""
-        if self._file is not None and not self._file.closed:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._file.close)
-
-    def open_reader(self) -> FsFileReader | None:
-        """Blocking: run it in a thread. None once discarded."""
-        try:
-            return FsFileReader(open(self.path, "rb", buffering=0))
-        except FileNotFoundError:
-            return None
-
-    async def discard(self) -> None:
-        await self.close()
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(self.path)
+def _intact(path: str, data: bytes) -> bool:
+    """Whether a small blob's bytes match the digest its path names (``<algorithm>/
+    <hh>/<hex>``); a torn one, written without an fsync before a crash, is removed."""
+    hex_name = os.path.basename(path)
+    algorithm = os.path.basename(os.path.dirname(os.path.dirname(path)))
+    if hashlib.new(algorithm, data).hexdigest() == hex_name:
+        return True
+    log.warning("removing %s: its bytes do not match its digest (torn by a crash?)", path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return False
 
 
-def clear_directory(directory: Path) -> None:
-    """Blocking: remove what interrupted writes left in a spool directory."""
-    for leftover in directory.iterdir():
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+def _info(digest: Digest, found: os.stat_result) -> BlobInfo | None:
+    if found.st_size == 0 and not digest.matches(b""):
+        return None  # torn by a crash (small blobs are not synced); opening removes it
+    return BlobInfo(found.st_size, found.st_mtime)
 
 
 class FsBlobWriter(BlobWriter):
@@ -202,7 +137,12 @@ class FsBlobWriter(BlobWriter):
         self.written = 0
 
     async def open(self) -> None:
-        await self._spool.open()
+        """Nothing yet: the file is created by ``begin``, or by ``write_whole`` in its one
+        trip to a thread. Until then its readers have the bytes from the download's window."""
+
+    async def begin(self) -> None:
+        if not self._spool.opened:
+            await self._spool.open()
 
     async def write(self, chunk: bytes) -> None:
         # One trip to a thread for both: hashlib lets go of the GIL for large chunks, so the
@@ -213,6 +153,8 @@ class FsBlobWriter(BlobWriter):
     def _hash_and_write(self, chunk: bytes) -> None:
         # Hashed first: after a failed write (a full disk) the hash still covers the chunk.
         self._hasher.update(chunk)
+        if not self._spool.opened:
+            self._spool.open_now()
         self._spool.write_now(chunk)
 
     async def verify(self) -> bool:
@@ -229,10 +171,30 @@ class FsBlobWriter(BlobWriter):
         if await loop.run_in_executor(_COMMITS, self._put_in_place):
             self._store.added(self.written)
 
+    async def write_whole(self, data: bytes) -> None:
+        # A small blob's whole time in the store, from its file's creation to its link into
+        # place, in one trip to a thread: hashed here first, as hashlib keeps the GIL for it.
+        self._hasher.update(data)
+        await self.verify()
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(_COMMITS, self._write_and_put, data):
+            self._store.added(self.written)
+
+    def _write_and_put(self, data: bytes) -> bool:
+        """Blocking: ``_put_in_place`` after writing ``data``."""
+        if not self._spool.opened:
+            self._spool.open_now()
+        self._spool.write_now(data)
+        self.written += len(data)
+        return self._put_in_place()
+
     def _put_in_place(self) -> bool:
         """Blocking: make the blob durable, then visible (after a crash a blob in place is a
-        whole blob), in one trip to a thread. True when this writer's link made it visible."""
-        self._spool.sync_and_close_now()
+        whole blob, or a small one its readers check), in one trip to a thread. True when
+        this writer's link made it visible."""
+        if not self._spool.opened:
+            self._spool.open_now()  # an empty blob: nothing was written
+        self._spool.sync_and_close_now(sync=self.written > SMALL_BLOB)
         final = self._store.path(self._digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -337,7 +299,15 @@ class FsBlobStore(BlobStore):
             found = await aiofiles.os.stat(self.path(digest))
         except FileNotFoundError:
             return None
-        return BlobInfo(found.st_size, found.st_mtime)
+        return _info(digest, found)
+
+    def stat_now(self, digest: Digest) -> BlobInfo | None:
+        """``stat`` on the event loop: one system call on a name just looked up (a miss
+        checked the store) costs less than a trip to a thread."""
+        try:
+            return _info(digest, os.stat(self.path_name(digest)))
+        except FileNotFoundError:
+            return None
 
     async def reader(self, digest: Digest) -> StoredBlob | None:
         # On the event loop: an open, a fstat and, for a small blob, a read of pages the kernel

@@ -34,7 +34,6 @@ from proxy.store import (
     StoredBlob,
     StoreUnavailable,
 )
-from proxy.store.fsblobs import clear_directory
 from proxy.store.s3calls import (
     S3Location,
     S3Watch,
@@ -44,6 +43,7 @@ from proxy.store.s3calls import (
     reaching_each,
 )
 from proxy.store.s3writer import S3BlobWriter
+from proxy.store.spool import clear_directory
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

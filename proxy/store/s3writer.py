@@ -22,8 +22,8 @@ from proxy.store import (
     StoredBlob,
     StoreUnavailable,
 )
-from proxy.store.fsblobs import Spool
 from proxy.store.s3calls import S3Watch, reaching
+from proxy.store.spool import Spool
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

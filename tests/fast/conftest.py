@@ -30,7 +30,7 @@ from proxy.commands.importbundle import import_bundle
 from proxy.commands.inventory import inventory
 from proxy.config.authfiles import TokenKey
 from proxy.store.diskindex import DiskIndex
-from proxy.store.fsblobs import Spool
+from proxy.store.spool import Spool
 from tests.support.bundlefiles import IMAGE, Run
 from tests.support.ceph import CephCluster
 from tests.support.fakefaults import Fault
@@ -167,13 +167,13 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """
 
     def arm(limit: int) -> None:
-        original = Spool.open
+        original = Spool.open_now
 
-        async def open_on_full_disk(self: Spool) -> None:
-            await original(self)
+        def open_on_full_disk(self: Spool) -> None:
+            original(self)
             self._file = cast(io.FileIO, _FullDisk(self._file, limit))
 
-        monkeypatch.setattr(Spool, "open", open_on_full_disk)
+        monkeypatch.setattr(Spool, "open_now", open_on_full_disk)
 
     return arm
 

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.cache.lockfiles import LockFile
+from proxy.cache.lockfiles import LockFile, Published
 from proxy.cache.transfer import WRITE_BATCH
 from proxy.config.prefetch import PrefetchRule
+from proxy.oci.digest import Digest
 from tests.fast.conftest import KIB, ProxyFactory, blob_path
 from tests.support.fakefaults import Fault
 from tests.support.fakeregistry import FakeImage, FakeRegistry
 from tests.support.inproxy import InProcessRegcache
 
 SIZE = 2048 * KIB
+DIGEST = Digest.parse("sha256:" + "ab" * 32)
+OTHER = Digest.parse("sha256:" + "cd" * 32)
+SAME_SLOT = Digest.parse("sha256:" + "0" * 15 + DIGEST.hex[15:19] + "1" * 45)  # its own lock
 HELD = WRITE_BATCH + WRITE_BATCH // 2
 
 
@@ -52,18 +56,47 @@ async def fetch(regcache: InProcessRegcache, digest: str) -> bytes:
         return await response.read()
 
 
-def test_a_lock_file_is_held_by_one_open_at_a_time(tmp_path: Path) -> None:
-    first, second = LockFile(tmp_path / "lock"), LockFile(tmp_path / "lock")
+def test_a_digests_lock_is_held_by_one_open_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    first, second = LockFile(path, DIGEST), LockFile(path, DIGEST)
+    other = LockFile(path, OTHER)
     assert first.try_own()
     assert not second.try_own()
+    assert other.try_own()  # another digest's lock is another lock
     first.publish(tmp_path / "spool", 123)
     published = second.published()
     assert published is not None
     assert (published.path, published.size) == (tmp_path / "spool", 123)
-    first.close(stored=True)  # removes the lock file: the second's open is of a stale one
+    assert other.published() is None
+    first.close(stored=True)  # clears its publication and lets go
     assert second.try_own()
-    assert (tmp_path / "lock").exists()
+    assert second.empty
+    assert second.published() is None
     second.close(stored=False)
+    other.close(stored=False)
+
+
+def test_digests_sharing_a_slot_never_read_each_others_publication(tmp_path: Path) -> None:
+    """Slots are fewer than digests: one taken by another digest's download is as empty."""
+    path = tmp_path / "lock"
+    mine, theirs = LockFile(path, DIGEST), LockFile(path, SAME_SLOT)
+    assert mine.try_own()
+    assert theirs.try_own()
+    mine.publish(tmp_path / "mine", 1)
+    theirs.publish(tmp_path / "theirs", 2)
+    assert mine.published() is None
+    mine.clear()  # leaves the other digest's publication alone
+    assert theirs.published() == Published(tmp_path / "theirs", 2)
+    theirs.mark_invalid()
+    assert theirs.invalid()
+    assert not mine.invalid()
+    mine.close(stored=True)
+    theirs.close(stored=False)
+    again = LockFile(path, SAME_SLOT)
+    assert again.try_own()
+    assert not again.empty
+    assert again.invalid()  # a failed owner's word outlives it
+    again.close(stored=True)
 
 
 async def test_workers_on_one_cache_fetch_a_cold_blob_once(
@@ -82,7 +115,9 @@ async def test_workers_on_one_cache_fetch_a_cold_blob_once(
     assert registry.count("GET", blob_path(digest, "library/big")) == 1
     joins = [await w.metric("regcache_dedup_joins_total", kind="blob") for w in workers]
     assert min(joins) >= 1  # the follower joined across processes, the owner in its own
-    assert not list((tmp_path / "shared" / ".locks" / "downloads").iterdir())
+    # Nothing is left per blob: no file, and no publication in the shared lock file.
+    assert not (tmp_path / "shared" / ".locks" / "downloads").exists()
+    assert not (tmp_path / "shared" / ".locks" / "downloads.lock").read_bytes().strip(b"\0")
 
 
 async def test_a_follower_takes_over_from_an_owner_that_stops_mid_blob(

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.cache.lockfiles import LOCK_FILE, lock_offset
+from proxy.oci.digest import Digest
 from tests.integration.conftest import MIB, FleetUpstream
 from tests.support.fleetclients import BlobReader
 from tests.support.ports import free_port
@@ -54,13 +56,29 @@ def workers_of(server: RegcacheProcess) -> list[int]:
     return [int(pid) for pid in children.split()]
 
 
-def lock_holder(lock: Path) -> int | None:
-    """The pid holding a flock on ``lock``, from /proc/locks."""
-    inode = lock.stat().st_ino
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()
-        if fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
-            return int(fields[4])
+def lock_holder(server: RegcacheProcess, digest: str) -> int | None:
+    """The worker holding the digest's lock (a lock of an open file description, which
+    /proc/locks lists without a pid: each worker's fdinfo names the locks of its opens)."""
+    lock = server.cache_dir / LOCK_FILE
+    if not lock.exists():
+        return None
+    inode, offset = lock.stat().st_ino, lock_offset(Digest.parse(digest))
+    for pid in workers_of(server):
+        try:
+            infos = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+        except FileNotFoundError:
+            continue
+        for info in infos:
+            try:
+                text = info.read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            for line in text.splitlines():
+                fields = line.split()
+                # lock:  1: OFDLCK ADVISORY WRITE -1 <dev>:<inode> <start> <end>
+                ofd = len(fields) > 7 and fields[0] == "lock:" and fields[2] == "OFDLCK"
+                if ofd and fields[6].endswith(f":{inode}") and fields[7] == str(offset):
+                    return pid
     return None
 
 
@@ -109,11 +127,9 @@ def test_a_worker_killed_mid_blob_is_replaced_and_its_download_taken_over(
     throttled.rate = size / 8  # about 8 s for the whole blob: the kill lands mid-blob
     mark = fleet_upstream.registry.mark()
     before = workers_of(server)
-    lock = server.cache_dir / ".locks" / "downloads" / digest.replace(":", "-")
-
     fetches = fetch_all(server, digest, CLIENTS)
-    wait_until(lambda: lock.exists() and lock_holder(lock) is not None, "an owner")
-    owner = lock_holder(lock)
+    wait_until(lambda: lock_holder(server, digest) is not None, "an owner")
+    owner = lock_holder(server, digest)
     assert owner in before
     wait_until(lambda: sum(f.received > MIB for f in fetches) > CLIENTS // 2, "bytes flowing")
     assert not any(send.finished for send in throttled.blob_sends(digest)), "not mid-blob"

@@ -132,3 +132,21 @@ async def test_paths_stay_inside_the_store(store: FsBlobStore, tmp_path: Path) -
 async def test_path_of_a_stored_blob_is_stable(store: FsBlobStore) -> None:
     digest = await put(store, CONFIG)
     assert store.path(digest) == store.path(Digest.parse(str(digest)))
+
+
+async def test_a_torn_small_blob_is_removed_when_opened_never_read(store: FsBlobStore) -> None:
+    """Small blobs are put in place without an fsync: a crash may leave one's length in zeros."""
+    digest = await put(store, LAYER)
+    await asyncio.to_thread(store.path(digest).write_bytes, bytes(len(LAYER)))
+    assert await store.size(digest) == len(LAYER)  # a size alone tells nothing torn apart
+    assert await store.reader(digest) is None
+    assert await store.size(digest) is None
+
+
+async def test_an_empty_file_is_no_stored_blob_but_the_empty_one(store: FsBlobStore) -> None:
+    """Or nothing at all of it: only the empty blob's file may be empty."""
+    digest = await put(store, LAYER)
+    await asyncio.to_thread(store.path(digest).write_bytes, b"")
+    assert await store.stat(digest) is None
+    empty = await put(store, b"")
+    assert await store.size(empty) == 0

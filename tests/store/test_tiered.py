@@ -14,9 +14,9 @@ import pytest
 
 from proxy.oci.digest import Digest
 from proxy.store import BlobStore, LocalFile, StoredBlob
-from proxy.store.fsblobs import Spool
 from proxy.store.s3blobs import S3BlobStore
 from proxy.store.s3calls import S3Location
+from proxy.store.spool import Spool
 from proxy.store.tier import LocalTier
 from proxy.store.tiered import TieredBlobStore
 from tests.support.ceph import MIN_PART_SIZE, CephCluster
