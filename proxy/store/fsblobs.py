@@ -223,6 +223,10 @@ class FsBlobWriter(BlobWriter):
         await self._spool.discard()
 
 
+# Walks of the store when blobs came and went during each (remeasure).
+MEASURE_TRIES = 3
+
+
 class FsBlobStore(BlobStore):
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -252,10 +256,16 @@ class FsBlobStore(BlobStore):
         clear_directory(self._tmp)
 
     async def remeasure(self) -> None:
-        # A blob committed here while the walk runs may be missed, and is then not counted
-        # until the next measure (after the next command's changes, or at a restart): a small
-        # error, where keeping commits out of the walk would stall downloads for its length.
-        self._total = await asyncio.to_thread(self._measure)
+        # A blob this process stores or deletes while the walk runs may be counted twice or
+        # not at all, so a walk that saw changes is walked again. Under constant change the
+        # last walk stands: a small error until the next measure, where keeping commits out
+        # of the walk would stall downloads for its length.
+        for _ in range(MEASURE_TRIES):
+            before = self.changes
+            total = await asyncio.to_thread(self._measure)
+            if self.changes == before:
+                break
+        self._total = total
 
     def _measure(self) -> int:
         total = 0

@@ -150,3 +150,25 @@ async def test_an_empty_file_is_no_stored_blob_but_the_empty_one(store: FsBlobSt
     assert await store.stat(digest) is None
     empty = await put(store, b"")
     assert await store.size(empty) == 0
+
+
+async def test_a_blob_deleted_while_the_store_is_measured_is_not_counted(
+    store: FsBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept, gone = await put(store, LAYER), await put(store, CONFIG)
+    loop = asyncio.get_running_loop()
+    walk = store._measure
+    walks = 0
+
+    def walk_then_delete() -> int:
+        nonlocal walks
+        walks += 1
+        total = walk()
+        if walks == 1:  # after the walk counted it, before its total is kept
+            asyncio.run_coroutine_threadsafe(store.delete(gone), loop).result()
+        return total
+
+    monkeypatch.setattr(store, "_measure", walk_then_delete)
+    await store.remeasure()
+    assert (walks, await store.total_size()) == (2, len(LAYER))
+    assert await store.stat(kept) is not None
