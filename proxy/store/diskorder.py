@@ -18,6 +18,7 @@ the event loop, as the disk index's do.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -54,14 +55,32 @@ def _key(member: str) -> Key:
     return Kind(kind), Digest.parse(digest)
 
 
+# Seconds a process waits for another's write to the order before giving up.
+BUSY_TIMEOUT = 60.0
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to write-ahead logging. The switch takes a lock that SQLite does not wait for
+    as it waits for writes: workers opening a new order at once would otherwise fail."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class DiskOrder:
     """``close`` after use."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: each write below is one statement or an explicit transaction.
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+        _use_wal(self._db)
         self._db.execute("PRAGMA synchronous = NORMAL")
         # A small page cache: the table is read at its cold end, a page at a time.
         self._db.execute("PRAGMA cache_size = -1024")
