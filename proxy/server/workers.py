@@ -38,6 +38,8 @@ from proxy.store.spool import clear_directory
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+# The ones that ask something of the supervisor (SIGCHLD only wakes it to reap).
+_ASKED = frozenset(SIGNALS) - {signal.SIGCHLD}
 # A worker that dies is started again after this, so that one failing at once does not spin.
 RESTART_DELAY = 0.5
 # Exit status of a worker whose configuration broke (a TLS file gone): restarting won't help.
@@ -149,7 +151,9 @@ class Supervisor:
             wake = min((at for at, _ in restarts), default=time.monotonic() + 1.0)
             timeout = max(0.0, wake - time.monotonic())
             info = signal.sigtimedwait(SIGNALS, timeout)
-            if info is not None and info.si_signo != signal.SIGCHLD:
+            # Only the signals waited for: a debugger attached with ptrace (py-spy) has made
+            # the wait return a number that is none of them, which must not stop the workers.
+            if info is not None and info.si_signo in _ASKED:
                 self._signalled(signal.Signals(info.si_signo))
             for index in self._reap():
                 if not self._stopping:
