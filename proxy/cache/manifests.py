@@ -117,13 +117,13 @@ class ManifestCache:
         stored = await self._get_manifest(digest)
         if stored is not None:
             await self._references.check(target, Kind.MANIFEST, digest)
-            return self._served(target, stored, head, "hit")
+            return await self._served(target, stored, head, "hit")
         if head:
             entry = await self._head(target, str(digest), accept)
             if entry is not None and entry.digest == digest:
                 return ManifestAnswer(digest, entry.media_type, entry.size, None, "miss")
         stored = await self._fetch(target, str(digest), accept, expected=digest)
-        return self._served(target, stored, head, "miss")
+        return await self._served(target, stored, head, "miss")
 
     async def _by_tag(
         self, target: Target, tag: str, accept: tuple[str, ...], head: bool
@@ -198,7 +198,7 @@ class ManifestCache:
         current = await self._head(target, tag, accept, ask) if previous or head else None
         if current is None:
             stored = await self._fetch(target, tag, accept, None, ask)
-            return self._served(target, stored, head, "miss")
+            return await self._served(target, stored, head, "miss")
         same = previous is not None and previous.digest == current.digest
         return await self._serve(target, current, accept, head, "revalidated" if same else "miss")
 
@@ -219,7 +219,7 @@ class ManifestCache:
         self._metrics.stale_served.labels(target.upstream.name).inc()
         if stored is None:
             return ManifestAnswer(entry.digest, entry.media_type, entry.size, None, "stale")
-        return self._served(target, stored, head, "stale")
+        return await self._served(target, stored, head, "stale")
 
     async def _serve(
         self, target: Target, entry: TagEntry, accept: tuple[str, ...], head: bool, result: str
@@ -230,14 +230,15 @@ class ManifestCache:
         if stored is None:
             stored = await self._fetch(target, str(entry.digest), accept, entry.digest)
             result = "miss"
-        return self._served(target, stored, head, result)
+        return await self._served(target, stored, head, result)
 
-    def _served(
+    async def _served(
         self, target: Target, stored: StoredManifest, head: bool, result: str
     ) -> ManifestAnswer:
         """The answer for a manifest ``target`` references; what it references, ``target``
-        references too (parsed once per manifest and repository while remembered)."""
-        self._usage.learn_manifest(stored, target.ref)
+        references too (parsed once per manifest and repository while remembered), in the
+        index before the client can ask another worker for it."""
+        await self._usage.publish(self._usage.learn_manifest(stored, target.ref))
         return _answer(stored, head, result)
 
     async def _head(

@@ -76,5 +76,6 @@ class References:
                     "the upstream answered for another manifest",
                     detail={"digest": str(digest), "upstream": str(found.digest)},
                 )
-        self._usage.learn(kind, digest, target.ref)
+        if self._usage.learn(kind, digest, target.ref):
+            await self._usage.publish([(kind, digest, target.ref)])
         return found

@@ -94,24 +94,41 @@ class Usage:
         _remember(self._known, key)
         return True
 
-    def learn(self, kind: Kind, digest: Digest, ref: RepoRef) -> None:
+    def learn(self, kind: Kind, digest: Digest, ref: RepoRef) -> bool:
         """``ref`` references the content (its upstream said so): known at once, recorded in
-        the index with the next batch."""
+        the index with the next batch, or by ``publish``. Whether it was news."""
         key = (kind, digest, ref)
         if key in self._known:
-            return
+            return False
         _remember(self._known, key)
         self._pending.setdefault(key, time.time())
+        return True
 
-    def learn_manifest(self, manifest: StoredManifest, ref: RepoRef) -> None:
-        """What a manifest pulled for ``ref`` references, ``ref`` references too."""
+    def learn_manifest(self, manifest: StoredManifest, ref: RepoRef) -> list[UseKey]:
+        """What a manifest pulled for ``ref`` references, ``ref`` references too; the
+        references that were news."""
         if not _remember(self._parsed, (manifest.digest, ref)):
-            return
+            return []
         found = references(manifest.body)
-        for digest in found.blobs:
-            self.learn(Kind.BLOB, digest, ref)
-        for digest in found.manifests:
-            self.learn(Kind.MANIFEST, digest, ref)
+        kinds = [(Kind.BLOB, found.blobs), (Kind.MANIFEST, found.manifests)]
+        return [
+            (kind, digest, ref)
+            for kind, digests in kinds
+            for digest in digests
+            if self.learn(kind, digest, ref)
+        ]
+
+    async def publish(self, keys: list[UseKey]) -> None:
+        """Record references learned just now in the index at once, not with the next batch:
+        the client's next request may reach another worker or replica, which would otherwise
+        not know them for up to FLUSH_EVERY and ask the upstream again (and fail while the
+        upstream is down, for content that is cached). A failed write leaves them pending."""
+        uses = {key: self._pending[key] for key in keys if key in self._pending}
+        if not uses:
+            return
+        if await best_effort(self._index.record_uses(uses), "record references", self._metrics):
+            for key in uses:
+                self._pending.pop(key, None)
 
     async def forget(self, kind: Kind, digest: Digest) -> None:
         """Drop every record of the content: it is gone from the cache."""
