@@ -58,27 +58,33 @@ async def memory_leftovers(store: BlobStore, root: Path) -> list[str]:
 S3_BUCKET = "conformance"
 
 
+async def open_bucket(cluster: CephCluster, bucket: str, root: Path) -> S3BlobStore:
+    """An S3 store in ``bucket`` under a prefix named after ``root``, where its spool is: the
+    same directory opens the same blobs again."""
+    endpoint = cluster.endpoint
+    prefix = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    location = S3Location(
+        bucket,
+        endpoint.url,
+        endpoint.region,
+        f"{prefix}/",
+        endpoint.access_key,
+        endpoint.secret_key,
+    )
+    # Parts of the smallest size the gateway takes: the tests' blobs go up in several.
+    store = S3BlobStore(location, root / "spool", part_size=MIN_PART_SIZE)
+    await store.open()
+    return store
+
+
 def s3_implementation(request: pytest.FixtureRequest) -> Implementation:
     """One bucket for the session; each test's blobs under a prefix of its own, named after
     its directory, so that reopening the directory reopens the same blobs."""
     cluster: CephCluster = request.getfixturevalue("rgw")
     cluster.create_bucket(S3_BUCKET)
-    endpoint = cluster.endpoint
 
     async def open_s3(root: Path) -> BlobStore:
-        prefix = hashlib.sha256(str(root).encode()).hexdigest()[:16]
-        location = S3Location(
-            S3_BUCKET,
-            endpoint.url,
-            endpoint.region,
-            f"{prefix}/",
-            endpoint.access_key,
-            endpoint.secret_key,
-        )
-        # Parts of the smallest size the gateway takes: the tests' blobs go up in several.
-        store = S3BlobStore(location, root / "spool", part_size=MIN_PART_SIZE)
-        await store.open()
-        return store
+        return await open_bucket(cluster, S3_BUCKET, root)
 
     async def close_s3(store: BlobStore) -> None:
         assert isinstance(store, S3BlobStore)

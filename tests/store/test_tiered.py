@@ -5,7 +5,6 @@ blobs), and its own LRU bound."""
 from __future__ import annotations
 
 import errno
-import hashlib
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -15,11 +14,11 @@ import pytest
 from proxy.oci.digest import Digest
 from proxy.store import BlobStore, LocalFile, StoredBlob
 from proxy.store.s3blobs import S3BlobStore
-from proxy.store.s3calls import S3Location
 from proxy.store.spool import Spool
 from proxy.store.tier import LocalTier
 from proxy.store.tiered import TieredBlobStore
-from tests.support.ceph import MIN_PART_SIZE, CephCluster
+from tests.store.blobstores import open_bucket
+from tests.support.ceph import CephCluster
 
 BUCKET = "tiered"
 BLOB = 10_000
@@ -32,18 +31,7 @@ LARGE = b"large blob " * 60_000
 @pytest.fixture
 async def bucket(rgw: CephCluster, tmp_path: Path) -> AsyncIterator[S3BlobStore]:
     rgw.create_bucket(BUCKET)
-    endpoint = rgw.endpoint
-    prefix = hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
-    location = S3Location(
-        BUCKET,
-        endpoint.url,
-        endpoint.region,
-        f"{prefix}/",
-        endpoint.access_key,
-        endpoint.secret_key,
-    )
-    opened = S3BlobStore(location, tmp_path / "spool", part_size=MIN_PART_SIZE)
-    await opened.open()
+    opened = await open_bucket(rgw, BUCKET, tmp_path)
     yield opened
     await opened.close()
 
