@@ -236,9 +236,13 @@ class ManifestCache:
         self, target: Target, stored: StoredManifest, head: bool, result: str
     ) -> ManifestAnswer:
         """The answer for a manifest ``target`` references; what it references, ``target``
-        references too (parsed once per manifest and repository while remembered), in the
-        index before the client can ask another worker for it."""
-        await self._usage.publish(self._usage.learn_manifest(stored, target.ref))
+        references too (parsed once per manifest and repository while remembered). A manifest
+        just fetched teaches the index too, before the client can ask another worker for what
+        it references; one read from the index was taught by whoever fetched it, so a warm
+        answer leaves its records to the next batch."""
+        learned = self._usage.learn_manifest(stored, target.ref)
+        if result == "miss":
+            await self._usage.publish(learned)
         return _answer(stored, head, result)
 
     async def _head(
