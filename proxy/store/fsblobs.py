@@ -168,8 +168,9 @@ class FsBlobWriter(BlobWriter):
         # Checked here too, for callers that did not verify first: a hexdigest is cheap.
         await self.verify()
         loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(_COMMITS, self._put_in_place):
-            self._store.added(self.written)
+        with self._store.changing():
+            if await loop.run_in_executor(_COMMITS, self._put_in_place):
+                self._store.added(self.written)
 
     async def write_whole(self, data: bytes) -> None:
         # A small blob's whole time in the store, from its file's creation to its link into
@@ -177,8 +178,9 @@ class FsBlobWriter(BlobWriter):
         self._hasher.update(data)
         await self.verify()
         loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(_COMMITS, self._write_and_put, data):
-            self._store.added(self.written)
+        with self._store.changing():
+            if await loop.run_in_executor(_COMMITS, self._write_and_put, data):
+                self._store.added(self.written)
 
     def _write_and_put(self, data: bytes) -> bool:
         """Blocking: ``_put_in_place`` after writing ``data``."""
@@ -234,6 +236,7 @@ class FsBlobStore(BlobStore):
         self._blobs_name = str(self._blobs)
         self._tmp = root / "tmp"
         self._total = 0
+        self._changing = 0  # stores and deletes under way (changing)
         self._measuring: asyncio.Task[None] | None = None
 
     async def open(self, clean: bool = True) -> None:
@@ -257,13 +260,13 @@ class FsBlobStore(BlobStore):
 
     async def remeasure(self) -> None:
         # A blob this process stores or deletes while the walk runs may be counted twice or
-        # not at all, so a walk that saw changes is walked again. Under constant change the
-        # last walk stands: a small error until the next measure, where keeping commits out
-        # of the walk would stall downloads for its length.
+        # not at all, so a walk that saw changes, or ended while one was under way, is walked
+        # again. Under constant change the last walk stands: a small error until the next
+        # measure, where keeping commits out of the walk would stall downloads for its length.
         for _ in range(MEASURE_TRIES):
             before = self.changes
             total = await asyncio.to_thread(self._measure)
-            if self.changes == before:
+            if self.changes == before and not self._changing:
                 break
         self._total = total
 
@@ -332,14 +335,25 @@ class FsBlobStore(BlobStore):
 
     async def delete(self, digest: Digest) -> bool:
         path = self.path(digest)
+        with self.changing():
+            try:
+                size = (await aiofiles.os.stat(path)).st_size
+                await aiofiles.os.remove(path)
+            except FileNotFoundError:
+                return False
+            self._total -= size
+            self.changes += 1
+            return True
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Around a store or delete: from its first change on disk to its count in the total,
+        a measure's walk may have seen either side (``remeasure``)."""
+        self._changing += 1
         try:
-            size = (await aiofiles.os.stat(path)).st_size
-            await aiofiles.os.remove(path)
-        except FileNotFoundError:
-            return False
-        self._total -= size
-        self.changes += 1
-        return True
+            yield
+        finally:
+            self._changing -= 1
 
     async def total_size(self) -> int:
         if self._measuring is None:
